@@ -1,0 +1,49 @@
+//! # faaskeeper-core
+//!
+//! ZooKeeper semantics with no I/O, shared by the stage components, the host and the client:
+//! path rules ([`path`]), [`Stat`], create modes ([`CreateMode`]), ZooKeeper's error codes
+//! ([`ZkError`]), the wire types that travel between client, writer, log, distributor and
+//! watch ([`wire`]), and the deterministic *apply* step ([`apply`]) that turns the current
+//! state plus one transaction into a new state, a result and watch events.
+//!
+//! ## Example: apply a transaction to an in-memory tree
+//!
+//! ```
+//! use faaskeeper_core::apply::{apply, MemState};
+//! use faaskeeper_core::wire::{Op, OpResult, Request, Txn};
+//! use faaskeeper_core::CreateMode;
+//!
+//! let mut state = MemState::initialized();
+//! let open = Txn { zxid: 1, time_ms: 10, request: Request {
+//!     session: 7, seq: 0, op: Op::OpenSession { timeout_ms: 10_000, notify: "n".into() } } };
+//! apply(&mut state, &open).unwrap();
+//! let create = Txn { zxid: 2, time_ms: 11, request: Request { session: 7, seq: 1, op: Op::Create {
+//!     path: "/a".into(), data: b"hello".to_vec(), mode: CreateMode::Persistent } } };
+//! let out = apply(&mut state, &create).unwrap();
+//! match out.result {
+//!     OpResult::Created { path, stat } => { assert_eq!(path, "/a"); assert_eq!(stat.czxid, 2); }
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! ```
+#![deny(missing_docs)]
+
+pub mod apply;
+mod error;
+pub mod keys;
+mod mode;
+pub mod path;
+mod stat;
+pub mod wire;
+
+pub use error::ZkError;
+pub use mode::CreateMode;
+pub use stat::Stat;
+
+/// ZooKeeper's default `jute.maxbuffer`: the largest znode payload accepted (1 MiB).
+pub const MAX_DATA_LEN: usize = 1024 * 1024;
+
+/// Session id ZooKeeper-style (a signed 64-bit number, never 0 for a real session).
+pub type SessionId = i64;
+
+/// Position in the transaction log; the total order of all writes.
+pub type Zxid = i64;
