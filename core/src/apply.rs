@@ -113,15 +113,20 @@ impl Outbox {
         list.push(event);
     }
 
-    fn into_deliveries<S: State>(mut self, state: &mut S) -> Result<Vec<Delivery>, S::Error> {
+    /// Resolve delivery addresses. `issuer` hears its result even when its session has just
+    /// closed; watch events for other closed sessions are dropped, nobody is listening.
+    fn into_deliveries<S: State>(
+        mut self,
+        state: &mut S,
+        issuer: SessionId,
+    ) -> Result<Vec<Delivery>, S::Error> {
         let mut out = Vec::new();
         for session in self.order {
             let Some(events) = self.events.remove(&session) else {
                 continue;
             };
-            // Watches of sessions that have closed are dropped: nobody is listening.
             match state.session(session)? {
-                Some(rec) if !rec.closed => out.push(Delivery {
+                Some(rec) if !rec.closed || session == issuer => out.push(Delivery {
                     session,
                     notify: rec.notify,
                     events,
@@ -185,11 +190,10 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
         return finish(state, txn, out, result);
     }
     let Some(mut sess) = session.filter(|s| !s.closed) else {
+        // A closed session still has a tombstone with its address: tell it. An id never
+        // opened has nowhere to be told; the host refuses such requests before the log.
         let result = OpResult::error(ZkError::SessionExpired, "session is closed or unknown");
-        return Ok(Applied {
-            result,
-            deliveries: Vec::new(),
-        });
+        return finish(state, txn, out, result);
     };
     if req.seq <= sess.last_seq {
         // Redelivered request: re-send the stored result of the newest one, nothing else.
@@ -211,7 +215,7 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
         );
         return Ok(Applied {
             result,
-            deliveries: out.into_deliveries(state)?,
+            deliveries: out.into_deliveries(state, txn.request.session)?,
         });
     }
 
@@ -306,7 +310,7 @@ fn finish<S: State>(
     );
     Ok(Applied {
         result,
-        deliveries: out.into_deliveries(state)?,
+        deliveries: out.into_deliveries(state, txn.request.session)?,
     })
 }
 

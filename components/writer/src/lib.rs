@@ -1,1 +1,106 @@
-//! placeholder
+//! # faaskeeper-writer
+//!
+//! The writer stage: takes a batch of client requests, refuses what is plainly invalid
+//! (`faaskeeper_core::wire::precheck`), and appends the rest to the transaction log in the
+//! `system` bucket. The log position is the request's zxid (Guarantee 1: one total order).
+//!
+//! Appending needs only compare-and-swap on a key that exists (DESIGN.md): every entry is
+//! stored under a fresh random id with a pointer to the entry before it, then `log/head` is
+//! swapped from the head that was read to `{zxid + n, last id}`. A lost swap rewrites the
+//! entries against the new head and tries again. Entries of a lost race are never linked, so
+//! a writer that crashes anywhere leaves at most unreachable records behind.
+//!
+//! After appending, the writer wakes the distributor by service chaining.
+
+use faaskeeper_core::keys;
+use faaskeeper_core::wire::{LogEntry, LogHead, Submission, Txn, WriteBatch, precheck};
+use faaskeeper_guest::kv::{Bucket, KvError};
+use faaskeeper_guest::{Reply, Stage};
+
+/// Where the distributor is reached (Spin service chaining; the bundled host routes it too).
+const DISTRIBUTOR_URL: &str = "http://distributor.spin.internal/";
+/// A writer gives up after this many lost swaps in a row (heavy contention or a broken CAS).
+const MAX_CAS_ATTEMPTS: usize = 10_000;
+
+struct Writer;
+
+impl Stage for Writer {
+    fn handle(_path: &str, body: Vec<u8>) -> Reply {
+        let batch: WriteBatch = match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return Reply::error(400, &format!("malformed write batch: {e}")),
+        };
+        match write(batch) {
+            Ok(subs) => Reply::json(&subs),
+            Err(e) => Reply::error(503, &e.to_string()),
+        }
+    }
+}
+
+faaskeeper_guest::export_stage!(Writer);
+
+fn write(batch: WriteBatch) -> Result<Vec<Submission>, KvError> {
+    let mut subs = Vec::with_capacity(batch.requests.len());
+    let mut accepted = Vec::new();
+    for req in batch.requests {
+        match precheck(&req.op) {
+            Ok(()) => accepted.push(req),
+            Err((error, message)) => subs.push(Submission::Rejected {
+                seq: req.seq,
+                error,
+                message,
+            }),
+        }
+    }
+    if accepted.is_empty() {
+        return Ok(subs);
+    }
+    let system = Bucket::open(keys::SYSTEM_BUCKET)?;
+    let ids: Vec<String> = accepted.iter().map(|_| faaskeeper_guest::random_id()).collect();
+    let mut attempts = 0;
+    let first_zxid = loop {
+        attempts += 1;
+        let (cas, head): (_, LogHead) = system.cas(keys::LOG_HEAD)?;
+        let time_ms = faaskeeper_guest::now_ms();
+        let mut prev = head.id.clone();
+        let mut entries = Vec::with_capacity(accepted.len());
+        for (i, (req, id)) in accepted.iter().zip(&ids).enumerate() {
+            let entry = LogEntry {
+                prev: std::mem::replace(&mut prev, id.clone()),
+                txn: Txn {
+                    zxid: head.zxid + 1 + i as i64,
+                    time_ms,
+                    request: req.clone(),
+                },
+            };
+            let bytes = serde_json::to_vec(&entry).map_err(|e| KvError::Corrupt(e.to_string()))?;
+            entries.push((keys::txn(id), bytes));
+        }
+        // Entries must be durable before the head points at them.
+        system.set_many(entries)?;
+        let new_head = LogHead {
+            zxid: head.zxid + accepted.len() as i64,
+            id: prev,
+        };
+        match cas.swap(&new_head) {
+            Ok(()) => break head.zxid + 1,
+            Err(KvError::CasConflict) if attempts < MAX_CAS_ATTEMPTS => continue,
+            Err(e) => {
+                let _ = system.delete_many(ids.iter().map(|id| keys::txn(id)).collect());
+                return Err(e);
+            }
+        }
+    };
+    for (i, req) in accepted.iter().enumerate() {
+        subs.push(Submission::Appended {
+            seq: req.seq,
+            zxid: first_zxid + i as i64,
+        });
+    }
+    // The txns are in the log whatever happens now; a failed wake-up is repaired by the next
+    // writer's wake-up, or by the host's periodic one.
+    if let Err(e) = faaskeeper_guest::post(DISTRIBUTOR_URL, b"{}") {
+        faaskeeper_guest::log(&format!("writer: distributor not reached: {e}"));
+    }
+    Ok(subs)
+}

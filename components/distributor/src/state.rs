@@ -1,0 +1,110 @@
+//! `faaskeeper_core::apply::State` over the system bucket: reads go to the store once and are
+//! cached; writes are staged in memory until the whole batch is decided.
+
+use faaskeeper_core::SessionId;
+use faaskeeper_core::apply::{NodeRecord, SessionRecord, State, WatchRecord};
+use faaskeeper_core::keys;
+use faaskeeper_guest::kv::{Bucket, KvError};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub struct KvState<'a> {
+    system: &'a Bucket,
+    nodes: BTreeMap<String, Option<NodeRecord>>,
+    sessions: BTreeMap<SessionId, Option<SessionRecord>>,
+    watches: BTreeMap<String, WatchRecord>,
+    dirty_nodes: BTreeSet<String>,
+    dirty_sessions: BTreeSet<SessionId>,
+    dirty_watches: BTreeSet<String>,
+}
+
+/// The staged writes of a batch (`None`: delete).
+pub struct Changes {
+    pub nodes: Vec<(String, Option<NodeRecord>)>,
+    pub sessions: Vec<(SessionId, SessionRecord)>,
+    pub watches: Vec<(String, WatchRecord)>,
+}
+
+impl<'a> KvState<'a> {
+    pub fn new(system: &'a Bucket) -> Self {
+        KvState {
+            system,
+            nodes: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            watches: BTreeMap::new(),
+            dirty_nodes: BTreeSet::new(),
+            dirty_sessions: BTreeSet::new(),
+            dirty_watches: BTreeSet::new(),
+        }
+    }
+
+    pub fn into_changes(mut self) -> Changes {
+        Changes {
+            nodes: self
+                .dirty_nodes
+                .iter()
+                .map(|p| (p.clone(), self.nodes.remove(p).flatten()))
+                .collect(),
+            sessions: self
+                .dirty_sessions
+                .iter()
+                .filter_map(|id| self.sessions.remove(id).flatten().map(|s| (*id, s)))
+                .collect(),
+            watches: self
+                .dirty_watches
+                .iter()
+                .map(|p| (p.clone(), self.watches.remove(p).unwrap_or_default()))
+                .collect(),
+        }
+    }
+}
+
+impl State for KvState<'_> {
+    type Error = KvError;
+
+    fn node(&mut self, path: &str) -> Result<Option<NodeRecord>, KvError> {
+        if let Some(n) = self.nodes.get(path) {
+            return Ok(n.clone());
+        }
+        let n: Option<NodeRecord> = self.system.get_json(&keys::node(path))?;
+        self.nodes.insert(path.to_string(), n.clone());
+        Ok(n)
+    }
+
+    fn put_node(&mut self, path: &str, node: NodeRecord) {
+        self.nodes.insert(path.to_string(), Some(node));
+        self.dirty_nodes.insert(path.to_string());
+    }
+
+    fn remove_node(&mut self, path: &str) {
+        self.nodes.insert(path.to_string(), None);
+        self.dirty_nodes.insert(path.to_string());
+    }
+
+    fn session(&mut self, id: SessionId) -> Result<Option<SessionRecord>, KvError> {
+        if let Some(s) = self.sessions.get(&id) {
+            return Ok(s.clone());
+        }
+        let s: Option<SessionRecord> = self.system.get_json(&keys::session(id))?;
+        self.sessions.insert(id, s.clone());
+        Ok(s)
+    }
+
+    fn put_session(&mut self, id: SessionId, session: SessionRecord) {
+        self.sessions.insert(id, Some(session));
+        self.dirty_sessions.insert(id);
+    }
+
+    fn watches(&mut self, path: &str) -> Result<WatchRecord, KvError> {
+        if let Some(w) = self.watches.get(path) {
+            return Ok(w.clone());
+        }
+        let w: WatchRecord = self.system.get_json(&keys::watches(path))?.unwrap_or_default();
+        self.watches.insert(path.to_string(), w.clone());
+        Ok(w)
+    }
+
+    fn put_watches(&mut self, path: &str, watches: WatchRecord) {
+        self.watches.insert(path.to_string(), watches);
+        self.dirty_watches.insert(path.to_string());
+    }
+}
