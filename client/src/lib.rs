@@ -1,1 +1,421 @@
-//! placeholder
+//! # faaskeeper-client
+//!
+//! Async Rust client of FaaSKeeper over the bundled host's HTTP API (`docs/api.md`). Writes
+//! (and reads that leave a watch) go through the ordered pipeline; plain reads go straight to
+//! the user store. Results and watch events arrive on the session's channel, which a
+//! background task long-polls.
+//!
+//! Guarantees the client keeps (DESIGN.md):
+//! - **FIFO** (2): a session submits one request at a time to the writer, so the log holds
+//!   them in issue order; callers may still pipeline by awaiting several futures at once.
+//! - **Read-your-writes** (3): a write returns only when its result arrived, which the
+//!   distributor sends after the user store holds the new node.
+//! - **At-least-once delivery made exactly-once**: duplicated results and events are dropped.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use faaskeeper_client::{Client, Options};
+//! use faaskeeper_core::CreateMode;
+//! # async fn run() -> Result<(), faaskeeper_client::Error> {
+//! let client = Client::connect("http://127.0.0.1:8181", Options::default()).await?;
+//! client.create("/a", b"hello", CreateMode::Persistent).await?;
+//! let (data, stat, watch) = client.get_data_w("/a").await?;
+//! assert_eq!(data, b"hello");
+//! client.set_data("/a", b"x", stat.version).await?;
+//! let event = watch.wait().await?;
+//! println!("{:?} on {}", event.kind, event.path);
+//! client.close().await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod transport;
+mod watches;
+
+use faaskeeper_core::wire::{NodeView, Op, OpResult, SessionEvent, Submission, WatchEvent, WriteBatch};
+use faaskeeper_core::{CreateMode, SessionId, Stat, ZkError, Zxid};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use transport::Transport;
+use watches::{WatchKind, Watchers};
+
+pub use faaskeeper_core::wire::EventType;
+pub use watches::Watch;
+
+/// Errors of client operations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// ZooKeeper's answer (`NoNode`, `BadVersion`, ...).
+    #[error("{code:?}: {message}")]
+    Zk {
+        /// The code.
+        code: ZkError,
+        /// Detail from the service.
+        message: String,
+    },
+    /// The service could not be reached or answered with something unexpected.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// No result within [`Options::request_timeout`]; the request may still take effect.
+    #[error("request timed out")]
+    Timeout,
+}
+
+impl Error {
+    /// The ZooKeeper code, if this is a ZooKeeper answer.
+    pub fn code(&self) -> Option<ZkError> {
+        match self {
+            Error::Zk { code, .. } => Some(*code),
+            Error::Timeout => Some(ZkError::OperationTimeout),
+            Error::Transport(_) => Some(ZkError::ConnectionLoss),
+        }
+    }
+
+    fn zk(code: ZkError, message: impl Into<String>) -> Error {
+        Error::Zk {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Session options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Requested session timeout.
+    pub session_timeout_ms: i32,
+    /// How long an operation waits for its result.
+    pub request_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            session_timeout_ms: 10_000,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+type Pending = HashMap<i64, oneshot::Sender<Result<(Zxid, OpResult), Error>>>;
+
+struct Inner {
+    transport: Transport,
+    session: SessionId,
+    options: Options,
+    /// Held while a request is handed to the writer: this is what keeps FIFO order.
+    next_seq: tokio::sync::Mutex<i64>,
+    pending: Mutex<Pending>,
+    watchers: Mutex<Watchers>,
+    expired: AtomicBool,
+}
+
+/// A session with the service.
+pub struct Client {
+    inner: Arc<Inner>,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.poller.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means another task panicked mid-update of plain maps; the data is
+    // still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Client {
+    /// Open a session at `url` (e.g. `http://127.0.0.1:8181`).
+    pub async fn connect(url: &str, options: Options) -> Result<Client, Error> {
+        let transport = Transport::new(url)?;
+        let opened: serde_json::Value = transport
+            .post_json(
+                "/v1/sessions",
+                &serde_json::json!({ "timeout_ms": options.session_timeout_ms }),
+            )
+            .await?;
+        let session = opened
+            .get("session")
+            .and_then(|v| v.as_i64())
+            .ok_or_else(|| Error::Transport(format!("unexpected answer {opened}")))?;
+        let (tx, rx) = oneshot::channel();
+        let mut pending = Pending::new();
+        pending.insert(0, tx);
+        let inner = Arc::new(Inner {
+            transport,
+            session,
+            options: options.clone(),
+            next_seq: tokio::sync::Mutex::new(1),
+            pending: Mutex::new(pending),
+            watchers: Mutex::new(Watchers::default()),
+            expired: AtomicBool::new(false),
+        });
+        let poller = tokio::spawn(poll_loop(inner.clone()));
+        let client = Client { inner, poller };
+        match tokio::time::timeout(options.request_timeout, rx).await {
+            Ok(Ok(Ok((_, OpResult::SessionOpened { .. })))) => Ok(client),
+            Ok(Ok(Ok((_, other)))) => Err(Error::Transport(format!("unexpected {other:?}"))),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(Error::Transport("session channel closed".into())),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    /// This session's id.
+    pub fn session_id(&self) -> SessionId {
+        self.inner.session
+    }
+
+    /// Send one op through the pipeline and wait for its result. `watch` is registered
+    /// locally before sending, and armed only when the result arrives, so no event is lost
+    /// and none from before the read is taken for ours.
+    async fn submit(&self, op: Op, watch: Option<(WatchKind, String)>) -> Result<(Zxid, OpResult, Option<Watch>), Error> {
+        if self.inner.expired.load(Ordering::SeqCst) {
+            return Err(Error::zk(ZkError::SessionExpired, "session expired"));
+        }
+        let (rx, watch) = {
+            let mut next = self.inner.next_seq.lock().await;
+            let seq = *next;
+            *next += 1;
+            let (tx, rx) = oneshot::channel();
+            lock(&self.inner.pending).insert(seq, tx);
+            let watch = watch.map(|(kind, path)| lock(&self.inner.watchers).add(kind, &path, seq));
+            let batch = WriteBatch {
+                requests: vec![faaskeeper_core::wire::Request {
+                    session: self.inner.session,
+                    seq,
+                    op,
+                }],
+            };
+            let path = format!("/v1/sessions/{}/requests", self.inner.session);
+            let answer: Result<Vec<Submission>, Error> = self.inner.transport.post_json(&path, &batch).await;
+            let forget = |inner: &Inner| {
+                lock(&inner.pending).remove(&seq);
+                lock(&inner.watchers).forget(seq);
+            };
+            match answer {
+                Ok(subs) => match subs.into_iter().next() {
+                    Some(Submission::Appended { .. }) => {}
+                    Some(Submission::Rejected { error, message, .. }) => {
+                        forget(&self.inner);
+                        return Err(Error::zk(error, message));
+                    }
+                    None => {
+                        forget(&self.inner);
+                        return Err(Error::Transport("writer answered nothing".into()));
+                    }
+                },
+                Err(e) => {
+                    forget(&self.inner);
+                    if let Error::Zk { code: ZkError::SessionExpired, .. } = e {
+                        self.inner.expired.store(true, Ordering::SeqCst);
+                    }
+                    return Err(e);
+                }
+            }
+            (rx, watch)
+        };
+        match tokio::time::timeout(self.inner.options.request_timeout, rx).await {
+            Ok(Ok(Ok((zxid, OpResult::Error { error, message })))) => {
+                let _ = zxid;
+                Err(Error::zk(error, message))
+            }
+            Ok(Ok(Ok((zxid, result)))) => Ok((zxid, result, watch)),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(Error::zk(ZkError::SessionExpired, "session channel closed")),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    /// Create a node; returns its actual path (with the suffix, for sequential nodes).
+    pub async fn create(&self, path: &str, data: &[u8], mode: CreateMode) -> Result<String, Error> {
+        self.create2(path, data, mode).await.map(|(p, _)| p)
+    }
+
+    /// Create a node; returns its actual path and its stat.
+    pub async fn create2(&self, path: &str, data: &[u8], mode: CreateMode) -> Result<(String, Stat), Error> {
+        let op = Op::Create {
+            path: path.to_string(),
+            data: data.to_vec(),
+            mode,
+        };
+        match self.submit(op, None).await? {
+            (_, OpResult::Created { path, stat }, _) => Ok((path, stat)),
+            (_, other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Replace a node's data if its version is `version` (-1: any); returns the new stat.
+    pub async fn set_data(&self, path: &str, data: &[u8], version: i32) -> Result<Stat, Error> {
+        let op = Op::SetData {
+            path: path.to_string(),
+            data: data.to_vec(),
+            version,
+        };
+        match self.submit(op, None).await? {
+            (_, OpResult::Stat { stat }, _) => Ok(stat),
+            (_, other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Delete a node if its version is `version` (-1: any).
+    pub async fn delete(&self, path: &str, version: i32) -> Result<(), Error> {
+        let op = Op::Delete {
+            path: path.to_string(),
+            version,
+        };
+        match self.submit(op, None).await? {
+            (_, OpResult::Deleted, _) => Ok(()),
+            (_, other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Read a node straight from the user store.
+    async fn read(&self, path: &str) -> Result<Option<NodeView>, Error> {
+        faaskeeper_core::path::validate(path).map_err(|e| Error::zk(ZkError::BadArguments, e.to_string()))?;
+        self.inner.transport.read_node(path).await
+    }
+
+    /// Data and stat of a node.
+    pub async fn get_data(&self, path: &str) -> Result<(Vec<u8>, Stat), Error> {
+        match self.read(path).await? {
+            Some(n) => Ok((n.data, n.stat)),
+            None => Err(Error::zk(ZkError::NoNode, path)),
+        }
+    }
+
+    /// The stat of a node, or `None` if it does not exist.
+    pub async fn exists(&self, path: &str) -> Result<Option<Stat>, Error> {
+        Ok(self.read(path).await?.map(|n| n.stat))
+    }
+
+    /// Sorted child names of a node.
+    pub async fn get_children(&self, path: &str) -> Result<Vec<String>, Error> {
+        self.get_children2(path).await.map(|(c, _)| c)
+    }
+
+    /// Sorted child names and the stat of a node.
+    pub async fn get_children2(&self, path: &str) -> Result<(Vec<String>, Stat), Error> {
+        match self.read(path).await? {
+            Some(n) => Ok((n.children, n.stat)),
+            None => Err(Error::zk(ZkError::NoNode, path)),
+        }
+    }
+
+    /// Data and stat of a node, leaving a one-shot data watch (fires on change or delete).
+    pub async fn get_data_w(&self, path: &str) -> Result<(Vec<u8>, Stat, Watch), Error> {
+        let op = Op::GetData {
+            path: path.to_string(),
+            watch: true,
+        };
+        match self.submit(op, Some((WatchKind::Data, path.to_string()))).await? {
+            (_, OpResult::Data { data, stat }, Some(w)) => Ok((data, stat, w)),
+            (_, other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Stat of a node (or `None`), leaving a one-shot exists watch (fires on create, change
+    /// or delete).
+    pub async fn exists_w(&self, path: &str) -> Result<(Option<Stat>, Watch), Error> {
+        let op = Op::Exists {
+            path: path.to_string(),
+            watch: true,
+        };
+        match self.submit(op, Some((WatchKind::Exists, path.to_string()))).await? {
+            (_, OpResult::Exists { stat }, Some(w)) => Ok((stat, w)),
+            (_, other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Children of a node, leaving a one-shot child watch (fires on a child's create or
+    /// delete, or the node's delete).
+    pub async fn get_children_w(&self, path: &str) -> Result<(Vec<String>, Stat, Watch), Error> {
+        let op = Op::GetChildren {
+            path: path.to_string(),
+            watch: true,
+        };
+        match self.submit(op, Some((WatchKind::Child, path.to_string()))).await? {
+            (_, OpResult::Children { children, stat }, Some(w)) => Ok((children, stat, w)),
+            (_, other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Close the session: its ephemeral nodes are deleted before this returns.
+    pub async fn close(self) -> Result<(), Error> {
+        let r = self.submit(Op::CloseSession, None).await;
+        let path = format!("/v1/sessions/{}", self.inner.session);
+        let _ = self.inner.transport.delete(&path).await;
+        match r {
+            Ok((_, OpResult::SessionClosed, _)) => Ok(()),
+            Ok((_, other, _)) => Err(unexpected(other)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn unexpected(r: OpResult) -> Error {
+    Error::Transport(format!("unexpected result {r:?}"))
+}
+
+/// Long-poll the session channel and dispatch results and events in order.
+async fn poll_loop(inner: Arc<Inner>) {
+    let mut after = 0u64;
+    let mut failures = 0u32;
+    loop {
+        match inner.transport.poll(inner.session, after).await {
+            Ok(events) => {
+                failures = 0;
+                for (index, event) in events {
+                    after = after.max(index + 1);
+                    dispatch(&inner, event);
+                }
+            }
+            Err(Error::Zk { code: ZkError::SessionExpired, .. }) => break,
+            Err(e) => {
+                failures += 1;
+                tracing::debug!(error = %e, "poll failed");
+                if failures > 50 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    inner.expired.store(true, Ordering::SeqCst);
+    for (_, tx) in lock(&inner.pending).drain() {
+        let _ = tx.send(Err(Error::zk(ZkError::SessionExpired, "session channel is gone")));
+    }
+    lock(&inner.watchers).clear();
+}
+
+fn dispatch(inner: &Inner, event: SessionEvent) {
+    match event {
+        SessionEvent::Result { seq, zxid, result } => {
+            let ok = !matches!(result, OpResult::Error { .. });
+            // Arm (or drop) this request's watch before anything later is dispatched.
+            lock(&inner.watchers).settle(seq, ok);
+            if let Some(tx) = lock(&inner.pending).remove(&seq) {
+                let _ = tx.send(Ok((zxid, result)));
+            }
+        }
+        SessionEvent::Watch { event } => lock(&inner.watchers).fire(event),
+    }
+}
+
+impl Watch {
+    /// Wait for the event.
+    pub async fn wait(self) -> Result<WatchEvent, Error> {
+        self.rx
+            .await
+            .map_err(|_| Error::zk(ZkError::SessionExpired, "session ended before the watch fired"))
+    }
+}

@@ -1,1 +1,144 @@
-//! placeholder
+//! # faaskeeper-host
+//!
+//! The bundled wasmtime host: it runs the stage components (writer, distributor, watch) from
+//! `faaskeeper-artifacts`, gives them `wasi:keyvalue@0.2.0-draft2` buckets on a durable
+//! embedded store ([`kv`]), routes their service-chaining calls in process ([`routing`]), and
+//! serves clients over HTTP on 127.0.0.1 ([`server`], `docs/api.md`).
+//!
+//! ## Example: start the embedded service and talk to it
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let host = faaskeeper_host::start(faaskeeper_host::ServeOptions {
+//!     data_dir: "./data".into(),
+//!     listen: "127.0.0.1:0".parse()?,
+//!     ..Default::default()
+//! })
+//! .await?;
+//! let client = faaskeeper_client::Client::connect(&host.url(), Default::default()).await?;
+//! client.create("/a", b"hello", faaskeeper_core::CreateMode::Persistent).await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod hub;
+pub mod kv;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+
+use anyhow::Context;
+use faaskeeper_backend_embedded::EmbeddedDb;
+use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
+use faaskeeper_storage::StoreManager;
+use runtime::{Limits, Runtime, StageName};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// How to run the service.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Directory of the embedded store file.
+    pub data_dir: PathBuf,
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Instance pool limits.
+    pub limits: Limits,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            data_dir: PathBuf::from("data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8181)),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A running service; dropping it stops its tasks.
+pub struct RunningHost {
+    addr: SocketAddr,
+    runtime: Arc<Runtime>,
+    summary: Vec<String>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningHost {
+    /// Where the HTTP API listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL of the HTTP API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The runtime (for tests and tools).
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// One line per configured bucket.
+    pub fn summary(&self) -> &[String] {
+        &self.summary
+    }
+}
+
+impl Drop for RunningHost {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The stage components embedded in this binary.
+pub fn embedded_stages() -> Vec<(StageName, &'static [u8])> {
+    vec![
+        (StageName::Writer, faaskeeper_artifacts::WRITER_BYTES),
+        (StageName::Distributor, faaskeeper_artifacts::DISTRIBUTOR_BYTES),
+        (StageName::Watch, faaskeeper_artifacts::WATCH_BYTES),
+    ]
+}
+
+/// Start the embedded service: open the store, compile the stages, initialise the store,
+/// start the distributor loop and the HTTP API.
+pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
+    let db_path = opts.data_dir.join("faaskeeper.redb");
+    let db = EmbeddedDb::open(&db_path, &[SYSTEM_BUCKET, USER_BUCKET])
+        .with_context(|| format!("opening {}", db_path.display()))?;
+    let user = db.bucket(USER_BUCKET)?;
+    let stores = StoreManager::new()
+        .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET)?)
+        .with_bucket(USER_BUCKET, user.clone());
+    let summary = stores.summary();
+    let hub = Arc::new(hub::SessionHub::default());
+    let stages = embedded_stages();
+    let runtime = tokio::task::block_in_place(|| Runtime::new(&stages, stores, hub, opts.limits.clone()))?;
+    runtime.init_store().await?;
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(
+        runtime.clone().run_distributor_loop(Duration::from_millis(500)),
+    ));
+    runtime.kick_distributor();
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let api = Arc::new(server::Api {
+        rt: runtime.clone(),
+        user,
+    });
+    tasks.push(tokio::spawn(server::serve(listener, api)));
+    Ok(RunningHost {
+        addr,
+        runtime,
+        summary,
+        tasks,
+    })
+}

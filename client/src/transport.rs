@@ -1,0 +1,128 @@
+//! HTTP/1.1 transport to the bundled host's API (`docs/api.md`).
+
+use crate::Error;
+use bytes::Bytes;
+use faaskeeper_core::wire::{NodeView, SessionEvent};
+use faaskeeper_core::{SessionId, ZkError};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How long one long-poll waits at the server.
+const POLL_WAIT_MS: u64 = 20_000;
+
+pub(crate) struct Transport {
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+    base: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Polled {
+    events: Vec<PolledEvent>,
+}
+
+#[derive(serde::Deserialize)]
+struct PolledEvent {
+    index: u64,
+    event: SessionEvent,
+}
+
+#[derive(serde::Deserialize)]
+struct ApiError {
+    error: String,
+    #[serde(default)]
+    message: String,
+}
+
+fn code_of(error: &str) -> ZkError {
+    match error {
+        "session_expired" => ZkError::SessionExpired,
+        "no_node" => ZkError::NoNode,
+        "bad_arguments" => ZkError::BadArguments,
+        "marshalling_error" => ZkError::MarshallingError,
+        _ => ZkError::SystemError,
+    }
+}
+
+impl Transport {
+    pub(crate) fn new(base: &str) -> Result<Transport, Error> {
+        let base = base.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") {
+            return Err(Error::Transport(format!("unsupported server url {base}")));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Ok(Transport {
+            http: HyperClient::builder(TokioExecutor::new()).build(connector),
+            base,
+        })
+    }
+
+    async fn call(&self, method: http::Method, path: &str, body: Bytes) -> Result<(u16, Bytes), Error> {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| Error::Transport(format!("{}: {e}", self.base)))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    fn decode<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, Error> {
+        if status == 200 {
+            return serde_json::from_slice(body)
+                .map_err(|e| Error::Transport(format!("undecodable answer: {e}")));
+        }
+        match serde_json::from_slice::<ApiError>(body) {
+            Ok(e) => Err(Error::Zk {
+                code: code_of(&e.error),
+                message: if e.message.is_empty() { e.error } else { e.message },
+            }),
+            Err(_) => Err(Error::Transport(format!(
+                "status {status}: {}",
+                String::from_utf8_lossy(body)
+            ))),
+        }
+    }
+
+    pub(crate) async fn post_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Error> {
+        let body = serde_json::to_vec(body).map_err(|e| Error::Transport(e.to_string()))?;
+        let (status, bytes) = self.call(http::Method::POST, path, Bytes::from(body)).await?;
+        Self::decode(status, &bytes)
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> Result<(), Error> {
+        self.call(http::Method::DELETE, path, Bytes::new()).await.map(|_| ())
+    }
+
+    pub(crate) async fn read_node(&self, path: &str) -> Result<Option<NodeView>, Error> {
+        let uri = format!("/v1/node?path={}", faaskeeper_core::url::encode(path));
+        let (status, body) = self.call(http::Method::GET, &uri, Bytes::new()).await?;
+        if status == 404 {
+            return Ok(None);
+        }
+        Self::decode(status, &body).map(Some)
+    }
+
+    pub(crate) async fn poll(&self, session: SessionId, after: u64) -> Result<Vec<(u64, SessionEvent)>, Error> {
+        let uri = format!("/v1/sessions/{session}/events?after={after}&wait_ms={POLL_WAIT_MS}");
+        let (status, body) = self.call(http::Method::GET, &uri, Bytes::new()).await?;
+        let polled: Polled = Self::decode(status, &body)?;
+        Ok(polled.events.into_iter().map(|e| (e.index, e.event)).collect())
+    }
+}

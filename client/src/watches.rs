@@ -1,0 +1,100 @@
+//! Client-side watch table, as ZooKeeper's client keeps it: the service sends one event per
+//! session and trigger; the client fires every local watcher the event concerns.
+
+use faaskeeper_core::wire::{EventType, WatchEvent};
+use std::collections::{HashSet, VecDeque};
+use tokio::sync::oneshot;
+
+/// Which watch a read left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum WatchKind {
+    Data,
+    Exists,
+    Child,
+}
+
+/// A one-shot watch; [`Watch::wait`] yields its event.
+#[derive(Debug)]
+pub struct Watch {
+    pub(crate) rx: oneshot::Receiver<WatchEvent>,
+}
+
+struct Entry {
+    kind: WatchKind,
+    path: String,
+    /// The request that left it; `None` once its result arrived (armed).
+    pending_seq: Option<i64>,
+    tx: oneshot::Sender<WatchEvent>,
+}
+
+/// How many recent events are remembered to drop redeliveries.
+const SEEN: usize = 10_000;
+
+#[derive(Default)]
+pub(crate) struct Watchers {
+    entries: Vec<Entry>,
+    seen: HashSet<(i64, EventType, String)>,
+    seen_order: VecDeque<(i64, EventType, String)>,
+}
+
+impl Watchers {
+    pub(crate) fn add(&mut self, kind: WatchKind, path: &str, seq: i64) -> Watch {
+        let (tx, rx) = oneshot::channel();
+        self.entries.push(Entry {
+            kind,
+            path: path.to_string(),
+            pending_seq: Some(seq),
+            tx,
+        });
+        Watch { rx }
+    }
+
+    /// The result of `seq` arrived: arm its watch if the read succeeded, else drop it.
+    /// ZooKeeper leaves an exists watch even on a missing node, which is a success here.
+    pub(crate) fn settle(&mut self, seq: i64, ok: bool) {
+        if ok {
+            for e in &mut self.entries {
+                if e.pending_seq == Some(seq) {
+                    e.pending_seq = None;
+                }
+            }
+        } else {
+            self.forget(seq);
+        }
+    }
+
+    pub(crate) fn forget(&mut self, seq: i64) {
+        self.entries.retain(|e| e.pending_seq != Some(seq));
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    pub(crate) fn fire(&mut self, event: WatchEvent) {
+        let key = (event.zxid, event.kind, event.path.clone());
+        if !self.seen.insert(key.clone()) {
+            return; // redelivered
+        }
+        self.seen_order.push_back(key);
+        if self.seen_order.len() > SEEN {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        let concerns = |k: WatchKind| match event.kind {
+            EventType::NodeCreated | EventType::NodeDataChanged => {
+                matches!(k, WatchKind::Data | WatchKind::Exists)
+            }
+            EventType::NodeDeleted => true,
+            EventType::NodeChildrenChanged => k == WatchKind::Child,
+        };
+        let (fire, keep): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|e| e.pending_seq.is_none() && e.path == event.path && concerns(e.kind));
+        self.entries = keep;
+        for e in fire {
+            let _ = e.tx.send(event.clone());
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `faaskeeper`: run the service (`serve`) or talk to one like zkCli does.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use faaskeeper_client::{Client, Options};
+use faaskeeper_core::{CreateMode, Stat};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "faaskeeper", version, about = "ZooKeeper-compatible coordination on WebAssembly components")]
+struct Cli {
+    /// Server to talk to (client commands).
+    #[arg(long, global = true, env = "FAASKEEPER_SERVER", default_value = "http://127.0.0.1:8181")]
+    server: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service on the embedded store.
+    Serve {
+        /// Directory of the store file.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// HTTP API port.
+        #[arg(long, default_value_t = 8181)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: IpAddr,
+    },
+    /// Create a node.
+    Create {
+        /// Ephemeral (deleted when this command's session ends).
+        #[arg(short = 'e')]
+        ephemeral: bool,
+        /// Sequential (a 10-digit suffix is appended).
+        #[arg(short = 's')]
+        sequential: bool,
+        /// Path.
+        path: String,
+        /// Data.
+        #[arg(default_value = "")]
+        data: String,
+    },
+    /// Print a node's data.
+    Get {
+        /// Path.
+        path: String,
+        /// Also print the stat.
+        #[arg(short = 's')]
+        stat: bool,
+    },
+    /// Set a node's data.
+    Set {
+        /// Path.
+        path: String,
+        /// Data.
+        data: String,
+        /// Expected version.
+        #[arg(short = 'v', default_value_t = -1, allow_negative_numbers = true)]
+        version: i32,
+    },
+    /// Delete a node.
+    Delete {
+        /// Path.
+        path: String,
+        /// Expected version.
+        #[arg(short = 'v', default_value_t = -1, allow_negative_numbers = true)]
+        version: i32,
+    },
+    /// List a node's children.
+    Ls {
+        /// Path.
+        path: String,
+    },
+    /// Print a node's stat.
+    Stat {
+        /// Path.
+        path: String,
+    },
+    /// Wait for the next change of a node (created, changed or deleted) and print it.
+    Watch {
+        /// Path.
+        path: String,
+        /// Watch the children instead of the data.
+        #[arg(short = 'c')]
+        children: bool,
+    },
+}
+
+fn print_stat(s: &Stat) {
+    println!("cZxid = {:#x}", s.czxid);
+    println!("ctime = {}", s.ctime);
+    println!("mZxid = {:#x}", s.mzxid);
+    println!("mtime = {}", s.mtime);
+    println!("pZxid = {:#x}", s.pzxid);
+    println!("cversion = {}", s.cversion);
+    println!("dataVersion = {}", s.version);
+    println!("aclVersion = {}", s.aversion);
+    println!("ephemeralOwner = {:#x}", s.ephemeral_owner);
+    println!("dataLength = {}", s.data_length);
+    println!("numChildren = {}", s.num_children);
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { data_dir, port, host } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let opts = faaskeeper_host::ServeOptions {
+                data_dir,
+                listen: SocketAddr::new(host, port),
+                ..Default::default()
+            };
+            let host = faaskeeper_host::start(opts).await?;
+            for line in host.summary() {
+                println!("{line}");
+            }
+            println!("faaskeeper listening on {}", host.url());
+            tokio::signal::ctrl_c().await?;
+            println!("shutting down");
+            Ok(())
+        }
+        cmd => client_command(&cli.server, cmd).await,
+    }
+}
+
+async fn client_command(server: &str, cmd: Command) -> anyhow::Result<()> {
+    let client = Client::connect(server, Options::default())
+        .await
+        .with_context(|| format!("connecting to {server}"))?;
+    let result = run_client(&client, cmd).await;
+    client.close().await.ok();
+    result
+}
+
+async fn run_client(client: &Client, cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Serve { .. } => unreachable!("handled by run"),
+        Command::Create {
+            ephemeral,
+            sequential,
+            path,
+            data,
+        } => {
+            let mode = CreateMode::from_flags(ephemeral, sequential);
+            let created = client.create(&path, data.as_bytes(), mode).await?;
+            println!("Created {created}");
+        }
+        Command::Get { path, stat } => {
+            let (data, s) = client.get_data(&path).await?;
+            println!("{}", String::from_utf8_lossy(&data));
+            if stat {
+                print_stat(&s);
+            }
+        }
+        Command::Set { path, data, version } => {
+            let s = client.set_data(&path, data.as_bytes(), version).await?;
+            print_stat(&s);
+        }
+        Command::Delete { path, version } => {
+            client.delete(&path, version).await?;
+        }
+        Command::Ls { path } => {
+            let children = client.get_children(&path).await?;
+            println!("[{}]", children.join(", "));
+        }
+        Command::Stat { path } => match client.exists(&path).await? {
+            Some(s) => print_stat(&s),
+            None => anyhow::bail!("Node does not exist: {path}"),
+        },
+        Command::Watch { path, children } => {
+            let watch = if children {
+                client.get_children_w(&path).await?.2
+            } else {
+                client.exists_w(&path).await?.1
+            };
+            let event = watch.wait().await?;
+            println!("WatchedEvent type:{:?} path:{} zxid:{}", event.kind, event.path, event.zxid);
+        }
+    }
+    Ok(())
+}

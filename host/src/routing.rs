@@ -1,0 +1,116 @@
+//! Stage routing: the one place that decides where a component's outgoing HTTP request goes.
+//!
+//! Components call each other by Spin's service-chaining names
+//! (`http://<stage>.spin.internal/`), so the same `.wasm` chains on Spin and here. This host
+//! turns those requests into in-process invocations ([`WasiHttpHooks::send_request`]) and
+//! delivers session notifications to its [`SessionHub`](crate::hub::SessionHub). Anything
+//! else is refused: stages have no business on the open network in this host.
+
+use crate::hub::SESSIONS_AUTHORITY;
+use crate::runtime::{Runtime, StageName};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::sync::Arc;
+use wasmtime_wasi_http::{Error as HttpError, WasiBody, WasiHttpHooks};
+
+/// Where an outgoing request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Another stage, in process.
+    Stage(StageName),
+    /// A session channel of this host.
+    Sessions,
+}
+
+/// Route by host name; `None` for anything that is not ours.
+pub fn route(host: &str) -> Option<Route> {
+    if host == SESSIONS_AUTHORITY {
+        return Some(Route::Sessions);
+    }
+    let stage = host.strip_suffix(".spin.internal")?;
+    StageName::from_name(stage).map(Route::Stage)
+}
+
+/// The [`WasiHttpHooks`] of every stage invocation.
+pub struct StageRouter {
+    pub(crate) rt: Arc<Runtime>,
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+fn response(status: u16, body: Bytes) -> Result<http::Response<WasiBody>, HttpError> {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(
+            Full::new(body)
+                .map_err(|never: std::convert::Infallible| match never {})
+                .boxed_unsync(),
+        )
+        .map_err(|e| HttpError::InternalError(Some(e.to_string())))
+}
+
+impl WasiHttpHooks for StageRouter {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> ResponseFuture {
+        let rt = self.rt.clone();
+        Box::new(async move {
+            let host = request.uri().host().unwrap_or_default().to_string();
+            let path = request
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "/".to_string());
+            let Some(target) = route(&host) else {
+                tracing::warn!(host, "stage tried to reach an unknown host");
+                return Err(HttpError::HttpRequestDenied);
+            };
+            let body = request.into_body().collect().await?.to_bytes();
+            let (status, bytes) = match target {
+                // The distributor runs asynchronously and coalesced: one run at a time, and a
+                // wake-up during a run schedules exactly one more (see Runtime::kick).
+                Route::Stage(StageName::Distributor) => {
+                    rt.kick_distributor();
+                    (202, Bytes::from_static(b"{\"scheduled\":true}"))
+                }
+                Route::Stage(stage) => rt
+                    .invoke(stage, &path, body)
+                    .await
+                    .map_err(|e| HttpError::InternalError(Some(format!("{e:#}"))))?,
+                Route::Sessions => rt.deliver_to_session(&path, &body),
+            };
+            Ok((
+                response(status, bytes)?,
+                Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_only_our_names() {
+        assert_eq!(route("distributor.spin.internal"), Some(Route::Stage(StageName::Distributor)));
+        assert_eq!(route("watch.spin.internal"), Some(Route::Stage(StageName::Watch)));
+        assert_eq!(route(SESSIONS_AUTHORITY), Some(Route::Sessions));
+        assert_eq!(route("evil.spin.internal"), None);
+        assert_eq!(route("example.com"), None);
+    }
+}
