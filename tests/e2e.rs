@@ -1,0 +1,263 @@
+//! End-to-end semantics through the real host, the real `.wasm` stages and the client
+//! (Guarantees 2, 5, 6 and 7 of DESIGN.md, at the scope of the foundation issue).
+
+use faaskeeper_client::{Client, Error, EventType, Options};
+use faaskeeper_core::{CreateMode, MAX_DATA_LEN, ZkError};
+use faaskeeper_tests::{host_url, unique};
+use std::time::Duration;
+
+async fn client() -> Client {
+    Client::connect(&host_url(), Options::default())
+        .await
+        .expect("session opens")
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, Error>) -> ZkError {
+    match r {
+        Err(e) => e.code().expect("a code"),
+        Ok(v) => panic!("expected an error, got {v:?}"),
+    }
+}
+
+#[tokio::test]
+async fn create_get_set_delete_round_trip() {
+    let c = client().await;
+    let p = unique("crud");
+    let (path, stat) = c.create2(&p, b"hello", CreateMode::Persistent).await.expect("create");
+    assert_eq!(path, p);
+    assert_eq!((stat.version, stat.data_length, stat.num_children), (0, 5, 0));
+    assert_eq!(stat.czxid, stat.mzxid);
+    let (data, s) = c.get_data(&p).await.expect("get");
+    assert_eq!(data, b"hello");
+    assert_eq!(s, stat);
+    let s2 = c.set_data(&p, b"x", 0).await.expect("set with right version");
+    assert_eq!((s2.version, s2.data_length), (1, 1));
+    assert!(s2.mzxid > stat.mzxid);
+    assert_eq!(s2.czxid, stat.czxid);
+    assert_eq!(c.get_data(&p).await.expect("get").0, b"x", "read-your-writes");
+    assert_eq!(c.exists(&p).await.expect("exists"), Some(s2));
+    c.create(&format!("{p}/child"), b"", CreateMode::Persistent).await.expect("child");
+    let (children, parent) = c.get_children2(&p).await.expect("children");
+    assert_eq!(children, vec!["child".to_string()]);
+    assert_eq!((parent.num_children, parent.cversion), (1, 1));
+    assert_eq!(parent.mzxid, s2.mzxid, "child create leaves parent mzxid");
+    c.delete(&format!("{p}/child"), -1).await.expect("delete child");
+    c.delete(&p, 1).await.expect("delete with right version");
+    assert_eq!(c.exists(&p).await.expect("exists"), None);
+    assert_eq!(code(c.get_data(&p).await), ZkError::NoNode);
+    let root = c.get_children("/").await.expect("root");
+    assert!(root.contains(&"zookeeper".to_string()));
+    c.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn zookeeper_error_codes() {
+    let c = client().await;
+    let p = unique("errors");
+    c.create(&p, b"", CreateMode::Persistent).await.expect("create");
+    assert_eq!(code(c.create(&p, b"", CreateMode::Persistent).await), ZkError::NodeExists);
+    assert_eq!(code(c.create(&format!("{p}/a/b"), b"", CreateMode::Persistent).await), ZkError::NoNode);
+    assert_eq!(code(c.set_data(&format!("{p}/nope"), b"", -1).await), ZkError::NoNode);
+    assert_eq!(code(c.delete(&format!("{p}/nope"), -1).await), ZkError::NoNode);
+    assert_eq!(code(c.set_data(&p, b"v", 7).await), ZkError::BadVersion);
+    c.create(&format!("{p}/kid"), b"", CreateMode::Persistent).await.expect("kid");
+    assert_eq!(code(c.delete(&p, 3).await), ZkError::BadVersion);
+    assert_eq!(code(c.delete(&p, -1).await), ZkError::NotEmpty);
+    let e = format!("{p}/eph");
+    c.create(&e, b"", CreateMode::Ephemeral).await.expect("ephemeral");
+    assert_eq!(
+        code(c.create(&format!("{e}/x"), b"", CreateMode::Persistent).await),
+        ZkError::NoChildrenForEphemerals
+    );
+    assert_eq!(c.get_data(&p).await.expect("unchanged").1.version, 0, "failed ops change nothing");
+    c.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn invalid_paths_are_refused_and_store_nothing() {
+    let c = client().await;
+    for bad in ["", "a", "/a/", "//", "/a//b", "/.", "/a/..", "/x\u{0}y", "/x\u{1}", "/\u{1F600}"] {
+        let e = c.create(bad, b"", CreateMode::Persistent).await.expect_err(bad);
+        assert_eq!(e.code(), Some(ZkError::BadArguments), "{bad:?}: {e}");
+        assert_eq!(code(c.get_data(bad).await), ZkError::BadArguments, "{bad:?}");
+        assert_eq!(code(c.set_data(bad, b"", -1).await), ZkError::BadArguments, "{bad:?}");
+        assert_eq!(code(c.delete(bad, -1).await), ZkError::BadArguments, "{bad:?}");
+    }
+    assert_eq!(code(c.delete("/", -1).await), ZkError::BadArguments);
+    // Other tests share the host, so look for the refused names rather than compare listings.
+    for child in c.get_children("/").await.expect("root") {
+        assert!(
+            !child.is_empty() && child != "." && child != ".." && !child.chars().any(|ch| ch < ' ' || ch > '\u{ffff}'),
+            "refused path left {child:?} behind"
+        );
+    }
+    c.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn data_over_one_mib_is_refused_and_nothing_stored() {
+    let c = client().await;
+    let p = unique("big");
+    let too_big = vec![b'x'; MAX_DATA_LEN + 1];
+    let e = c.create(&p, &too_big, CreateMode::Persistent).await.expect_err("too big");
+    assert_eq!(e.code(), Some(ZkError::BadArguments));
+    assert!(e.to_string().contains("limit"), "clear message: {e}");
+    assert_eq!(c.exists(&p).await.expect("exists"), None, "nothing stored");
+    let max = vec![b'y'; MAX_DATA_LEN];
+    c.create(&p, &max, CreateMode::Persistent).await.expect("exactly 1 MiB is fine");
+    assert_eq!(code(c.set_data(&p, &too_big, -1).await), ZkError::BadArguments);
+    let (data, stat) = c.get_data(&p).await.expect("get");
+    assert_eq!((data.len(), stat.version), (MAX_DATA_LEN, 0), "unchanged by the refused set");
+    c.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn sequential_names_use_parent_cversion() {
+    let c = client().await;
+    let p = unique("seq");
+    c.create(&p, b"", CreateMode::Persistent).await.expect("parent");
+    c.create(&format!("{p}/plain"), b"", CreateMode::Persistent).await.expect("plain");
+    let a = c.create(&format!("{p}/n-"), b"", CreateMode::PersistentSequential).await.expect("a");
+    let b = c.create(&format!("{p}/n-"), b"", CreateMode::EphemeralSequential).await.expect("b");
+    let d = c.create(&format!("{p}/"), b"", CreateMode::PersistentSequential).await.expect("bare");
+    assert_eq!(a, format!("{p}/n-0000000001"));
+    assert_eq!(b, format!("{p}/n-0000000002"));
+    assert_eq!(d, format!("{p}/0000000003"));
+    c.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn ephemerals_vanish_when_their_session_closes() {
+    let owner = client().await;
+    let other = client().await;
+    let p = unique("eph");
+    other.create(&p, b"", CreateMode::Persistent).await.expect("parent");
+    let e1 = owner.create(&format!("{p}/e1"), b"", CreateMode::Ephemeral).await.expect("e1");
+    let e2 = owner.create(&format!("{p}/e-"), b"", CreateMode::EphemeralSequential).await.expect("e2");
+    let stat = other.exists(&e1).await.expect("exists").expect("present");
+    assert_eq!(stat.ephemeral_owner, owner.session_id());
+    let (_, _, watch) = other.get_children_w(&p).await.expect("child watch");
+    owner.close().await.expect("close");
+    assert_eq!(other.exists(&e1).await.expect("exists"), None);
+    assert_eq!(other.exists(&e2).await.expect("exists"), None);
+    assert!(other.get_children(&p).await.expect("children").is_empty());
+    let ev = tokio::time::timeout(Duration::from_secs(10), watch.wait())
+        .await
+        .expect("event in time")
+        .expect("event");
+    assert_eq!((ev.kind, ev.path.as_str()), (EventType::NodeChildrenChanged, p.as_str()));
+    other.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn closed_session_is_expired() {
+    let c = client().await;
+    let url = host_url();
+    let c2 = Client::connect(&url, Options::default()).await.expect("second");
+    c.close().await.expect("close");
+    // The other session is unaffected.
+    let p = unique("alive");
+    c2.create(&p, b"", CreateMode::Persistent).await.expect("still works");
+    c2.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn one_shot_watches_fire_exactly_once() {
+    let watcher = client().await;
+    let writer = client().await;
+    let p = unique("watch");
+    // exists watch on a missing node fires NodeCreated.
+    let (stat, created) = watcher.exists_w(&p).await.expect("exists watch");
+    assert_eq!(stat, None);
+    writer.create(&p, b"1", CreateMode::Persistent).await.expect("create");
+    let ev = created.wait().await.expect("created event");
+    assert_eq!((ev.kind, ev.path.as_str()), (EventType::NodeCreated, p.as_str()));
+    // data watch fires NodeDataChanged once; the second change fires nothing.
+    let (_, _, changed) = watcher.get_data_w(&p).await.expect("data watch");
+    writer.set_data(&p, b"2", -1).await.expect("set");
+    let ev = changed.wait().await.expect("changed event");
+    assert_eq!(ev.kind, EventType::NodeDataChanged);
+    let (_, _, again) = watcher.get_children_w(&p).await.expect("child watch");
+    writer.set_data(&p, b"3", -1).await.expect("set again");
+    writer.create(&format!("{p}/c"), b"", CreateMode::Persistent).await.expect("child");
+    let ev = again.wait().await.expect("child event");
+    assert_eq!((ev.kind, ev.path.as_str()), (EventType::NodeChildrenChanged, p.as_str()));
+    // Delete fires data and child watches of the node, one event each local watcher.
+    let (_, _, dw) = watcher.get_data_w(&format!("{p}/c")).await.expect("dw");
+    let (_, _, cw) = watcher.get_children_w(&format!("{p}/c")).await.expect("cw");
+    writer.delete(&format!("{p}/c"), -1).await.expect("delete");
+    assert_eq!(dw.wait().await.expect("dw").kind, EventType::NodeDeleted);
+    assert_eq!(cw.wait().await.expect("cw").kind, EventType::NodeDeleted);
+    // A watch on a path that fails to read is not left behind.
+    assert_eq!(code(watcher.get_data_w(&format!("{p}/none")).await), ZkError::NoNode);
+    watcher.close().await.expect("close");
+    writer.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn pipelined_requests_keep_fifo_order() {
+    let c = client().await;
+    let p = unique("fifo");
+    c.create(&p, b"", CreateMode::Persistent).await.expect("parent");
+    let prefix = format!("{p}/n-");
+    let futures: Vec<_> = (0..20)
+        .map(|i| {
+            let data = i.to_string().into_bytes();
+            let c = &c;
+            let prefix = prefix.clone();
+            async move { (i, c.create(&prefix, &data, CreateMode::PersistentSequential).await) }
+        })
+        .collect();
+    let results = futures_join_all(futures).await;
+    for (i, r) in results {
+        let path = r.expect("create");
+        assert_eq!(path, format!("{prefix}{i:010}"), "request {i} took effect in issue order");
+        assert_eq!(c.get_data(&path).await.expect("get").0, i.to_string().into_bytes());
+    }
+    c.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn concurrent_sessions_all_apply() {
+    let p = unique("many");
+    let setup = client().await;
+    setup.create(&p, b"", CreateMode::Persistent).await.expect("parent");
+    let mut tasks = Vec::new();
+    for s in 0..4 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = Client::connect(&host_url(), Options::default()).await.expect("session");
+            for i in 0..15 {
+                c.create(&format!("{p}/s{s}-{i}"), b"", CreateMode::Persistent).await.expect("create");
+            }
+            c.close().await.expect("close");
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let (children, stat) = setup.get_children2(&p).await.expect("children");
+    assert_eq!(children.len(), 60);
+    assert_eq!((stat.num_children, stat.cversion), (60, 60));
+    setup.close().await.expect("close");
+}
+
+/// Poll futures concurrently in creation order (no extra dependency needed).
+async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("ready")).collect()
+}
