@@ -60,7 +60,11 @@ macro_rules! stage_contract_test {
                 .find(|(n, _, _)| *n == stringify!($stage))
                 .expect("stage built");
             let bad = check(stringify!($stage), path);
-            assert!(bad.is_empty(), "{} imports outside the contract: {bad:?}", stringify!($stage));
+            assert!(
+                bad.is_empty(),
+                "{} imports outside the contract: {bad:?}",
+                stringify!($stage)
+            );
         }
     };
 }

@@ -23,25 +23,42 @@ fn code<T: std::fmt::Debug>(r: Result<T, Error>) -> ZkError {
 async fn create_get_set_delete_round_trip() {
     let c = client().await;
     let p = unique("crud");
-    let (path, stat) = c.create2(&p, b"hello", CreateMode::Persistent).await.expect("create");
+    let (path, stat) = c
+        .create2(&p, b"hello", CreateMode::Persistent)
+        .await
+        .expect("create");
     assert_eq!(path, p);
-    assert_eq!((stat.version, stat.data_length, stat.num_children), (0, 5, 0));
+    assert_eq!(
+        (stat.version, stat.data_length, stat.num_children),
+        (0, 5, 0)
+    );
     assert_eq!(stat.czxid, stat.mzxid);
     let (data, s) = c.get_data(&p).await.expect("get");
     assert_eq!(data, b"hello");
     assert_eq!(s, stat);
-    let s2 = c.set_data(&p, b"x", 0).await.expect("set with right version");
+    let s2 = c
+        .set_data(&p, b"x", 0)
+        .await
+        .expect("set with right version");
     assert_eq!((s2.version, s2.data_length), (1, 1));
     assert!(s2.mzxid > stat.mzxid);
     assert_eq!(s2.czxid, stat.czxid);
-    assert_eq!(c.get_data(&p).await.expect("get").0, b"x", "read-your-writes");
+    assert_eq!(
+        c.get_data(&p).await.expect("get").0,
+        b"x",
+        "read-your-writes"
+    );
     assert_eq!(c.exists(&p).await.expect("exists"), Some(s2));
-    c.create(&format!("{p}/child"), b"", CreateMode::Persistent).await.expect("child");
+    c.create(&format!("{p}/child"), b"", CreateMode::Persistent)
+        .await
+        .expect("child");
     let (children, parent) = c.get_children2(&p).await.expect("children");
     assert_eq!(children, vec!["child".to_string()]);
     assert_eq!((parent.num_children, parent.cversion), (1, 1));
     assert_eq!(parent.mzxid, s2.mzxid, "child create leaves parent mzxid");
-    c.delete(&format!("{p}/child"), -1).await.expect("delete child");
+    c.delete(&format!("{p}/child"), -1)
+        .await
+        .expect("delete child");
     c.delete(&p, 1).await.expect("delete with right version");
     assert_eq!(c.exists(&p).await.expect("exists"), None);
     assert_eq!(code(c.get_data(&p).await), ZkError::NoNode);
@@ -54,40 +71,97 @@ async fn create_get_set_delete_round_trip() {
 async fn zookeeper_error_codes() {
     let c = client().await;
     let p = unique("errors");
-    c.create(&p, b"", CreateMode::Persistent).await.expect("create");
-    assert_eq!(code(c.create(&p, b"", CreateMode::Persistent).await), ZkError::NodeExists);
-    assert_eq!(code(c.create(&format!("{p}/a/b"), b"", CreateMode::Persistent).await), ZkError::NoNode);
-    assert_eq!(code(c.set_data(&format!("{p}/nope"), b"", -1).await), ZkError::NoNode);
-    assert_eq!(code(c.delete(&format!("{p}/nope"), -1).await), ZkError::NoNode);
+    c.create(&p, b"", CreateMode::Persistent)
+        .await
+        .expect("create");
+    assert_eq!(
+        code(c.create(&p, b"", CreateMode::Persistent).await),
+        ZkError::NodeExists
+    );
+    assert_eq!(
+        code(
+            c.create(&format!("{p}/a/b"), b"", CreateMode::Persistent)
+                .await
+        ),
+        ZkError::NoNode
+    );
+    assert_eq!(
+        code(c.set_data(&format!("{p}/nope"), b"", -1).await),
+        ZkError::NoNode
+    );
+    assert_eq!(
+        code(c.delete(&format!("{p}/nope"), -1).await),
+        ZkError::NoNode
+    );
     assert_eq!(code(c.set_data(&p, b"v", 7).await), ZkError::BadVersion);
-    c.create(&format!("{p}/kid"), b"", CreateMode::Persistent).await.expect("kid");
+    c.create(&format!("{p}/kid"), b"", CreateMode::Persistent)
+        .await
+        .expect("kid");
     assert_eq!(code(c.delete(&p, 3).await), ZkError::BadVersion);
     assert_eq!(code(c.delete(&p, -1).await), ZkError::NotEmpty);
     let e = format!("{p}/eph");
-    c.create(&e, b"", CreateMode::Ephemeral).await.expect("ephemeral");
+    c.create(&e, b"", CreateMode::Ephemeral)
+        .await
+        .expect("ephemeral");
     assert_eq!(
-        code(c.create(&format!("{e}/x"), b"", CreateMode::Persistent).await),
+        code(
+            c.create(&format!("{e}/x"), b"", CreateMode::Persistent)
+                .await
+        ),
         ZkError::NoChildrenForEphemerals
     );
-    assert_eq!(c.get_data(&p).await.expect("unchanged").1.version, 0, "failed ops change nothing");
+    assert_eq!(
+        c.get_data(&p).await.expect("unchanged").1.version,
+        0,
+        "failed ops change nothing"
+    );
     c.close().await.expect("close");
 }
 
 #[tokio::test]
 async fn invalid_paths_are_refused_and_store_nothing() {
     let c = client().await;
-    for bad in ["", "a", "/a/", "//", "/a//b", "/.", "/a/..", "/x\u{0}y", "/x\u{1}", "/\u{1F600}"] {
-        let e = c.create(bad, b"", CreateMode::Persistent).await.expect_err(bad);
+    for bad in [
+        "",
+        "a",
+        "/a/",
+        "//",
+        "/a//b",
+        "/.",
+        "/a/..",
+        "/x\u{0}y",
+        "/x\u{1}",
+        "/\u{1F600}",
+    ] {
+        let e = c
+            .create(bad, b"", CreateMode::Persistent)
+            .await
+            .expect_err(bad);
         assert_eq!(e.code(), Some(ZkError::BadArguments), "{bad:?}: {e}");
-        assert_eq!(code(c.get_data(bad).await), ZkError::BadArguments, "{bad:?}");
-        assert_eq!(code(c.set_data(bad, b"", -1).await), ZkError::BadArguments, "{bad:?}");
-        assert_eq!(code(c.delete(bad, -1).await), ZkError::BadArguments, "{bad:?}");
+        assert_eq!(
+            code(c.get_data(bad).await),
+            ZkError::BadArguments,
+            "{bad:?}"
+        );
+        assert_eq!(
+            code(c.set_data(bad, b"", -1).await),
+            ZkError::BadArguments,
+            "{bad:?}"
+        );
+        assert_eq!(
+            code(c.delete(bad, -1).await),
+            ZkError::BadArguments,
+            "{bad:?}"
+        );
     }
     assert_eq!(code(c.delete("/", -1).await), ZkError::BadArguments);
     // Other tests share the host, so look for the refused names rather than compare listings.
     for child in c.get_children("/").await.expect("root") {
         assert!(
-            !child.is_empty() && child != "." && child != ".." && !child.chars().any(|ch| ch < ' ' || ch > '\u{ffff}'),
+            !child.is_empty()
+                && child != "."
+                && child != ".."
+                && !child.chars().any(|ch| !(' '..='\u{ffff}').contains(&ch)),
             "refused path left {child:?} behind"
         );
     }
@@ -99,15 +173,27 @@ async fn data_over_one_mib_is_refused_and_nothing_stored() {
     let c = client().await;
     let p = unique("big");
     let too_big = vec![b'x'; MAX_DATA_LEN + 1];
-    let e = c.create(&p, &too_big, CreateMode::Persistent).await.expect_err("too big");
+    let e = c
+        .create(&p, &too_big, CreateMode::Persistent)
+        .await
+        .expect_err("too big");
     assert_eq!(e.code(), Some(ZkError::BadArguments));
     assert!(e.to_string().contains("limit"), "clear message: {e}");
     assert_eq!(c.exists(&p).await.expect("exists"), None, "nothing stored");
     let max = vec![b'y'; MAX_DATA_LEN];
-    c.create(&p, &max, CreateMode::Persistent).await.expect("exactly 1 MiB is fine");
-    assert_eq!(code(c.set_data(&p, &too_big, -1).await), ZkError::BadArguments);
+    c.create(&p, &max, CreateMode::Persistent)
+        .await
+        .expect("exactly 1 MiB is fine");
+    assert_eq!(
+        code(c.set_data(&p, &too_big, -1).await),
+        ZkError::BadArguments
+    );
     let (data, stat) = c.get_data(&p).await.expect("get");
-    assert_eq!((data.len(), stat.version), (MAX_DATA_LEN, 0), "unchanged by the refused set");
+    assert_eq!(
+        (data.len(), stat.version),
+        (MAX_DATA_LEN, 0),
+        "unchanged by the refused set"
+    );
     c.close().await.expect("close");
 }
 
@@ -115,11 +201,24 @@ async fn data_over_one_mib_is_refused_and_nothing_stored() {
 async fn sequential_names_use_parent_cversion() {
     let c = client().await;
     let p = unique("seq");
-    c.create(&p, b"", CreateMode::Persistent).await.expect("parent");
-    c.create(&format!("{p}/plain"), b"", CreateMode::Persistent).await.expect("plain");
-    let a = c.create(&format!("{p}/n-"), b"", CreateMode::PersistentSequential).await.expect("a");
-    let b = c.create(&format!("{p}/n-"), b"", CreateMode::EphemeralSequential).await.expect("b");
-    let d = c.create(&format!("{p}/"), b"", CreateMode::PersistentSequential).await.expect("bare");
+    c.create(&p, b"", CreateMode::Persistent)
+        .await
+        .expect("parent");
+    c.create(&format!("{p}/plain"), b"", CreateMode::Persistent)
+        .await
+        .expect("plain");
+    let a = c
+        .create(&format!("{p}/n-"), b"", CreateMode::PersistentSequential)
+        .await
+        .expect("a");
+    let b = c
+        .create(&format!("{p}/n-"), b"", CreateMode::EphemeralSequential)
+        .await
+        .expect("b");
+    let d = c
+        .create(&format!("{p}/"), b"", CreateMode::PersistentSequential)
+        .await
+        .expect("bare");
     assert_eq!(a, format!("{p}/n-0000000001"));
     assert_eq!(b, format!("{p}/n-0000000002"));
     assert_eq!(d, format!("{p}/0000000003"));
@@ -131,9 +230,18 @@ async fn ephemerals_vanish_when_their_session_closes() {
     let owner = client().await;
     let other = client().await;
     let p = unique("eph");
-    other.create(&p, b"", CreateMode::Persistent).await.expect("parent");
-    let e1 = owner.create(&format!("{p}/e1"), b"", CreateMode::Ephemeral).await.expect("e1");
-    let e2 = owner.create(&format!("{p}/e-"), b"", CreateMode::EphemeralSequential).await.expect("e2");
+    other
+        .create(&p, b"", CreateMode::Persistent)
+        .await
+        .expect("parent");
+    let e1 = owner
+        .create(&format!("{p}/e1"), b"", CreateMode::Ephemeral)
+        .await
+        .expect("e1");
+    let e2 = owner
+        .create(&format!("{p}/e-"), b"", CreateMode::EphemeralSequential)
+        .await
+        .expect("e2");
     let stat = other.exists(&e1).await.expect("exists").expect("present");
     assert_eq!(stat.ephemeral_owner, owner.session_id());
     let (_, _, watch) = other.get_children_w(&p).await.expect("child watch");
@@ -145,7 +253,10 @@ async fn ephemerals_vanish_when_their_session_closes() {
         .await
         .expect("event in time")
         .expect("event");
-    assert_eq!((ev.kind, ev.path.as_str()), (EventType::NodeChildrenChanged, p.as_str()));
+    assert_eq!(
+        (ev.kind, ev.path.as_str()),
+        (EventType::NodeChildrenChanged, p.as_str())
+    );
     other.close().await.expect("close");
 }
 
@@ -153,11 +264,15 @@ async fn ephemerals_vanish_when_their_session_closes() {
 async fn closed_session_is_expired() {
     let c = client().await;
     let url = host_url();
-    let c2 = Client::connect(&url, Options::default()).await.expect("second");
+    let c2 = Client::connect(&url, Options::default())
+        .await
+        .expect("second");
     c.close().await.expect("close");
     // The other session is unaffected.
     let p = unique("alive");
-    c2.create(&p, b"", CreateMode::Persistent).await.expect("still works");
+    c2.create(&p, b"", CreateMode::Persistent)
+        .await
+        .expect("still works");
     c2.close().await.expect("close");
 }
 
@@ -169,9 +284,15 @@ async fn one_shot_watches_fire_exactly_once() {
     // exists watch on a missing node fires NodeCreated.
     let (stat, created) = watcher.exists_w(&p).await.expect("exists watch");
     assert_eq!(stat, None);
-    writer.create(&p, b"1", CreateMode::Persistent).await.expect("create");
+    writer
+        .create(&p, b"1", CreateMode::Persistent)
+        .await
+        .expect("create");
     let ev = created.wait().await.expect("created event");
-    assert_eq!((ev.kind, ev.path.as_str()), (EventType::NodeCreated, p.as_str()));
+    assert_eq!(
+        (ev.kind, ev.path.as_str()),
+        (EventType::NodeCreated, p.as_str())
+    );
     // data watch fires NodeDataChanged once; the second change fires nothing.
     let (_, _, changed) = watcher.get_data_w(&p).await.expect("data watch");
     writer.set_data(&p, b"2", -1).await.expect("set");
@@ -179,9 +300,15 @@ async fn one_shot_watches_fire_exactly_once() {
     assert_eq!(ev.kind, EventType::NodeDataChanged);
     let (_, _, again) = watcher.get_children_w(&p).await.expect("child watch");
     writer.set_data(&p, b"3", -1).await.expect("set again");
-    writer.create(&format!("{p}/c"), b"", CreateMode::Persistent).await.expect("child");
+    writer
+        .create(&format!("{p}/c"), b"", CreateMode::Persistent)
+        .await
+        .expect("child");
     let ev = again.wait().await.expect("child event");
-    assert_eq!((ev.kind, ev.path.as_str()), (EventType::NodeChildrenChanged, p.as_str()));
+    assert_eq!(
+        (ev.kind, ev.path.as_str()),
+        (EventType::NodeChildrenChanged, p.as_str())
+    );
     // Delete fires data and child watches of the node, one event each local watcher.
     let (_, _, dw) = watcher.get_data_w(&format!("{p}/c")).await.expect("dw");
     let (_, _, cw) = watcher.get_children_w(&format!("{p}/c")).await.expect("cw");
@@ -189,7 +316,10 @@ async fn one_shot_watches_fire_exactly_once() {
     assert_eq!(dw.wait().await.expect("dw").kind, EventType::NodeDeleted);
     assert_eq!(cw.wait().await.expect("cw").kind, EventType::NodeDeleted);
     // A watch on a path that fails to read is not left behind.
-    assert_eq!(code(watcher.get_data_w(&format!("{p}/none")).await), ZkError::NoNode);
+    assert_eq!(
+        code(watcher.get_data_w(&format!("{p}/none")).await),
+        ZkError::NoNode
+    );
     watcher.close().await.expect("close");
     writer.close().await.expect("close");
 }
@@ -198,21 +328,36 @@ async fn one_shot_watches_fire_exactly_once() {
 async fn pipelined_requests_keep_fifo_order() {
     let c = client().await;
     let p = unique("fifo");
-    c.create(&p, b"", CreateMode::Persistent).await.expect("parent");
+    c.create(&p, b"", CreateMode::Persistent)
+        .await
+        .expect("parent");
     let prefix = format!("{p}/n-");
     let futures: Vec<_> = (0..20)
         .map(|i| {
             let data = i.to_string().into_bytes();
             let c = &c;
             let prefix = prefix.clone();
-            async move { (i, c.create(&prefix, &data, CreateMode::PersistentSequential).await) }
+            async move {
+                (
+                    i,
+                    c.create(&prefix, &data, CreateMode::PersistentSequential)
+                        .await,
+                )
+            }
         })
         .collect();
     let results = futures_join_all(futures).await;
     for (i, r) in results {
         let path = r.expect("create");
-        assert_eq!(path, format!("{prefix}{i:010}"), "request {i} took effect in issue order");
-        assert_eq!(c.get_data(&path).await.expect("get").0, i.to_string().into_bytes());
+        assert_eq!(
+            path,
+            format!("{prefix}{i:010}"),
+            "request {i} took effect in issue order"
+        );
+        assert_eq!(
+            c.get_data(&path).await.expect("get").0,
+            i.to_string().into_bytes()
+        );
     }
     c.close().await.expect("close");
 }
@@ -221,14 +366,21 @@ async fn pipelined_requests_keep_fifo_order() {
 async fn concurrent_sessions_all_apply() {
     let p = unique("many");
     let setup = client().await;
-    setup.create(&p, b"", CreateMode::Persistent).await.expect("parent");
+    setup
+        .create(&p, b"", CreateMode::Persistent)
+        .await
+        .expect("parent");
     let mut tasks = Vec::new();
     for s in 0..4 {
         let p = p.clone();
         tasks.push(tokio::spawn(async move {
-            let c = Client::connect(&host_url(), Options::default()).await.expect("session");
+            let c = Client::connect(&host_url(), Options::default())
+                .await
+                .expect("session");
             for i in 0..15 {
-                c.create(&format!("{p}/s{s}-{i}"), b"", CreateMode::Persistent).await.expect("create");
+                c.create(&format!("{p}/s{s}-{i}"), b"", CreateMode::Persistent)
+                    .await
+                    .expect("create");
             }
             c.close().await.expect("close");
         }));
@@ -256,8 +408,60 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     })
     .await;
     out.into_iter().map(|o| o.expect("ready")).collect()
+}
+
+#[tokio::test]
+async fn garbage_on_the_api_changes_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = host_url();
+    let addr = url.trim_start_matches("http://").to_string();
+    // Raw garbage bytes on the socket: the connection is refused, the server lives on.
+    let mut s = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    s.write_all(&[0xff, 0x00, 0x13, 0x37, b'\r', b'\n', b'\r', b'\n'])
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    // Malformed JSON and wrong shapes get 4xx with a clear error.
+    let c = client().await;
+    let sid = c.session_id();
+    for (path, body) in [
+        (format!("/v1/sessions/{sid}/requests"), "{not json".to_string()),
+        (format!("/v1/sessions/{sid}/requests"), r#"{"requests":[{"session":1,"seq":1,"op":{"op":"close_session"}}]}"#.to_string()),
+        (format!("/v1/sessions/{sid}/requests"), r#"{"requests":[{"session":SID,"seq":5,"op":{"op":"create","path":"/g","data":"!!","mode":"persistent"}}]}"#.replace("SID", &sid.to_string())),
+        ("/v1/sessions".to_string(), r#"{"timeout_ms":"soon"}"#.to_string()),
+        ("/v1/sessions/notanumber/requests".to_string(), "{}".to_string()),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).await.expect("read");
+        assert!(resp.starts_with("HTTP/1.1 4"), "{path} {body}: {resp}");
+        assert!(resp.contains("\"error\""), "clear error: {resp}");
+    }
+    assert_eq!(
+        c.exists("/g").await.expect("exists"),
+        None,
+        "nothing was applied"
+    );
+    // The session is still usable after all that.
+    let p = unique("after-garbage");
+    c.create(&p, b"", CreateMode::Persistent)
+        .await
+        .expect("still works");
+    c.close().await.expect("close");
 }

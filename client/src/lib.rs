@@ -33,7 +33,9 @@
 mod transport;
 mod watches;
 
-use faaskeeper_core::wire::{NodeView, Op, OpResult, SessionEvent, Submission, WatchEvent, WriteBatch};
+use faaskeeper_core::wire::{
+    NodeView, Op, OpResult, SessionEvent, Submission, WatchEvent, WriteBatch,
+};
 use faaskeeper_core::{CreateMode, SessionId, Stat, ZkError, Zxid};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,7 +180,11 @@ impl Client {
     /// Send one op through the pipeline and wait for its result. `watch` is registered
     /// locally before sending, and armed only when the result arrives, so no event is lost
     /// and none from before the read is taken for ours.
-    async fn submit(&self, op: Op, watch: Option<(WatchKind, String)>) -> Result<(Zxid, OpResult, Option<Watch>), Error> {
+    async fn submit(
+        &self,
+        op: Op,
+        watch: Option<(WatchKind, String)>,
+    ) -> Result<(Zxid, OpResult, Option<Watch>), Error> {
         if self.inner.expired.load(Ordering::SeqCst) {
             return Err(Error::zk(ZkError::SessionExpired, "session expired"));
         }
@@ -197,7 +203,8 @@ impl Client {
                 }],
             };
             let path = format!("/v1/sessions/{}/requests", self.inner.session);
-            let answer: Result<Vec<Submission>, Error> = self.inner.transport.post_json(&path, &batch).await;
+            let answer: Result<Vec<Submission>, Error> =
+                self.inner.transport.post_json(&path, &batch).await;
             let forget = |inner: &Inner| {
                 lock(&inner.pending).remove(&seq);
                 lock(&inner.watchers).forget(seq);
@@ -216,7 +223,11 @@ impl Client {
                 },
                 Err(e) => {
                     forget(&self.inner);
-                    if let Error::Zk { code: ZkError::SessionExpired, .. } = e {
+                    if let Error::Zk {
+                        code: ZkError::SessionExpired,
+                        ..
+                    } = e
+                    {
                         self.inner.expired.store(true, Ordering::SeqCst);
                     }
                     return Err(e);
@@ -242,7 +253,12 @@ impl Client {
     }
 
     /// Create a node; returns its actual path and its stat.
-    pub async fn create2(&self, path: &str, data: &[u8], mode: CreateMode) -> Result<(String, Stat), Error> {
+    pub async fn create2(
+        &self,
+        path: &str,
+        data: &[u8],
+        mode: CreateMode,
+    ) -> Result<(String, Stat), Error> {
         let op = Op::Create {
             path: path.to_string(),
             data: data.to_vec(),
@@ -281,7 +297,8 @@ impl Client {
 
     /// Read a node straight from the user store.
     async fn read(&self, path: &str) -> Result<Option<NodeView>, Error> {
-        faaskeeper_core::path::validate(path).map_err(|e| Error::zk(ZkError::BadArguments, e.to_string()))?;
+        faaskeeper_core::path::validate(path)
+            .map_err(|e| Error::zk(ZkError::BadArguments, e.to_string()))?;
         self.inner.transport.read_node(path).await
     }
 
@@ -317,7 +334,10 @@ impl Client {
             path: path.to_string(),
             watch: true,
         };
-        match self.submit(op, Some((WatchKind::Data, path.to_string()))).await? {
+        match self
+            .submit(op, Some((WatchKind::Data, path.to_string())))
+            .await?
+        {
             (_, OpResult::Data { data, stat }, Some(w)) => Ok((data, stat, w)),
             (_, other, _) => Err(unexpected(other)),
         }
@@ -330,7 +350,10 @@ impl Client {
             path: path.to_string(),
             watch: true,
         };
-        match self.submit(op, Some((WatchKind::Exists, path.to_string()))).await? {
+        match self
+            .submit(op, Some((WatchKind::Exists, path.to_string())))
+            .await?
+        {
             (_, OpResult::Exists { stat }, Some(w)) => Ok((stat, w)),
             (_, other, _) => Err(unexpected(other)),
         }
@@ -343,7 +366,10 @@ impl Client {
             path: path.to_string(),
             watch: true,
         };
-        match self.submit(op, Some((WatchKind::Child, path.to_string()))).await? {
+        match self
+            .submit(op, Some((WatchKind::Child, path.to_string())))
+            .await?
+        {
             (_, OpResult::Children { children, stat }, Some(w)) => Ok((children, stat, w)),
             (_, other, _) => Err(unexpected(other)),
         }
@@ -379,7 +405,10 @@ async fn poll_loop(inner: Arc<Inner>) {
                     dispatch(&inner, event);
                 }
             }
-            Err(Error::Zk { code: ZkError::SessionExpired, .. }) => break,
+            Err(Error::Zk {
+                code: ZkError::SessionExpired,
+                ..
+            }) => break,
             Err(e) => {
                 failures += 1;
                 tracing::debug!(error = %e, "poll failed");
@@ -392,7 +421,10 @@ async fn poll_loop(inner: Arc<Inner>) {
     }
     inner.expired.store(true, Ordering::SeqCst);
     for (_, tx) in lock(&inner.pending).drain() {
-        let _ = tx.send(Err(Error::zk(ZkError::SessionExpired, "session channel is gone")));
+        let _ = tx.send(Err(Error::zk(
+            ZkError::SessionExpired,
+            "session channel is gone",
+        )));
     }
     lock(&inner.watchers).clear();
 }
@@ -414,8 +446,11 @@ fn dispatch(inner: &Inner, event: SessionEvent) {
 impl Watch {
     /// Wait for the event.
     pub async fn wait(self) -> Result<WatchEvent, Error> {
-        self.rx
-            .await
-            .map_err(|_| Error::zk(ZkError::SessionExpired, "session ended before the watch fired"))
+        self.rx.await.map_err(|_| {
+            Error::zk(
+                ZkError::SessionExpired,
+                "session ended before the watch fired",
+            )
+        })
     }
 }

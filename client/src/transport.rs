@@ -61,7 +61,12 @@ impl Transport {
         })
     }
 
-    async fn call(&self, method: http::Method, path: &str, body: Bytes) -> Result<(u16, Bytes), Error> {
+    async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(u16, Bytes), Error> {
         let req = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -91,7 +96,11 @@ impl Transport {
         match serde_json::from_slice::<ApiError>(body) {
             Ok(e) => Err(Error::Zk {
                 code: code_of(&e.error),
-                message: if e.message.is_empty() { e.error } else { e.message },
+                message: if e.message.is_empty() {
+                    e.error
+                } else {
+                    e.message
+                },
             }),
             Err(_) => Err(Error::Transport(format!(
                 "status {status}: {}",
@@ -100,14 +109,22 @@ impl Transport {
         }
     }
 
-    pub(crate) async fn post_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Error> {
+    pub(crate) async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Error> {
         let body = serde_json::to_vec(body).map_err(|e| Error::Transport(e.to_string()))?;
-        let (status, bytes) = self.call(http::Method::POST, path, Bytes::from(body)).await?;
+        let (status, bytes) = self
+            .call(http::Method::POST, path, Bytes::from(body))
+            .await?;
         Self::decode(status, &bytes)
     }
 
     pub(crate) async fn delete(&self, path: &str) -> Result<(), Error> {
-        self.call(http::Method::DELETE, path, Bytes::new()).await.map(|_| ())
+        self.call(http::Method::DELETE, path, Bytes::new())
+            .await
+            .map(|_| ())
     }
 
     pub(crate) async fn read_node(&self, path: &str) -> Result<Option<NodeView>, Error> {
@@ -119,10 +136,18 @@ impl Transport {
         Self::decode(status, &body).map(Some)
     }
 
-    pub(crate) async fn poll(&self, session: SessionId, after: u64) -> Result<Vec<(u64, SessionEvent)>, Error> {
+    pub(crate) async fn poll(
+        &self,
+        session: SessionId,
+        after: u64,
+    ) -> Result<Vec<(u64, SessionEvent)>, Error> {
         let uri = format!("/v1/sessions/{session}/events?after={after}&wait_ms={POLL_WAIT_MS}");
         let (status, body) = self.call(http::Method::GET, &uri, Bytes::new()).await?;
         let polled: Polled = Self::decode(status, &body)?;
-        Ok(polled.events.into_iter().map(|e| (e.index, e.event)).collect())
+        Ok(polled
+            .events
+            .into_iter()
+            .map(|e| (e.index, e.event))
+            .collect())
     }
 }

@@ -77,10 +77,10 @@ impl Watchers {
             return; // redelivered
         }
         self.seen_order.push_back(key);
-        if self.seen_order.len() > SEEN {
-            if let Some(old) = self.seen_order.pop_front() {
-                self.seen.remove(&old);
-            }
+        if self.seen_order.len() > SEEN
+            && let Some(old) = self.seen_order.pop_front()
+        {
+            self.seen.remove(&old);
         }
         let concerns = |k: WatchKind| match event.kind {
             EventType::NodeCreated | EventType::NodeDataChanged => {

@@ -8,8 +8,13 @@ use std::process::Command;
 const STAGES: &[&str] = &["writer", "distributor", "watch"];
 
 fn main() {
-    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.join("../..").canonicalize().expect("workspace root");
+    let manifest_dir = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    );
+    let root = manifest_dir
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target_dir = out_dir.join("wasm");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -38,15 +43,23 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("failed to run cargo for the wasm components");
-    assert!(status.success(), "building the stage components for wasm32-wasip2 failed");
+    let status = cmd
+        .status()
+        .expect("failed to run cargo for the wasm components");
+    assert!(
+        status.success(),
+        "building the stage components for wasm32-wasip2 failed"
+    );
 
     let mut code = String::new();
     code.push_str("/// Every stage, as `(name, path to the .wasm, bytes)`.\n");
     code.push_str("pub const STAGES: &[(&str, &str, &[u8])] = &[\n");
     for stage in STAGES {
         let wasm = wasm_path(&target_dir, stage);
-        code.push_str(&format!("    ({stage:?}, {p:?}, include_bytes!({p:?})),\n", p = wasm.display().to_string()));
+        code.push_str(&format!(
+            "    ({stage:?}, {p:?}, include_bytes!({p:?})),\n",
+            p = wasm.display().to_string()
+        ));
     }
     code.push_str("];\n");
     for stage in STAGES {
@@ -58,7 +71,9 @@ fn main() {
             p = wasm.display().to_string()
         ));
     }
-    code.push_str("/// Calls `$mac!(name)` for every stage, so a stage without a test fails to compile.\n");
+    code.push_str(
+        "/// Calls `$mac!(name)` for every stage, so a stage without a test fails to compile.\n",
+    );
     code.push_str("#[macro_export]\nmacro_rules! foreach_stage {\n    ($mac:ident) => {\n");
     for stage in STAGES {
         code.push_str(&format!("        $mac!({stage});\n"));

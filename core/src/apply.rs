@@ -173,13 +173,12 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
             };
             return finish(state, txn, out, result);
         }
-        let result = OpResult::SessionOpened {
-            timeout_ms: *timeout_ms,
-        };
+        let timeout_ms = crate::negotiate_timeout(*timeout_ms);
+        let result = OpResult::SessionOpened { timeout_ms };
         state.put_session(
             req.session,
             SessionRecord {
-                timeout_ms: *timeout_ms,
+                timeout_ms,
                 notify: notify.clone(),
                 last_seq: req.seq,
                 last_result: Some((txn.zxid, result.clone())),
@@ -199,12 +198,18 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
         // Redelivered request: re-send the stored result of the newest one, nothing else.
         let result = match &sess.last_result {
             Some((_, r)) if req.seq == sess.last_seq => r.clone(),
-            _ => return Ok(Applied {
-                result: OpResult::error(ZkError::SystemError, "duplicate of an old request"),
-                deliveries: Vec::new(),
-            }),
+            _ => {
+                return Ok(Applied {
+                    result: OpResult::error(ZkError::SystemError, "duplicate of an old request"),
+                    deliveries: Vec::new(),
+                });
+            }
         };
-        let zxid = sess.last_result.as_ref().map(|(z, _)| *z).unwrap_or(txn.zxid);
+        let zxid = sess
+            .last_result
+            .as_ref()
+            .map(|(z, _)| *z)
+            .unwrap_or(txn.zxid);
         out.push(
             req.session,
             SessionEvent::Result {
@@ -224,7 +229,14 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
         Op::CloseSession => {
             for eph in std::mem::take(&mut sess.ephemerals) {
                 // Deleting in path order; each delete fires its events as a client delete would.
-                let _ = delete_node(state, &mut out, txn.zxid, &eph, -1, (req.session, &mut sess))?;
+                let _ = delete_node(
+                    state,
+                    &mut out,
+                    txn.zxid,
+                    &eph,
+                    -1,
+                    (req.session, &mut sess),
+                )?;
             }
             sess.closed = true;
             OpResult::SessionClosed
@@ -238,7 +250,14 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
             version,
         } => set_data(state, &mut out, txn, path, data, *version)?,
         Op::Delete { path, version } => {
-            match delete_node(state, &mut out, txn.zxid, path, *version, (req.session, &mut sess))? {
+            match delete_node(
+                state,
+                &mut out,
+                txn.zxid,
+                path,
+                *version,
+                (req.session, &mut sess),
+            )? {
                 Ok(()) => OpResult::Deleted,
                 Err(e) => e,
             }
@@ -407,7 +426,10 @@ fn create<S: State>(
         return Ok(OpResult::error(ZkError::NodeExists, path));
     }
     if parent.stat.ephemeral_owner != 0 {
-        return Ok(OpResult::error(ZkError::NoChildrenForEphemerals, parent_path));
+        return Ok(OpResult::error(
+            ZkError::NoChildrenForEphemerals,
+            parent_path,
+        ));
     }
     let zxid = txn.zxid;
     let stat = Stat {
@@ -444,7 +466,13 @@ fn create<S: State>(
         sess.ephemerals.insert(path.clone());
     }
     trigger(state, out, EventType::NodeCreated, &path, zxid)?;
-    trigger(state, out, EventType::NodeChildrenChanged, &parent_path, zxid)?;
+    trigger(
+        state,
+        out,
+        EventType::NodeChildrenChanged,
+        &parent_path,
+        zxid,
+    )?;
     Ok(OpResult::Created { path, stat })
 }
 
@@ -468,7 +496,10 @@ fn set_data<S: State>(
     if version != -1 && version != node.stat.version {
         return Ok(OpResult::error(
             ZkError::BadVersion,
-            format!("{path}: expected version {version}, node has {}", node.stat.version),
+            format!(
+                "{path}: expected version {version}, node has {}",
+                node.stat.version
+            ),
         ));
     }
     node.data = data.to_vec();
@@ -510,7 +541,10 @@ fn delete_node<S: State>(
     if version != -1 && version != node.stat.version {
         return Ok(Err(OpResult::error(
             ZkError::BadVersion,
-            format!("{path}: expected version {version}, node has {}", node.stat.version),
+            format!(
+                "{path}: expected version {version}, node has {}",
+                node.stat.version
+            ),
         )));
     }
     if !node.children.is_empty() {
@@ -522,10 +556,10 @@ fn delete_node<S: State>(
         if eph_owner == issuer {
             // The issuing session's record is written once at the end of apply.
             sess.ephemerals.remove(path);
-        } else if let Some(mut other) = state.session(eph_owner)? {
-            if other.ephemerals.remove(path) {
-                state.put_session(eph_owner, other);
-            }
+        } else if let Some(mut other) = state.session(eph_owner)?
+            && other.ephemerals.remove(path)
+        {
+            state.put_session(eph_owner, other);
         }
     }
     parent.children.remove(path::name(path));
@@ -535,7 +569,13 @@ fn delete_node<S: State>(
     state.put_node(&parent_path, parent);
     state.remove_node(path);
     trigger(state, out, EventType::NodeDeleted, path, zxid)?;
-    trigger(state, out, EventType::NodeChildrenChanged, &parent_path, zxid)?;
+    trigger(
+        state,
+        out,
+        EventType::NodeChildrenChanged,
+        &parent_path,
+        zxid,
+    )?;
     Ok(Ok(()))
 }
 
@@ -603,27 +643,62 @@ mod tests {
 
     impl World {
         fn new() -> World {
-            World { state: MemState::initialized(), zxid: 0, seqs: BTreeMap::new() }
+            World {
+                state: MemState::initialized(),
+                zxid: 0,
+                seqs: BTreeMap::new(),
+            }
         }
         fn run(&mut self, session: SessionId, op: Op) -> Applied {
             let seq = self.seqs.entry(session).or_insert(-1);
             *seq += 1;
             self.zxid += 1;
-            let txn = Txn { zxid: self.zxid, time_ms: 1000 + self.zxid,
-                request: Request { session, seq: *seq, op } };
-            match apply(&mut self.state, &txn) { Ok(a) => a, Err(e) => match e {} }
+            let txn = Txn {
+                zxid: self.zxid,
+                time_ms: 1000 + self.zxid,
+                request: Request {
+                    session,
+                    seq: *seq,
+                    op,
+                },
+            };
+            match apply(&mut self.state, &txn) {
+                Ok(a) => a,
+                Err(e) => match e {},
+            }
         }
         fn open(&mut self, session: SessionId) {
-            let r = self.run(session, Op::OpenSession { timeout_ms: 5000, notify: format!("n{session}") });
-            assert_eq!(r.result, OpResult::SessionOpened { timeout_ms: 5000 });
+            let r = self.run(
+                session,
+                Op::OpenSession {
+                    timeout_ms: 1000,
+                    notify: format!("n{session}"),
+                },
+            );
+            assert_eq!(
+                r.result,
+                OpResult::SessionOpened { timeout_ms: 4000 },
+                "negotiated up to the minimum"
+            );
         }
         fn create(&mut self, s: SessionId, path: &str, mode: CreateMode) -> OpResult {
-            self.run(s, Op::Create { path: path.into(), data: b"d".to_vec(), mode }).result
+            self.run(
+                s,
+                Op::Create {
+                    path: path.into(),
+                    data: b"d".to_vec(),
+                    mode,
+                },
+            )
+            .result
         }
     }
 
     fn err(r: &OpResult) -> Option<ZkError> {
-        match r { OpResult::Error { error, .. } => Some(*error), _ => None }
+        match r {
+            OpResult::Error { error, .. } => Some(*error),
+            _ => None,
+        }
     }
 
     #[test]
@@ -631,36 +706,124 @@ mod tests {
         let mut w = World::new();
         w.open(1);
         let r = w.create(1, "/a", CreateMode::Persistent);
-        let OpResult::Created { path, stat } = r else { panic!("{r:?}") };
+        let OpResult::Created { path, stat } = r else {
+            panic!("{r:?}")
+        };
         assert_eq!(path, "/a");
-        assert_eq!((stat.czxid, stat.mzxid, stat.pzxid, stat.version, stat.data_length), (2, 2, 2, 0, 1));
+        assert_eq!(
+            (
+                stat.czxid,
+                stat.mzxid,
+                stat.pzxid,
+                stat.version,
+                stat.data_length
+            ),
+            (2, 2, 2, 0, 1)
+        );
         let root = &w.state.nodes["/"];
-        assert_eq!((root.stat.cversion, root.stat.pzxid, root.stat.num_children), (1, 2, 2));
-        assert_eq!(root.stat.mzxid, 0, "a child create does not change the parent's mzxid");
+        assert_eq!(
+            (root.stat.cversion, root.stat.pzxid, root.stat.num_children),
+            (1, 2, 2)
+        );
+        assert_eq!(
+            root.stat.mzxid, 0,
+            "a child create does not change the parent's mzxid"
+        );
     }
 
     #[test]
     fn errors_in_zookeeper_order() {
         let mut w = World::new();
         w.open(1);
-        assert_eq!(err(&w.create(1, "/a/b", CreateMode::Persistent)), Some(ZkError::NoNode));
+        assert_eq!(
+            err(&w.create(1, "/a/b", CreateMode::Persistent)),
+            Some(ZkError::NoNode)
+        );
         w.create(1, "/a", CreateMode::Persistent);
-        assert_eq!(err(&w.create(1, "/a", CreateMode::Persistent)), Some(ZkError::NodeExists));
-        assert_eq!(err(&w.create(1, "/", CreateMode::Persistent)), Some(ZkError::NodeExists));
-        assert_eq!(err(&w.create(1, "/a/", CreateMode::Persistent)), Some(ZkError::BadArguments));
+        assert_eq!(
+            err(&w.create(1, "/a", CreateMode::Persistent)),
+            Some(ZkError::NodeExists)
+        );
+        assert_eq!(
+            err(&w.create(1, "/", CreateMode::Persistent)),
+            Some(ZkError::NodeExists)
+        );
+        assert_eq!(
+            err(&w.create(1, "/a/", CreateMode::Persistent)),
+            Some(ZkError::BadArguments)
+        );
         w.create(1, "/a/b", CreateMode::Persistent);
-        let r = w.run(1, Op::Delete { path: "/a".into(), version: 5 }).result;
-        assert_eq!(err(&r), Some(ZkError::BadVersion), "version is checked before children");
-        let r = w.run(1, Op::Delete { path: "/a".into(), version: -1 }).result;
+        let r = w
+            .run(
+                1,
+                Op::Delete {
+                    path: "/a".into(),
+                    version: 5,
+                },
+            )
+            .result;
+        assert_eq!(
+            err(&r),
+            Some(ZkError::BadVersion),
+            "version is checked before children"
+        );
+        let r = w
+            .run(
+                1,
+                Op::Delete {
+                    path: "/a".into(),
+                    version: -1,
+                },
+            )
+            .result;
         assert_eq!(err(&r), Some(ZkError::NotEmpty));
-        let r = w.run(1, Op::SetData { path: "/a".into(), data: vec![], version: 1 }).result;
+        let r = w
+            .run(
+                1,
+                Op::SetData {
+                    path: "/a".into(),
+                    data: vec![],
+                    version: 1,
+                },
+            )
+            .result;
         assert_eq!(err(&r), Some(ZkError::BadVersion));
-        let r = w.run(1, Op::SetData { path: "/a".into(), data: vec![1, 2], version: 0 }).result;
-        let OpResult::Stat { stat } = r else { panic!("{r:?}") };
-        assert_eq!((stat.version, stat.data_length, stat.czxid < stat.mzxid), (1, 2, true));
-        let r = w.run(1, Op::Delete { path: "/nope".into(), version: -1 }).result;
+        let r = w
+            .run(
+                1,
+                Op::SetData {
+                    path: "/a".into(),
+                    data: vec![1, 2],
+                    version: 0,
+                },
+            )
+            .result;
+        let OpResult::Stat { stat } = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (stat.version, stat.data_length, stat.czxid < stat.mzxid),
+            (1, 2, true)
+        );
+        let r = w
+            .run(
+                1,
+                Op::Delete {
+                    path: "/nope".into(),
+                    version: -1,
+                },
+            )
+            .result;
         assert_eq!(err(&r), Some(ZkError::NoNode));
-        let r = w.run(1, Op::Delete { path: "/".into(), version: -1 }).result;
+        let r = w
+            .run(
+                1,
+                Op::Delete {
+                    path: "/".into(),
+                    version: -1,
+                },
+            )
+            .result;
         assert_eq!(err(&r), Some(ZkError::BadArguments));
     }
 
@@ -670,11 +833,23 @@ mod tests {
         w.open(1);
         w.create(1, "/q", CreateMode::Persistent);
         w.create(1, "/q/x", CreateMode::Persistent);
-        w.run(1, Op::Delete { path: "/q/x".into(), version: -1 });
+        w.run(
+            1,
+            Op::Delete {
+                path: "/q/x".into(),
+                version: -1,
+            },
+        );
         let r = w.create(1, "/q/n-", CreateMode::PersistentSequential);
-        assert!(matches!(r, OpResult::Created { ref path, .. } if path == "/q/n-0000000002"), "{r:?}");
+        assert!(
+            matches!(r, OpResult::Created { ref path, .. } if path == "/q/n-0000000002"),
+            "{r:?}"
+        );
         let r = w.create(1, "/q/", CreateMode::EphemeralSequential);
-        assert!(matches!(r, OpResult::Created { ref path, .. } if path == "/q/0000000003"), "{r:?}");
+        assert!(
+            matches!(r, OpResult::Created { ref path, .. } if path == "/q/0000000003"),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -683,15 +858,26 @@ mod tests {
         w.open(1);
         w.open(2);
         w.create(1, "/e", CreateMode::Ephemeral);
-        assert_eq!(err(&w.create(2, "/e/c", CreateMode::Persistent)), Some(ZkError::NoChildrenForEphemerals));
+        assert_eq!(
+            err(&w.create(2, "/e/c", CreateMode::Persistent)),
+            Some(ZkError::NoChildrenForEphemerals)
+        );
         assert_eq!(w.state.nodes["/e"].stat.ephemeral_owner, 1);
-        w.run(2, Op::Exists { path: "/e".into(), watch: true });
+        w.run(
+            2,
+            Op::Exists {
+                path: "/e".into(),
+                watch: true,
+            },
+        );
         let r = w.run(1, Op::CloseSession);
         assert_eq!(r.result, OpResult::SessionClosed);
         assert!(!w.state.nodes.contains_key("/e"));
         let to2: Vec<_> = r.deliveries.iter().filter(|d| d.session == 2).collect();
         assert_eq!(to2.len(), 1);
-        assert!(matches!(&to2[0].events[0], SessionEvent::Watch { event } if event.kind == EventType::NodeDeleted));
+        assert!(
+            matches!(&to2[0].events[0], SessionEvent::Watch { event } if event.kind == EventType::NodeDeleted)
+        );
         let r = w.create(1, "/x", CreateMode::Persistent);
         assert_eq!(err(&r), Some(ZkError::SessionExpired));
         assert!(!w.state.nodes.contains_key("/x"));
@@ -702,20 +888,83 @@ mod tests {
         let mut w = World::new();
         w.open(1);
         w.open(2);
-        w.run(2, Op::Exists { path: "/w".into(), watch: true });
-        w.run(2, Op::GetChildren { path: "/".into(), watch: true });
-        let r = w.run(1, Op::Create { path: "/w".into(), data: vec![], mode: CreateMode::Persistent });
-        let kinds: Vec<_> = r.deliveries.iter().filter(|d| d.session == 2)
-            .flat_map(|d| d.events.iter()).map(|e| match e { SessionEvent::Watch { event } => (event.kind, event.path.clone()), _ => panic!() }).collect();
-        assert_eq!(kinds, vec![(EventType::NodeCreated, "/w".to_string()), (EventType::NodeChildrenChanged, "/".to_string())]);
+        w.run(
+            2,
+            Op::Exists {
+                path: "/w".into(),
+                watch: true,
+            },
+        );
+        w.run(
+            2,
+            Op::GetChildren {
+                path: "/".into(),
+                watch: true,
+            },
+        );
+        let r = w.run(
+            1,
+            Op::Create {
+                path: "/w".into(),
+                data: vec![],
+                mode: CreateMode::Persistent,
+            },
+        );
+        let kinds: Vec<_> = r
+            .deliveries
+            .iter()
+            .filter(|d| d.session == 2)
+            .flat_map(|d| d.events.iter())
+            .map(|e| match e {
+                SessionEvent::Watch { event } => (event.kind, event.path.clone()),
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (EventType::NodeCreated, "/w".to_string()),
+                (EventType::NodeChildrenChanged, "/".to_string())
+            ]
+        );
         // One-shot: the next change fires nothing.
-        let r = w.run(1, Op::SetData { path: "/w".into(), data: vec![1], version: -1 });
+        let r = w.run(
+            1,
+            Op::SetData {
+                path: "/w".into(),
+                data: vec![1],
+                version: -1,
+            },
+        );
         assert!(r.deliveries.iter().all(|d| d.session == 1));
         // Data + child watch on the same node: one NodeDeleted for the session.
-        w.run(2, Op::GetData { path: "/w".into(), watch: true });
-        w.run(2, Op::GetChildren { path: "/w".into(), watch: true });
-        let r = w.run(1, Op::Delete { path: "/w".into(), version: -1 });
-        let n = r.deliveries.iter().filter(|d| d.session == 2).map(|d| d.events.len()).sum::<usize>();
+        w.run(
+            2,
+            Op::GetData {
+                path: "/w".into(),
+                watch: true,
+            },
+        );
+        w.run(
+            2,
+            Op::GetChildren {
+                path: "/w".into(),
+                watch: true,
+            },
+        );
+        let r = w.run(
+            1,
+            Op::Delete {
+                path: "/w".into(),
+                version: -1,
+            },
+        );
+        let n = r
+            .deliveries
+            .iter()
+            .filter(|d| d.session == 2)
+            .map(|d| d.events.len())
+            .sum::<usize>();
         assert_eq!(n, 1);
         assert!(w.state.watches.is_empty());
     }
@@ -724,12 +973,41 @@ mod tests {
     fn redelivered_requests_apply_once() {
         let mut w = World::new();
         w.open(1);
-        let req = Request { session: 1, seq: 1, op: Op::Create { path: "/d".into(), data: vec![], mode: CreateMode::PersistentSequential } };
-        let a = apply(&mut w.state, &Txn { zxid: 10, time_ms: 1, request: req.clone() }).unwrap_or_else(|e| match e {});
-        let b = apply(&mut w.state, &Txn { zxid: 11, time_ms: 2, request: req }).unwrap_or_else(|e| match e {});
+        let req = Request {
+            session: 1,
+            seq: 1,
+            op: Op::Create {
+                path: "/d".into(),
+                data: vec![],
+                mode: CreateMode::PersistentSequential,
+            },
+        };
+        let a = apply(
+            &mut w.state,
+            &Txn {
+                zxid: 10,
+                time_ms: 1,
+                request: req.clone(),
+            },
+        )
+        .unwrap_or_else(|e| match e {});
+        let b = apply(
+            &mut w.state,
+            &Txn {
+                zxid: 11,
+                time_ms: 2,
+                request: req,
+            },
+        )
+        .unwrap_or_else(|e| match e {});
         assert_eq!(a.result, b.result);
         assert_eq!(w.state.nodes["/"].children.len(), 2);
-        let SessionEvent::Result { zxid, .. } = &b.deliveries[0].events[0] else { panic!() };
-        assert_eq!(*zxid, 10, "the redelivered result carries the original zxid");
+        let SessionEvent::Result { zxid, .. } = &b.deliveries[0].events[0] else {
+            panic!()
+        };
+        assert_eq!(
+            *zxid, 10,
+            "the redelivered result carries the original zxid"
+        );
     }
 }

@@ -32,8 +32,8 @@ mod error;
 pub mod keys;
 mod mode;
 pub mod path;
-pub mod url;
 mod stat;
+pub mod url;
 pub mod wire;
 
 pub use error::ZkError;
@@ -42,6 +42,16 @@ pub use stat::Stat;
 
 /// ZooKeeper's default `jute.maxbuffer`: the largest znode payload accepted (1 MiB).
 pub const MAX_DATA_LEN: usize = 1024 * 1024;
+
+/// Shortest session timeout granted: ZooKeeper's `minSessionTimeout` (2 × tickTime of 2 s).
+pub const MIN_SESSION_TIMEOUT_MS: i32 = 4_000;
+/// Longest session timeout granted: ZooKeeper's `maxSessionTimeout` (20 × tickTime).
+pub const MAX_SESSION_TIMEOUT_MS: i32 = 40_000;
+
+/// The timeout a session gets for the one it asked for, clamped as ZooKeeper does.
+pub fn negotiate_timeout(requested_ms: i32) -> i32 {
+    requested_ms.clamp(MIN_SESSION_TIMEOUT_MS, MAX_SESSION_TIMEOUT_MS)
+}
 
 /// Session id ZooKeeper-style (a signed 64-bit number, never 0 for a real session).
 pub type SessionId = i64;

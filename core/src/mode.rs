@@ -17,7 +17,10 @@ pub enum CreateMode {
 impl CreateMode {
     /// Whether the node is tied to its session.
     pub fn is_ephemeral(self) -> bool {
-        matches!(self, CreateMode::Ephemeral | CreateMode::EphemeralSequential)
+        matches!(
+            self,
+            CreateMode::Ephemeral | CreateMode::EphemeralSequential
+        )
     }
 
     /// Whether the service appends a sequence number to the name.

@@ -13,7 +13,11 @@ pub struct PathError {
 
 impl fmt::Display for PathError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Invalid path string \"{}\" caused by {}", self.path, self.reason)
+        write!(
+            f,
+            "Invalid path string \"{}\" caused by {}",
+            self.path, self.reason
+        )
     }
 }
 
@@ -121,7 +125,17 @@ mod tests {
 
     #[test]
     fn accepts_zookeeper_paths() {
-        for p in ["/", "/a", "/a/b", "/a.b", "/..a", "/a..", "/zookeeper", "/a/.b/c", "/ü"] {
+        for p in [
+            "/",
+            "/a",
+            "/a/b",
+            "/a.b",
+            "/..a",
+            "/a..",
+            "/zookeeper",
+            "/a/.b/c",
+            "/ü",
+        ] {
             assert!(validate(p).is_ok(), "{p}");
         }
     }
@@ -129,8 +143,21 @@ mod tests {
     #[test]
     fn refuses_what_zookeeper_refuses() {
         for p in [
-            "", "a", "/a/", "//", "/a//b", "/.", "/..", "/a/.", "/a/../b", "/a\0b", "/a\u{1}",
-            "/\u{7f}", "/\u{e000}", "/\u{fff5}", "/\u{1F600}",
+            "",
+            "a",
+            "/a/",
+            "//",
+            "/a//b",
+            "/.",
+            "/..",
+            "/a/.",
+            "/a/../b",
+            "/a\0b",
+            "/a\u{1}",
+            "/\u{7f}",
+            "/\u{e000}",
+            "/\u{fff5}",
+            "/\u{1F600}",
         ] {
             assert!(validate(p).is_err(), "{p:?}");
         }

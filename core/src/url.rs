@@ -60,7 +60,10 @@ mod tests {
         assert_eq!(decode("%zz"), None);
         assert_eq!(decode("%4"), None);
         assert_eq!(decode("%FF"), None, "not UTF-8");
-        assert_eq!(query_param("a=1&path=%2Fx&b", "path").as_deref(), Some("/x"));
+        assert_eq!(
+            query_param("a=1&path=%2Fx&b", "path").as_deref(),
+            Some("/x")
+        );
         assert_eq!(query_param("a=1", "path"), None);
     }
 }

@@ -56,10 +56,10 @@ impl SessionHub {
 
     /// Drop a session's channel.
     pub fn remove(&self, session: SessionId) {
-        if let Ok(mut m) = self.channels.lock() {
-            if let Some(c) = m.remove(&session) {
-                c.notify.notify_waiters();
-            }
+        if let Ok(mut m) = self.channels.lock()
+            && let Some(c) = m.remove(&session)
+        {
+            c.notify.notify_waiters();
         }
     }
 
@@ -85,7 +85,10 @@ impl SessionHub {
             q.events.len() > MAX_QUEUED
         };
         if overflow {
-            tracing::warn!(session = d.session, "session stopped polling; channel dropped");
+            tracing::warn!(
+                session = d.session,
+                "session stopped polling; channel dropped"
+            );
             self.remove(d.session);
             return false;
         }

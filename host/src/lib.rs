@@ -101,7 +101,10 @@ impl Drop for RunningHost {
 pub fn embedded_stages() -> Vec<(StageName, &'static [u8])> {
     vec![
         (StageName::Writer, faaskeeper_artifacts::WRITER_BYTES),
-        (StageName::Distributor, faaskeeper_artifacts::DISTRIBUTOR_BYTES),
+        (
+            StageName::Distributor,
+            faaskeeper_artifacts::DISTRIBUTOR_BYTES,
+        ),
         (StageName::Watch, faaskeeper_artifacts::WATCH_BYTES),
     ]
 }
@@ -119,11 +122,19 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
     let summary = stores.summary();
     let hub = Arc::new(hub::SessionHub::default());
     let stages = embedded_stages();
-    let runtime = tokio::task::block_in_place(|| Runtime::new(&stages, stores, hub, opts.limits.clone()))?;
+    let mut limits = opts.limits.clone();
+    if limits.cache_dir.is_none() {
+        limits.cache_dir = Some(opts.data_dir.join("compiled"));
+    }
+    // Compiling takes a while; keep it off the async workers.
+    let runtime =
+        tokio::task::spawn_blocking(move || Runtime::new(&stages, stores, hub, limits)).await??;
     runtime.init_store().await?;
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(
-        runtime.clone().run_distributor_loop(Duration::from_millis(500)),
+        runtime
+            .clone()
+            .run_distributor_loop(Duration::from_millis(500)),
     ));
     runtime.kick_distributor();
     let listener = tokio::net::TcpListener::bind(opts.listen)

@@ -8,10 +8,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "faaskeeper", version, about = "ZooKeeper-compatible coordination on WebAssembly components")]
+#[command(
+    name = "faaskeeper",
+    version,
+    about = "ZooKeeper-compatible coordination on WebAssembly components"
+)]
 struct Cli {
     /// Server to talk to (client commands).
-    #[arg(long, global = true, env = "FAASKEEPER_SERVER", default_value = "http://127.0.0.1:8181")]
+    #[arg(
+        long,
+        global = true,
+        env = "FAASKEEPER_SERVER",
+        default_value = "http://127.0.0.1:8181"
+    )]
     server: String,
     #[command(subcommand)]
     command: Command,
@@ -123,7 +132,11 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data_dir, port, host } => {
+        Command::Serve {
+            data_dir,
+            port,
+            host,
+        } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -178,7 +191,11 @@ async fn run_client(client: &Client, cmd: Command) -> anyhow::Result<()> {
                 print_stat(&s);
             }
         }
-        Command::Set { path, data, version } => {
+        Command::Set {
+            path,
+            data,
+            version,
+        } => {
             let s = client.set_data(&path, data.as_bytes(), version).await?;
             print_stat(&s);
         }
@@ -200,7 +217,10 @@ async fn run_client(client: &Client, cmd: Command) -> anyhow::Result<()> {
                 client.exists_w(&path).await?.1
             };
             let event = watch.wait().await?;
-            println!("WatchedEvent type:{:?} path:{} zxid:{}", event.kind, event.path, event.zxid);
+            println!(
+                "WatchedEvent type:{:?} path:{} zxid:{}",
+                event.kind, event.path, event.zxid
+            );
         }
     }
     Ok(())

@@ -107,8 +107,14 @@ mod tests {
 
     #[test]
     fn routes_only_our_names() {
-        assert_eq!(route("distributor.spin.internal"), Some(Route::Stage(StageName::Distributor)));
-        assert_eq!(route("watch.spin.internal"), Some(Route::Stage(StageName::Watch)));
+        assert_eq!(
+            route("distributor.spin.internal"),
+            Some(Route::Stage(StageName::Distributor))
+        );
+        assert_eq!(
+            route("watch.spin.internal"),
+            Some(Route::Stage(StageName::Watch))
+        );
         assert_eq!(route(SESSIONS_AUTHORITY), Some(Route::Sessions));
         assert_eq!(route("evil.spin.internal"), None);
         assert_eq!(route("example.com"), None);

@@ -95,6 +95,8 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Writer invocations running at once (client-facing back-pressure).
     pub concurrent_writes: usize,
+    /// Where compiled stages are cached between runs (`None`: compile every start).
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Limits {
@@ -103,6 +105,7 @@ impl Default for Limits {
             instances: 256,
             memory_bytes: 512 << 20,
             concurrent_writes: 64,
+            cache_dir: None,
         }
     }
 }
@@ -135,6 +138,11 @@ impl Runtime {
             .max_memory_size(limits.memory_bytes);
         let mut config = Config::new();
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = &limits.cache_dir {
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            config.cache(Some(wasmtime::Cache::new(cache)?));
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -195,10 +203,10 @@ impl Runtime {
                 |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
             ))?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let req = store
-            .data_mut()
-            .http()
-            .new_incoming_request(wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http, request)?;
+        let req = store.data_mut().http().new_incoming_request(
+            wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http,
+            request,
+        )?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let task = tokio::spawn(async move {
             let proxy = pre.instantiate_async(&mut store).await?;
@@ -213,7 +221,9 @@ impl Runtime {
             Err(_) => {
                 // The guest returned or trapped without setting a response.
                 return match task.await {
-                    Ok(Err(e)) => Err(anyhow::Error::from(e).context(format!("{} trapped", stage.name()))),
+                    Ok(Err(e)) => {
+                        Err(anyhow::Error::from(e).context(format!("{} trapped", stage.name())))
+                    }
                     Ok(Ok(())) => bail!("{} set no response", stage.name()),
                     Err(e) => bail!("{} invocation panicked: {e}", stage.name()),
                 };
@@ -252,11 +262,17 @@ impl Runtime {
 
     /// The background loop that runs the distributor when kicked, and every `period` anyway
     /// (which also finishes a batch a crash left half done).
+    ///
+    /// The first run takes over any lease a killed process left: this host owns its store
+    /// file exclusively, so no other distributor can be alive.
     pub async fn run_distributor_loop(self: Arc<Self>, period: Duration) {
+        let mut path = "/recover";
         loop {
-            let _ = tokio::time::timeout(period, self.distributor_wake.notified()).await;
-            match self.invoke(StageName::Distributor, "/", Bytes::from_static(b"{}")).await {
-                Ok((200, _)) => {}
+            match self
+                .invoke(StageName::Distributor, path, Bytes::from_static(b"{}"))
+                .await
+            {
+                Ok((200, _)) => path = "/",
                 Ok((status, body)) => {
                     tracing::warn!(status, body = %String::from_utf8_lossy(&body), "distributor run failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -266,6 +282,7 @@ impl Runtime {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
+            let _ = tokio::time::timeout(period, self.distributor_wake.notified()).await;
         }
     }
 
@@ -275,7 +292,10 @@ impl Runtime {
             .invoke(StageName::Distributor, "/init", Bytes::from_static(b"{}"))
             .await?;
         if status != 200 {
-            bail!("store initialisation failed: {status} {}", String::from_utf8_lossy(&body));
+            bail!(
+                "store initialisation failed: {status} {}",
+                String::from_utf8_lossy(&body)
+            );
         }
         Ok(())
     }
@@ -288,7 +308,10 @@ impl Runtime {
     /// Deliver a watch-stage POST to `/v1/sessions/<id>/deliver`.
     pub(crate) fn deliver_to_session(&self, path: &str, body: &[u8]) -> (u16, Bytes) {
         let Ok(delivery) = serde_json::from_slice::<Delivery>(body) else {
-            return (400, Bytes::from_static(b"{\"error\":\"malformed delivery\"}"));
+            return (
+                400,
+                Bytes::from_static(b"{\"error\":\"malformed delivery\"}"),
+            );
         };
         let expected = format!("/v1/sessions/{}/deliver", delivery.session);
         if path != expected {
@@ -297,7 +320,10 @@ impl Runtime {
         if self.hub.deliver(delivery) {
             (200, Bytes::from_static(b"{}"))
         } else {
-            (410, Bytes::from_static(b"{\"error\":\"no such session channel\"}"))
+            (
+                410,
+                Bytes::from_static(b"{\"error\":\"no such session channel\"}"),
+            )
         }
     }
 }

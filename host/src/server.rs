@@ -41,7 +41,10 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Resp {
 }
 
 fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Resp {
-    reply(status, json!({ "error": code, "message": message.to_string() }))
+    reply(
+        status,
+        json!({ "error": code, "message": message.to_string() }),
+    )
 }
 
 /// Accept connections forever.
@@ -100,7 +103,11 @@ impl Api {
             (&Method::POST, ["v1", "sessions"]) => self.open_session(&body).await,
             (m, ["v1", "sessions", id, rest @ ..]) => {
                 let Ok(id) = id.parse::<SessionId>() else {
-                    return error(StatusCode::BAD_REQUEST, "bad_arguments", "session id is not a number");
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_arguments",
+                        "session id is not a number",
+                    );
                 };
                 match (m, rest) {
                     (&Method::POST, ["requests"]) => self.submit(id, body).await,
@@ -118,7 +125,11 @@ impl Api {
 
     async fn read_node(&self, query: &str) -> Resp {
         let Some(p) = url::query_param(query, "path") else {
-            return error(StatusCode::BAD_REQUEST, "bad_arguments", "missing or malformed ?path=");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_arguments",
+                "missing or malformed ?path=",
+            );
         };
         if let Err(e) = path::validate(&p) {
             return error(StatusCode::BAD_REQUEST, "bad_arguments", e);
@@ -147,7 +158,9 @@ impl Api {
             10_000
         }
         let open: Open = if body.is_empty() {
-            Open { timeout_ms: default_timeout() }
+            Open {
+                timeout_ms: default_timeout(),
+            }
         } else {
             match serde_json::from_slice(body) {
                 Ok(o) => o,
@@ -166,7 +179,12 @@ impl Api {
                 },
             }],
         };
-        let resp = self.submit(id, Bytes::from(serde_json::to_vec(&batch).unwrap_or_default())).await;
+        let resp = self
+            .submit(
+                id,
+                Bytes::from(serde_json::to_vec(&batch).unwrap_or_default()),
+            )
+            .await;
         if resp.status() != StatusCode::OK {
             self.rt.hub().remove(id);
             return resp;
@@ -179,27 +197,41 @@ impl Api {
             Some(Submission::Appended { zxid, .. }) => {
                 reply(StatusCode::OK, json!({ "session": id, "zxid": zxid }))
             }
-            Some(Submission::Rejected { error: e, message, .. }) => {
+            Some(Submission::Rejected {
+                error: e, message, ..
+            }) => {
                 self.rt.hub().remove(id);
                 error(StatusCode::BAD_REQUEST, &format!("{e:?}"), message)
             }
             None => {
                 self.rt.hub().remove(id);
-                error(StatusCode::SERVICE_UNAVAILABLE, "system_error", "writer answered nothing")
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "system_error",
+                    "writer answered nothing",
+                )
             }
         }
     }
 
     async fn submit(&self, id: SessionId, body: Bytes) -> Resp {
         if !self.rt.hub().contains(id) {
-            return error(StatusCode::NOT_FOUND, "session_expired", format!("no session {id}"));
+            return error(
+                StatusCode::NOT_FOUND,
+                "session_expired",
+                format!("no session {id}"),
+            );
         }
         let batch: WriteBatch = match serde_json::from_slice(&body) {
             Ok(b) => b,
             Err(e) => return error(StatusCode::BAD_REQUEST, "marshalling_error", e),
         };
         if batch.requests.iter().any(|r| r.session != id) {
-            return error(StatusCode::BAD_REQUEST, "bad_arguments", "request for another session");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_arguments",
+                "request for another session",
+            );
         }
         match self.rt.write(body).await {
             Ok((status, bytes)) => {
@@ -213,7 +245,11 @@ impl Api {
             }
             Err(e) => {
                 tracing::error!(error = format!("{e:#}"), "writer invocation failed");
-                error(StatusCode::SERVICE_UNAVAILABLE, "system_error", format!("{e:#}"))
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "system_error",
+                    format!("{e:#}"),
+                )
             }
         }
     }
@@ -235,7 +271,11 @@ impl Api {
                     .collect();
                 reply(StatusCode::OK, json!({ "events": events }))
             }
-            None => error(StatusCode::NOT_FOUND, "session_expired", format!("no session {id}")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "session_expired",
+                format!("no session {id}"),
+            ),
         }
     }
 }

@@ -64,6 +64,9 @@ fn readme_cli_session() {
     assert!(fk(&url, &["create", "/w", "v"]).0);
     let out = watcher.wait_with_output().expect("watch output");
     let out = String::from_utf8_lossy(&out.stdout);
-    assert!(out.contains("NodeCreated") && out.contains("path:/w"), "{out}");
+    assert!(
+        out.contains("NodeCreated") && out.contains("path:/w"),
+        "{out}"
+    );
     drop(server);
 }

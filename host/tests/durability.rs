@@ -10,23 +10,32 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::Server;
 
+/// (path, acknowledged value, value of an unacknowledged later write that may have landed)
+type Acked = (String, Vec<u8>, Option<Vec<u8>>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");
     for round in 0..3 {
         let server = Server::start(dir.path());
-        let setup = Client::connect(&server.url, Options::default()).await.expect("connect");
+        let setup = Client::connect(&server.url, Options::default())
+            .await
+            .expect("connect");
         let base = format!("/r{round}");
-        setup.create(&base, b"", CreateMode::Persistent).await.expect("base");
-        // (path, acknowledged value, value of an unacknowledged later write that may have landed)
-        let acked: Arc<Mutex<Vec<(String, Vec<u8>, Option<Vec<u8>>)>>> = Arc::default();
+        setup
+            .create(&base, b"", CreateMode::Persistent)
+            .await
+            .expect("base");
+        let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
         let mut writers = Vec::new();
         for w in 0..4 {
             let url = server.url.clone();
             let acked = acked.clone();
             let base = base.clone();
             writers.push(tokio::spawn(async move {
-                let Ok(c) = Client::connect(&url, Options::default()).await else { return };
+                let Ok(c) = Client::connect(&url, Options::default()).await else {
+                    return;
+                };
                 for i in 0.. {
                     let path = format!("{base}/w{w}-{i}");
                     let data = format!("{w}:{i}").into_bytes();
@@ -58,10 +67,16 @@ async fn acknowledged_writes_survive_sigkill() {
             let _ = w.await;
         }
         let acked = acked.lock().expect("lock").clone();
-        assert!(acked.len() > 10, "round {round}: only {} writes acknowledged", acked.len());
+        assert!(
+            acked.len() > 10,
+            "round {round}: only {} writes acknowledged",
+            acked.len()
+        );
 
         let server = Server::start(dir.path());
-        let c = Client::connect(&server.url, Options::default()).await.expect("reconnect");
+        let c = Client::connect(&server.url, Options::default())
+            .await
+            .expect("reconnect");
         for (path, data, maybe) in &acked {
             let (got, _) = c
                 .get_data(path)
@@ -78,7 +93,10 @@ async fn acknowledged_writes_survive_sigkill() {
         c.create(&format!("{base}/after"), b"ok", CreateMode::Persistent)
             .await
             .expect("write after restart");
-        println!("round {round}: {} acknowledged writes all present after SIGKILL", acked.len());
+        println!(
+            "round {round}: {} acknowledged writes all present after SIGKILL",
+            acked.len()
+        );
         drop(c);
         server.kill();
     }

@@ -98,7 +98,10 @@ impl State for KvState<'_> {
         if let Some(w) = self.watches.get(path) {
             return Ok(w.clone());
         }
-        let w: WatchRecord = self.system.get_json(&keys::watches(path))?.unwrap_or_default();
+        let w: WatchRecord = self
+            .system
+            .get_json(&keys::watches(path))?
+            .unwrap_or_default();
         self.watches.insert(path.to_string(), w.clone());
         Ok(w)
     }

@@ -3,8 +3,8 @@
 use crate::Stage;
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
-    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest,
-    OutgoingResponse, ResponseOutparam, Scheme,
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
+    ResponseOutparam, Scheme,
 };
 use crate::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
 
@@ -68,7 +68,9 @@ fn write_stream(stream: &OutputStream, mut data: &[u8]) -> Result<(), String> {
 }
 
 fn read_incoming(body: IncomingBody) -> Result<Vec<u8>, String> {
-    let stream = body.stream().map_err(|()| "body stream taken".to_string())?;
+    let stream = body
+        .stream()
+        .map_err(|()| "body stream taken".to_string())?;
     let data = read_stream(&stream, MAX_BODY)?;
     drop(stream);
     let _ = IncomingBody::finish(body);

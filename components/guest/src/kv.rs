@@ -36,6 +36,9 @@ fn store_err(e: store::Error) -> KvError {
     })
 }
 
+/// A key and its value, if any.
+pub type KeyValue = (String, Option<Vec<u8>>);
+
 /// An open bucket.
 pub struct Bucket {
     inner: store::Bucket,
@@ -81,7 +84,7 @@ impl Bucket {
     }
 
     /// Many gets in one call.
-    pub fn get_many(&self, keys: Vec<String>) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
+    pub fn get_many(&self, keys: Vec<String>) -> Result<Vec<KeyValue>, KvError> {
         batch::get_many(&self.inner, &keys).map_err(store_err)
     }
 
@@ -104,10 +107,9 @@ impl Bucket {
     /// Read `key` for a compare-and-swap; the key must already exist.
     pub fn cas<T: DeserializeOwned>(&self, key: &str) -> Result<(Cas, T), KvError> {
         let handle = atomics::Cas::new(&self.inner, key).map_err(store_err)?;
-        let current = handle
-            .current()
-            .map_err(store_err)?
-            .ok_or_else(|| KvError::Corrupt(format!("{key} missing; was the store initialised?")))?;
+        let current = handle.current().map_err(store_err)?.ok_or_else(|| {
+            KvError::Corrupt(format!("{key} missing; was the store initialised?"))
+        })?;
         let value = serde_json::from_slice(&current)
             .map_err(|e| KvError::Corrupt(format!("{key}: {e}")))?;
         Ok((Cas { handle }, value))

@@ -29,11 +29,17 @@ impl Stage for Watch {
                 Ok((status, _)) => {
                     // The session's channel is gone (closed client): nothing to retry.
                     failed += 1;
-                    faaskeeper_guest::log(&format!("watch: session {} answered {status}", d.session));
+                    faaskeeper_guest::log(&format!(
+                        "watch: session {} answered {status}",
+                        d.session
+                    ));
                 }
                 Err(e) => {
                     failed += 1;
-                    faaskeeper_guest::log(&format!("watch: session {} unreachable: {e}", d.session));
+                    faaskeeper_guest::log(&format!(
+                        "watch: session {} unreachable: {e}",
+                        d.session
+                    ));
                 }
             }
         }

@@ -56,7 +56,10 @@ fn write(batch: WriteBatch) -> Result<Vec<Submission>, KvError> {
         return Ok(subs);
     }
     let system = Bucket::open(keys::SYSTEM_BUCKET)?;
-    let ids: Vec<String> = accepted.iter().map(|_| faaskeeper_guest::random_id()).collect();
+    let ids: Vec<String> = accepted
+        .iter()
+        .map(|_| faaskeeper_guest::random_id())
+        .collect();
     let mut attempts = 0;
     let first_zxid = loop {
         attempts += 1;

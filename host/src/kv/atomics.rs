@@ -11,14 +11,29 @@ use faaskeeper_storage::StoreError;
 use wasmtime::component::Resource;
 
 impl atomics::Host for KvCtxView<'_> {
-    async fn increment(&mut self, bucket: Resource<BucketHandle>, key: String, delta: i64) -> wasmtime::Result<Result<i64, Error>> {
+    async fn increment(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        key: String,
+        delta: i64,
+    ) -> wasmtime::Result<Result<i64, Error>> {
         let (name, s) = self.bucket(&bucket)?;
-        Ok(s.increment(&key, delta).await.map_err(|e| to_wit_error(&name, e)))
+        Ok(s.increment(&key, delta)
+            .await
+            .map_err(|e| to_wit_error(&name, e)))
     }
 
-    async fn swap(&mut self, cas: Resource<CasHandle>, value: Vec<u8>) -> wasmtime::Result<Result<(), CasError>> {
+    async fn swap(
+        &mut self,
+        cas: Resource<CasHandle>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), CasError>> {
         let h = self.table.delete(cas)?;
-        match h.store.compare_and_swap(&h.key, h.current.as_deref(), value).await {
+        match h
+            .store
+            .compare_and_swap(&h.key, h.current.as_deref(), value)
+            .await
+        {
             Ok(()) => Ok(Ok(())),
             Err(StoreError::CasConflict) => {
                 let current = match h.store.get(&h.key).await {
@@ -34,7 +49,11 @@ impl atomics::Host for KvCtxView<'_> {
 }
 
 impl atomics::HostCas for KvCtxView<'_> {
-    async fn new(&mut self, bucket: Resource<BucketHandle>, key: String) -> wasmtime::Result<Result<Resource<CasHandle>, Error>> {
+    async fn new(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<Resource<CasHandle>, Error>> {
         let (name, s) = self.bucket(&bucket)?;
         let current = match s.get(&key).await {
             Ok(v) => v,
@@ -48,7 +67,10 @@ impl atomics::HostCas for KvCtxView<'_> {
         })?))
     }
 
-    async fn current(&mut self, cas: Resource<CasHandle>) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+    async fn current(
+        &mut self,
+        cas: Resource<CasHandle>,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         Ok(Ok(self.table.get(&cas)?.current.clone()))
     }
 

@@ -7,7 +7,11 @@ use super::{BucketHandle, KvCtxView, to_wit_error};
 use wasmtime::component::Resource;
 
 impl batch::Host for KvCtxView<'_> {
-    async fn get_many(&mut self, bucket: Resource<BucketHandle>, keys: Vec<String>) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, Error>> {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, Error>> {
         let (name, s) = self.bucket(&bucket)?;
         Ok(s.get_many(&keys)
             .await
@@ -15,13 +19,25 @@ impl batch::Host for KvCtxView<'_> {
             .map_err(|e| to_wit_error(&name, e)))
     }
 
-    async fn set_many(&mut self, bucket: Resource<BucketHandle>, key_values: Vec<(String, Vec<u8>)>) -> wasmtime::Result<Result<(), Error>> {
+    async fn set_many(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         let (name, s) = self.bucket(&bucket)?;
-        Ok(s.set_many(key_values).await.map_err(|e| to_wit_error(&name, e)))
+        Ok(s.set_many(key_values)
+            .await
+            .map_err(|e| to_wit_error(&name, e)))
     }
 
-    async fn delete_many(&mut self, bucket: Resource<BucketHandle>, keys: Vec<String>) -> wasmtime::Result<Result<(), Error>> {
+    async fn delete_many(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         let (name, s) = self.bucket(&bucket)?;
-        Ok(s.delete_many(keys).await.map_err(|e| to_wit_error(&name, e)))
+        Ok(s.delete_many(keys)
+            .await
+            .map_err(|e| to_wit_error(&name, e)))
     }
 }

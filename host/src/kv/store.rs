@@ -8,7 +8,10 @@ use wasmtime::component::Resource;
 const LIST_PAGE: usize = 1000;
 
 impl store::Host for KvCtxView<'_> {
-    async fn open(&mut self, identifier: String) -> wasmtime::Result<Result<Resource<BucketHandle>, Error>> {
+    async fn open(
+        &mut self,
+        identifier: String,
+    ) -> wasmtime::Result<Result<Resource<BucketHandle>, Error>> {
         match self.ctx.stores.open(&identifier) {
             Ok(store) => Ok(Ok(self.table.push(BucketHandle {
                 name: identifier,
@@ -20,34 +23,61 @@ impl store::Host for KvCtxView<'_> {
 }
 
 impl KvCtxView<'_> {
-    pub(crate) fn bucket(&self, b: &Resource<BucketHandle>) -> wasmtime::Result<(String, std::sync::Arc<dyn faaskeeper_storage::Store>)> {
+    pub(crate) fn bucket(
+        &self,
+        b: &Resource<BucketHandle>,
+    ) -> wasmtime::Result<(String, std::sync::Arc<dyn faaskeeper_storage::Store>)> {
         let h = self.table.get(b)?;
         Ok((h.name.clone(), h.store.clone()))
     }
 }
 
 impl store::HostBucket for KvCtxView<'_> {
-    async fn get(&mut self, bucket: Resource<BucketHandle>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+    async fn get(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         let (name, s) = self.bucket(&bucket)?;
         Ok(s.get(&key).await.map_err(|e| to_wit_error(&name, e)))
     }
 
-    async fn set(&mut self, bucket: Resource<BucketHandle>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
+    async fn set(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         let (name, s) = self.bucket(&bucket)?;
         Ok(s.set(&key, value).await.map_err(|e| to_wit_error(&name, e)))
     }
 
-    async fn delete(&mut self, bucket: Resource<BucketHandle>, key: String) -> wasmtime::Result<Result<(), Error>> {
+    async fn delete(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), Error>> {
         let (name, s) = self.bucket(&bucket)?;
         Ok(s.delete(&key).await.map_err(|e| to_wit_error(&name, e)))
     }
 
-    async fn exists(&mut self, bucket: Resource<BucketHandle>, key: String) -> wasmtime::Result<Result<bool, Error>> {
+    async fn exists(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, Error>> {
         let (name, s) = self.bucket(&bucket)?;
-        Ok(s.get(&key).await.map(|v| v.is_some()).map_err(|e| to_wit_error(&name, e)))
+        Ok(s.get(&key)
+            .await
+            .map(|v| v.is_some())
+            .map_err(|e| to_wit_error(&name, e)))
     }
 
-    async fn list_keys(&mut self, bucket: Resource<BucketHandle>, cursor: Option<String>) -> wasmtime::Result<Result<KeyResponse, Error>> {
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        cursor: Option<String>,
+    ) -> wasmtime::Result<Result<KeyResponse, Error>> {
         let (name, s) = self.bucket(&bucket)?;
         Ok(s.list_keys(cursor, LIST_PAGE)
             .await

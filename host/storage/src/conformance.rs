@@ -23,7 +23,11 @@ async fn get_set_delete(s: Arc<dyn Store>) {
     s.set("a", b"1".to_vec()).await.expect("set");
     assert_eq!(s.get("a").await.expect("get"), Some(b"1".to_vec()));
     s.set("a", Vec::new()).await.expect("set empty");
-    assert_eq!(s.get("a").await.expect("get"), Some(Vec::new()), "empty value is a value");
+    assert_eq!(
+        s.get("a").await.expect("get"),
+        Some(Vec::new()),
+        "empty value is a value"
+    );
     s.delete("a").await.expect("delete");
     s.delete("a").await.expect("delete is idempotent");
     assert_eq!(s.get("a").await.expect("get"), None);
@@ -33,9 +37,12 @@ async fn get_set_delete(s: Arc<dyn Store>) {
 }
 
 async fn batches(s: Arc<dyn Store>) {
-    s.set_many(vec![("x".into(), b"1".to_vec()), ("y".into(), b"2".to_vec())])
-        .await
-        .expect("set_many");
+    s.set_many(vec![
+        ("x".into(), b"1".to_vec()),
+        ("y".into(), b"2".to_vec()),
+    ])
+    .await
+    .expect("set_many");
     let got = s
         .get_many(&["y".into(), "nope".into(), "x".into()])
         .await
@@ -68,7 +75,11 @@ async fn list_keys_pages(s: Arc<dyn Store>) {
 }
 
 async fn increment_is_atomic(s: Arc<dyn Store>) {
-    assert_eq!(s.increment("c", 5).await.expect("inc"), 5, "absent counts as 0");
+    assert_eq!(
+        s.increment("c", 5).await.expect("inc"),
+        5,
+        "absent counts as 0"
+    );
     assert_eq!(s.increment("c", -2).await.expect("inc"), 3);
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -82,7 +93,11 @@ async fn increment_is_atomic(s: Arc<dyn Store>) {
     for t in tasks {
         t.await.expect("task");
     }
-    assert_eq!(s.increment("c", 0).await.expect("inc"), 403, "no lost increments");
+    assert_eq!(
+        s.increment("c", 0).await.expect("inc"),
+        403,
+        "no lost increments"
+    );
     s.set("notcounter", b"abc".to_vec()).await.expect("set");
     assert!(matches!(
         s.increment("notcounter", 1).await,
@@ -103,7 +118,11 @@ async fn cas_is_exact(s: Arc<dyn Store>) {
         s.compare_and_swap("h", Some(b"0"), b"x".to_vec()).await,
         Err(StoreError::CasConflict)
     );
-    assert_eq!(s.get("h").await.expect("get"), Some(b"1".to_vec()), "failed swap changes nothing");
+    assert_eq!(
+        s.get("h").await.expect("get"),
+        Some(b"1".to_vec()),
+        "failed swap changes nothing"
+    );
     s.compare_and_swap("h", Some(b"1"), b"2".to_vec())
         .await
         .expect("swap");
@@ -136,5 +155,8 @@ async fn cas_races_have_one_winner(s: Arc<dyn Store>) {
         t.await.expect("task");
     }
     let v = s.get("r").await.expect("get").expect("present");
-    assert_eq!(u64::from_le_bytes(v.as_slice().try_into().expect("8 bytes")), 160);
+    assert_eq!(
+        u64::from_le_bytes(v.as_slice().try_into().expect("8 bytes")),
+        160
+    );
 }

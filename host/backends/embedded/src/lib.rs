@@ -148,7 +148,10 @@ fn commit_loop(db: &Database, rx: mpsc::Receiver<Job>) {
 
 /// Apply a group in one transaction. Per-job outcomes (a lost CAS, a bad counter) do not abort
 /// the others; only a failed commit fails them all.
-fn run_group(db: &Database, group: &[Job]) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+fn run_group(
+    db: &Database,
+    group: &[Job],
+) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
     let txn = db.begin_write().map_err(unavailable)?;
     let mut results = Vec::with_capacity(group.len());
     for job in group {
@@ -206,7 +209,9 @@ struct RedbBucket {
 impl RedbBucket {
     fn read<T>(
         &self,
-        f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, redb::StorageError>,
+        f: impl FnOnce(
+            &redb::ReadOnlyTable<&'static str, &'static [u8]>,
+        ) -> Result<T, redb::StorageError>,
     ) -> Result<T, StoreError> {
         let txn = self.db.db.begin_read().map_err(unavailable)?;
         let t = txn.open_table(table(&self.name)).map_err(unavailable)?;
@@ -237,7 +242,10 @@ impl Store for RedbBucket {
 
     /// On this backend the whole batch is one transaction (stronger than the trait promises).
     async fn set_many(&self, items: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
-        self.db.write(&self.name, WriteOp::Set(items)).await.map(|_| ())
+        self.db
+            .write(&self.name, WriteOp::Set(items))
+            .await
+            .map(|_| ())
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -248,7 +256,10 @@ impl Store for RedbBucket {
     }
 
     async fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
-        self.db.write(&self.name, WriteOp::Delete(keys)).await.map(|_| ())
+        self.db
+            .write(&self.name, WriteOp::Delete(keys))
+            .await
+            .map(|_| ())
     }
 
     async fn list_keys(

@@ -45,7 +45,10 @@ async fn acknowledged_writes_survive_reopen() {
     let db = reopen(&path);
     let s: Arc<dyn Store> = db.bucket("system").expect("bucket");
     for i in 0..50 {
-        assert_eq!(s.get(&format!("k{i}")).await.expect("get"), Some(vec![i as u8]));
+        assert_eq!(
+            s.get(&format!("k{i}")).await.expect("get"),
+            Some(vec![i as u8])
+        );
     }
 }
 
