@@ -106,6 +106,10 @@ impl Default for Options {
 
 type Pending = HashMap<i64, oneshot::Sender<Result<(Zxid, OpResult), Error>>>;
 
+/// A callback that sees every watch event of the session, in order (see
+/// [`Client::on_watch_event`]).
+pub type WatchCallback = Box<dyn Fn(&WatchEvent) + Send + Sync>;
+
 struct Inner {
     transport: Transport,
     session: SessionId,
@@ -115,6 +119,10 @@ struct Inner {
     pending: Mutex<Pending>,
     watchers: Mutex<Watchers>,
     expired: AtomicBool,
+    timeout_ms: std::sync::atomic::AtomicI32,
+    last_zxid: std::sync::atomic::AtomicI64,
+    on_event: Mutex<Option<WatchCallback>>,
+    on_expired: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// A session with the service.
@@ -160,11 +168,18 @@ impl Client {
             pending: Mutex::new(pending),
             watchers: Mutex::new(Watchers::default()),
             expired: AtomicBool::new(false),
+            timeout_ms: std::sync::atomic::AtomicI32::new(options.session_timeout_ms),
+            last_zxid: std::sync::atomic::AtomicI64::new(0),
+            on_event: Mutex::new(None),
+            on_expired: Mutex::new(None),
         });
         let poller = tokio::spawn(poll_loop(inner.clone()));
         let client = Client { inner, poller };
         match tokio::time::timeout(options.request_timeout, rx).await {
-            Ok(Ok(Ok((_, OpResult::SessionOpened { .. })))) => Ok(client),
+            Ok(Ok(Ok((_, OpResult::SessionOpened { timeout_ms })))) => {
+                client.inner.timeout_ms.store(timeout_ms, Ordering::SeqCst);
+                Ok(client)
+            }
             Ok(Ok(Ok((_, other)))) => Err(Error::Transport(format!("unexpected {other:?}"))),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(Error::Transport("session channel closed".into())),
@@ -175,6 +190,50 @@ impl Client {
     /// This session's id.
     pub fn session_id(&self) -> SessionId {
         self.inner.session
+    }
+
+    /// The session timeout the service granted.
+    pub fn session_timeout_ms(&self) -> i32 {
+        self.inner.timeout_ms.load(Ordering::SeqCst)
+    }
+
+    /// The highest zxid this session has seen in a result or event.
+    pub fn last_zxid(&self) -> Zxid {
+        self.inner.last_zxid.load(Ordering::SeqCst)
+    }
+
+    /// Whether the session has ended (closed, expired or its channel lost).
+    pub fn is_expired(&self) -> bool {
+        self.inner.expired.load(Ordering::SeqCst)
+    }
+
+    /// Call `f` with every watch event of the session, in zxid order, before any later
+    /// result is handed out, so that a caller relaying both (the ZooKeeper gateway) keeps
+    /// ZooKeeper's order: an event reaches the client before a read that observed its change.
+    pub fn on_watch_event(&self, f: WatchCallback) {
+        *lock(&self.inner.on_event) = Some(f);
+    }
+
+    /// Call `f` once when the session ends for any reason other than [`Client::close`].
+    pub fn on_expired(&self, f: Box<dyn FnOnce() + Send>) {
+        *lock(&self.inner.on_expired) = Some(f);
+    }
+
+    /// Send any op through the pipeline and return its zxid and result as the distributor
+    /// decided it, ZooKeeper errors included (`OpResult::Error`). This is the building block
+    /// for protocol front ends; applications use the typed methods.
+    pub async fn request(&self, op: Op) -> Result<(Zxid, OpResult), Error> {
+        match self.submit(op, None).await {
+            Ok((zxid, result, _)) => Ok((zxid, result)),
+            Err(Error::Zk { code, message }) => Ok((
+                self.last_zxid(),
+                OpResult::Error {
+                    error: code,
+                    message,
+                },
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// Send one op through the pipeline and wait for its result. `watch` is registered
@@ -375,8 +434,35 @@ impl Client {
         }
     }
 
+    /// Apply several writes all-or-nothing at one zxid; one result per op. On failure
+    /// nothing changed and the error names the failing op's index.
+    pub async fn multi(
+        &self,
+        ops: Vec<faaskeeper_core::wire::MultiOp>,
+    ) -> Result<Vec<OpResult>, Error> {
+        match self.request(Op::Multi { ops }).await? {
+            (_, OpResult::Multi { results }) => Ok(results),
+            (
+                _,
+                OpResult::MultiFailed {
+                    index,
+                    error,
+                    message,
+                },
+            ) => Err(Error::zk(error, format!("multi op {index}: {message}"))),
+            (_, OpResult::Error { error, message }) => Err(Error::zk(error, message)),
+            (_, other) => Err(unexpected(other)),
+        }
+    }
+
     /// Close the session: its ephemeral nodes are deleted before this returns.
     pub async fn close(self) -> Result<(), Error> {
+        self.close_ref().await
+    }
+
+    /// [`Client::close`] for a shared client.
+    pub async fn close_ref(&self) -> Result<(), Error> {
+        lock(&self.inner.on_expired).take();
         let r = self.submit(Op::CloseSession, None).await;
         let path = format!("/v1/sessions/{}", self.inner.session);
         let _ = self.inner.transport.delete(&path).await;
@@ -420,6 +506,9 @@ async fn poll_loop(inner: Arc<Inner>) {
         }
     }
     inner.expired.store(true, Ordering::SeqCst);
+    if let Some(f) = lock(&inner.on_expired).take() {
+        f();
+    }
     for (_, tx) in lock(&inner.pending).drain() {
         let _ = tx.send(Err(Error::zk(
             ZkError::SessionExpired,
@@ -432,6 +521,7 @@ async fn poll_loop(inner: Arc<Inner>) {
 fn dispatch(inner: &Inner, event: SessionEvent) {
     match event {
         SessionEvent::Result { seq, zxid, result } => {
+            inner.last_zxid.fetch_max(zxid, Ordering::SeqCst);
             let ok = !matches!(result, OpResult::Error { .. });
             // Arm (or drop) this request's watch before anything later is dispatched.
             lock(&inner.watchers).settle(seq, ok);
@@ -439,7 +529,13 @@ fn dispatch(inner: &Inner, event: SessionEvent) {
                 let _ = tx.send(Ok((zxid, result)));
             }
         }
-        SessionEvent::Watch { event } => lock(&inner.watchers).fire(event),
+        SessionEvent::Watch { event } => {
+            inner.last_zxid.fetch_max(event.zxid, Ordering::SeqCst);
+            let fresh = lock(&inner.watchers).fire(event.clone());
+            if fresh && let Some(f) = lock(&inner.on_event).as_ref() {
+                f(&event);
+            }
+        }
     }
 }
 

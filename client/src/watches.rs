@@ -71,10 +71,11 @@ impl Watchers {
         self.entries.clear();
     }
 
-    pub(crate) fn fire(&mut self, event: WatchEvent) {
+    /// Fire local watchers; `false` if the event is a redelivery and was dropped.
+    pub(crate) fn fire(&mut self, event: WatchEvent) -> bool {
         let key = (event.zxid, event.kind, event.path.clone());
         if !self.seen.insert(key.clone()) {
-            return; // redelivered
+            return false;
         }
         self.seen_order.push_back(key);
         if self.seen_order.len() > SEEN
@@ -96,5 +97,6 @@ impl Watchers {
         for e in fire {
             let _ = e.tx.send(event.clone());
         }
+        true
     }
 }

@@ -6,7 +6,9 @@
 //! system bucket; tests run it over [`MemState`]. Given the same state and txn it always
 //! produces the same writes, which is what makes redoing a crashed batch safe (Guarantee 1).
 
-use crate::wire::{Delivery, EventType, NodeView, Op, OpResult, SessionEvent, Txn, WatchEvent};
+use crate::wire::{
+    Delivery, EventType, MultiOp, NodeView, Op, OpResult, SessionEvent, Txn, WatchEvent,
+};
 use crate::{CreateMode, SessionId, Stat, ZkError, Zxid, path};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,6 +107,15 @@ struct Outbox {
 }
 
 impl Outbox {
+    fn append(&mut self, other: Outbox) {
+        let Outbox { order, mut events } = other;
+        for session in order {
+            for e in events.remove(&session).unwrap_or_default() {
+                self.push(session, e);
+            }
+        }
+    }
+
     fn push(&mut self, session: SessionId, event: SessionEvent) {
         let list = self.events.entry(session).or_default();
         if list.is_empty() {
@@ -302,6 +313,16 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
                 }
             },
         },
+        Op::Multi { ops } => multi(state, &mut out, txn, &mut sess, ops)?,
+        Op::SetWatches {
+            relative_zxid,
+            data,
+            exist,
+            child,
+        } => {
+            set_watches(state, &mut out, txn, *relative_zxid, data, exist, child)?;
+            OpResult::WatchesSet
+        }
     };
     sess.last_seq = req.seq;
     sess.last_result = Some((txn.zxid, result.clone()));
@@ -391,6 +412,191 @@ fn trigger<S: State>(
         );
     }
     state.put_watches(path, w);
+    Ok(())
+}
+
+/// All-or-nothing: the sub-ops run over an [`Overlay`]; only if all succeed are their changes,
+/// events and session updates kept. The first failure is reported with its index.
+fn multi<S: State>(
+    state: &mut S,
+    out: &mut Outbox,
+    txn: &Txn,
+    sess: &mut SessionRecord,
+    ops: &[MultiOp],
+) -> Result<OpResult, S::Error> {
+    let mut overlay = Overlay::new(state);
+    let mut sub_out = Outbox::default();
+    let mut sub_sess = sess.clone();
+    let mut results = Vec::with_capacity(ops.len());
+    for (index, op) in ops.iter().enumerate() {
+        let r = match op {
+            MultiOp::Create { path, data, mode } => create(
+                &mut overlay,
+                &mut sub_out,
+                txn,
+                &mut sub_sess,
+                path,
+                data,
+                *mode,
+            )?,
+            MultiOp::Delete { path, version } => {
+                let owner = (txn.request.session, &mut sub_sess);
+                match delete_node(&mut overlay, &mut sub_out, txn.zxid, path, *version, owner)? {
+                    Ok(()) => OpResult::Deleted,
+                    Err(e) => e,
+                }
+            }
+            MultiOp::SetData {
+                path,
+                data,
+                version,
+            } => set_data(&mut overlay, &mut sub_out, txn, path, data, *version)?,
+            MultiOp::Check { path, version } => check(&mut overlay, path, *version)?,
+        };
+        if let OpResult::Error { error, message } = r {
+            return Ok(OpResult::MultiFailed {
+                index,
+                error,
+                message,
+            });
+        }
+        results.push(r);
+    }
+    overlay.commit();
+    out.append(sub_out);
+    *sess = sub_sess;
+    Ok(OpResult::Multi { results })
+}
+
+fn check<S: State>(state: &mut S, path: &str, version: i32) -> Result<OpResult, S::Error> {
+    if let Err(e) = checked(path) {
+        return Ok(e);
+    }
+    Ok(match state.node(path)? {
+        None => OpResult::error(ZkError::NoNode, path),
+        Some(n) if version != -1 && n.stat.version != version => OpResult::error(
+            ZkError::BadVersion,
+            format!(
+                "{path}: expected version {version}, node has {}",
+                n.stat.version
+            ),
+        ),
+        Some(_) => OpResult::Checked,
+    })
+}
+
+/// Staged changes over another [`State`], kept only on [`Overlay::commit`].
+struct Overlay<'a, S: State> {
+    base: &'a mut S,
+    nodes: BTreeMap<String, Option<NodeRecord>>,
+    sessions: BTreeMap<SessionId, SessionRecord>,
+    watches: BTreeMap<String, WatchRecord>,
+}
+
+impl<'a, S: State> Overlay<'a, S> {
+    fn new(base: &'a mut S) -> Self {
+        Overlay {
+            base,
+            nodes: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            watches: BTreeMap::new(),
+        }
+    }
+
+    fn commit(self) {
+        for (path, node) in self.nodes {
+            match node {
+                Some(n) => self.base.put_node(&path, n),
+                None => self.base.remove_node(&path),
+            }
+        }
+        for (id, s) in self.sessions {
+            self.base.put_session(id, s);
+        }
+        for (path, w) in self.watches {
+            self.base.put_watches(&path, w);
+        }
+    }
+}
+
+impl<S: State> State for Overlay<'_, S> {
+    type Error = S::Error;
+    fn node(&mut self, path: &str) -> Result<Option<NodeRecord>, S::Error> {
+        match self.nodes.get(path) {
+            Some(n) => Ok(n.clone()),
+            None => self.base.node(path),
+        }
+    }
+    fn put_node(&mut self, path: &str, node: NodeRecord) {
+        self.nodes.insert(path.to_string(), Some(node));
+    }
+    fn remove_node(&mut self, path: &str) {
+        self.nodes.insert(path.to_string(), None);
+    }
+    fn session(&mut self, id: SessionId) -> Result<Option<SessionRecord>, S::Error> {
+        match self.sessions.get(&id) {
+            Some(s) => Ok(Some(s.clone())),
+            None => self.base.session(id),
+        }
+    }
+    fn put_session(&mut self, id: SessionId, session: SessionRecord) {
+        self.sessions.insert(id, session);
+    }
+    fn watches(&mut self, path: &str) -> Result<WatchRecord, S::Error> {
+        match self.watches.get(path) {
+            Some(w) => Ok(w.clone()),
+            None => self.base.watches(path),
+        }
+    }
+    fn put_watches(&mut self, path: &str, watches: WatchRecord) {
+        self.watches.insert(path.to_string(), watches);
+    }
+}
+
+/// ZooKeeper's `DataTree.setWatches`: what changed since the client last looked fires now,
+/// the rest is registered as if the reads had just been made.
+#[allow(clippy::too_many_arguments)]
+fn set_watches<S: State>(
+    state: &mut S,
+    out: &mut Outbox,
+    txn: &Txn,
+    relative_zxid: i64,
+    data: &[String],
+    exist: &[String],
+    child: &[String],
+) -> Result<(), S::Error> {
+    let session = txn.request.session;
+    let event = |kind, path: &str| SessionEvent::Watch {
+        event: WatchEvent {
+            kind,
+            path: path.to_string(),
+            zxid: txn.zxid,
+        },
+    };
+    for p in data {
+        match state.node(p)? {
+            None => out.push(session, event(EventType::NodeDeleted, p)),
+            Some(n) if n.stat.mzxid > relative_zxid => {
+                out.push(session, event(EventType::NodeDataChanged, p))
+            }
+            Some(_) => add_watch(state, p, session, false)?,
+        }
+    }
+    for p in exist {
+        match state.node(p)? {
+            Some(_) => out.push(session, event(EventType::NodeCreated, p)),
+            None => add_watch(state, p, session, false)?,
+        }
+    }
+    for p in child {
+        match state.node(p)? {
+            None => out.push(session, event(EventType::NodeDeleted, p)),
+            Some(n) if n.stat.pzxid > relative_zxid => {
+                out.push(session, event(EventType::NodeChildrenChanged, p))
+            }
+            Some(_) => add_watch(state, p, session, true)?,
+        }
+    }
     Ok(())
 }
 
@@ -967,6 +1173,163 @@ mod tests {
             .sum::<usize>();
         assert_eq!(n, 1);
         assert!(w.state.watches.is_empty());
+    }
+
+    #[test]
+    fn multi_is_all_or_nothing() {
+        let mut w = World::new();
+        w.open(1);
+        w.open(2);
+        w.run(
+            2,
+            Op::Exists {
+                path: "/m".into(),
+                watch: true,
+            },
+        );
+        let ok = w.run(
+            1,
+            Op::Multi {
+                ops: vec![
+                    MultiOp::Create {
+                        path: "/m".into(),
+                        data: vec![1],
+                        mode: CreateMode::Persistent,
+                    },
+                    MultiOp::Create {
+                        path: "/m/s-".into(),
+                        data: vec![],
+                        mode: CreateMode::EphemeralSequential,
+                    },
+                    MultiOp::SetData {
+                        path: "/m".into(),
+                        data: vec![2],
+                        version: 0,
+                    },
+                    MultiOp::Check {
+                        path: "/m".into(),
+                        version: 1,
+                    },
+                ],
+            },
+        );
+        let OpResult::Multi { results } = &ok.result else {
+            panic!("{:?}", ok.result)
+        };
+        assert!(matches!(&results[1], OpResult::Created { path, .. } if path == "/m/s-0000000000"));
+        assert!(matches!(results[3], OpResult::Checked));
+        assert!(w.state.sessions[&1].ephemerals.contains("/m/s-0000000000"));
+        assert!(
+            ok.deliveries.iter().any(|d| d.session == 2),
+            "events of a multi are delivered"
+        );
+        let zxid = w.zxid;
+        assert_eq!(
+            w.state.nodes["/m"].stat.mzxid, zxid,
+            "one zxid for the whole multi"
+        );
+        let before = w.state.nodes.clone();
+        let failed = w.run(
+            1,
+            Op::Multi {
+                ops: vec![
+                    MultiOp::Delete {
+                        path: "/m/s-0000000000".into(),
+                        version: -1,
+                    },
+                    MultiOp::SetData {
+                        path: "/m".into(),
+                        data: vec![9],
+                        version: 7,
+                    },
+                    MultiOp::Create {
+                        path: "/x".into(),
+                        data: vec![],
+                        mode: CreateMode::Persistent,
+                    },
+                ],
+            },
+        );
+        assert!(
+            matches!(
+                failed.result,
+                OpResult::MultiFailed {
+                    index: 1,
+                    error: ZkError::BadVersion,
+                    ..
+                }
+            ),
+            "{:?}",
+            failed.result
+        );
+        assert_eq!(w.state.nodes, before, "a failed multi changes nothing");
+        assert!(w.state.sessions[&1].ephemerals.contains("/m/s-0000000000"));
+        let bad = w.run(
+            1,
+            Op::Multi {
+                ops: vec![MultiOp::Check {
+                    path: "bad".into(),
+                    version: -1,
+                }],
+            },
+        );
+        assert!(matches!(
+            bad.result,
+            OpResult::MultiFailed {
+                index: 0,
+                error: ZkError::BadArguments,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn set_watches_fires_what_changed_and_arms_the_rest() {
+        let mut w = World::new();
+        w.open(1);
+        w.open(2);
+        w.create(1, "/same", CreateMode::Persistent);
+        let seen = w.zxid;
+        w.create(1, "/changed", CreateMode::Persistent);
+        w.run(
+            1,
+            Op::SetData {
+                path: "/changed".into(),
+                data: vec![1],
+                version: -1,
+            },
+        );
+        let r = w.run(
+            2,
+            Op::SetWatches {
+                relative_zxid: seen,
+                data: vec!["/same".into(), "/changed".into(), "/gone".into()],
+                exist: vec!["/changed".into(), "/later".into()],
+                child: vec!["/same".into()],
+            },
+        );
+        assert_eq!(r.result, OpResult::WatchesSet);
+        let kinds: Vec<_> = r
+            .deliveries
+            .iter()
+            .flat_map(|d| d.events.iter())
+            .filter_map(|e| match e {
+                SessionEvent::Watch { event } => Some((event.kind, event.path.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (EventType::NodeDataChanged, "/changed".to_string()),
+                (EventType::NodeDeleted, "/gone".to_string()),
+                (EventType::NodeCreated, "/changed".to_string()),
+            ]
+        );
+        let r = w.create(1, "/later", CreateMode::Persistent);
+        assert!(matches!(r, OpResult::Created { .. }));
+        assert!(w.state.watches["/same"].data.contains(&2));
+        assert!(w.state.watches["/same"].child.contains(&2));
     }
 
     #[test]

@@ -98,6 +98,64 @@ pub enum Op {
         /// Leave a one-shot child watch.
         watch: bool,
     },
+    /// Several writes applied all-or-nothing at one zxid (ZooKeeper's `multi`).
+    Multi {
+        /// The sub-ops, applied in order.
+        ops: Vec<MultiOp>,
+    },
+    /// Re-arm watches after a reconnect (ZooKeeper's `setWatches`): for each path, fire at
+    /// once if it changed after `relative_zxid` (the last zxid the client saw), else leave
+    /// the watch.
+    SetWatches {
+        /// Last zxid the client saw.
+        relative_zxid: i64,
+        /// Data watches.
+        data: Vec<String>,
+        /// Exists watches (on nodes that did not exist).
+        exist: Vec<String>,
+        /// Child watches.
+        child: Vec<String>,
+    },
+}
+
+/// One write inside a [`Op::Multi`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MultiOp {
+    /// As [`Op::Create`].
+    Create {
+        /// Path (prefix for sequential nodes).
+        path: String,
+        /// Payload.
+        #[serde(with = "b64")]
+        data: Vec<u8>,
+        /// Create mode.
+        mode: CreateMode,
+    },
+    /// As [`Op::Delete`].
+    Delete {
+        /// Path.
+        path: String,
+        /// Expected version, -1 for any.
+        version: i32,
+    },
+    /// As [`Op::SetData`].
+    SetData {
+        /// Path.
+        path: String,
+        /// New payload.
+        #[serde(with = "b64")]
+        data: Vec<u8>,
+        /// Expected version, -1 for any.
+        version: i32,
+    },
+    /// Fails the whole multi unless the node exists with this version (-1: any).
+    Check {
+        /// Path.
+        path: String,
+        /// Expected version, -1 for any.
+        version: i32,
+    },
 }
 
 impl Op {
@@ -110,7 +168,10 @@ impl Op {
             | Op::GetData { path, .. }
             | Op::Exists { path, .. }
             | Op::GetChildren { path, .. } => Some(path),
-            Op::OpenSession { .. } | Op::CloseSession => None,
+            Op::OpenSession { .. }
+            | Op::CloseSession
+            | Op::SetWatches { .. }
+            | Op::Multi { .. } => None,
         }
     }
 }
@@ -138,6 +199,20 @@ pub fn precheck(op: &Op) -> Result<(), (ZkError, String)> {
             ZkError::BadArguments,
             format!("session timeout must be positive, got {timeout_ms}"),
         )),
+        Op::SetWatches {
+            data, exist, child, ..
+        } => data
+            .iter()
+            .chain(exist)
+            .chain(child)
+            .try_for_each(|p| crate::path::validate(p))
+            .map_err(|e| (ZkError::BadArguments, e.to_string())),
+        // Paths inside a multi are judged by apply, which fails the multi at that op as
+        // ZooKeeper does; only the size limit is checked before the log.
+        Op::Multi { ops } => ops.iter().try_for_each(|op| match op {
+            MultiOp::Create { data, .. } | MultiOp::SetData { data, .. } => check_len(data),
+            MultiOp::Delete { .. } | MultiOp::Check { .. } => Ok(()),
+        }),
         Op::OpenSession { .. } | Op::CloseSession => Ok(()),
     }
 }
@@ -230,6 +305,24 @@ pub enum OpResult {
         children: Vec<String>,
         /// Stat.
         stat: Stat,
+    },
+    /// Watches were re-armed (events for what changed meanwhile follow).
+    WatchesSet,
+    /// A `check` inside a multi held.
+    Checked,
+    /// Every op of a multi took effect; one result per op.
+    Multi {
+        /// Results in op order.
+        results: Vec<OpResult>,
+    },
+    /// A multi changed nothing because op `index` failed with `error`.
+    MultiFailed {
+        /// Index of the failing op.
+        index: usize,
+        /// Its error.
+        error: ZkError,
+        /// Detail.
+        message: String,
     },
     /// The op failed with a ZooKeeper error.
     Error {

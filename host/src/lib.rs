@@ -26,6 +26,7 @@ pub mod kv;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod zk;
 
 use anyhow::Context;
 use faaskeeper_backend_embedded::EmbeddedDb;
@@ -45,6 +46,8 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// Address of the HTTP API.
     pub listen: SocketAddr,
+    /// Address of the ZooKeeper-protocol gateway (`None`: off).
+    pub zk_listen: Option<SocketAddr>,
     /// Instance pool limits.
     pub limits: Limits,
 }
@@ -54,6 +57,7 @@ impl Default for ServeOptions {
         ServeOptions {
             data_dir: PathBuf::from("data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8181)),
+            zk_listen: Some(SocketAddr::from(([127, 0, 0, 1], 2181))),
             limits: Limits::default(),
         }
     }
@@ -62,6 +66,7 @@ impl Default for ServeOptions {
 /// A running service; dropping it stops its tasks.
 pub struct RunningHost {
     addr: SocketAddr,
+    zk_addr: Option<SocketAddr>,
     runtime: Arc<Runtime>,
     summary: Vec<String>,
     tasks: Vec<JoinHandle<()>>,
@@ -71,6 +76,11 @@ impl RunningHost {
     /// Where the HTTP API listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the ZooKeeper-protocol gateway listens, if it is on.
+    pub fn zk_addr(&self) -> Option<SocketAddr> {
+        self.zk_addr
     }
 
     /// Base URL of the HTTP API.
@@ -146,8 +156,21 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
         user,
     });
     tasks.push(tokio::spawn(server::serve(listener, api)));
+    let zk_addr = match opts.zk_listen {
+        Some(zk_listen) => {
+            let listener = tokio::net::TcpListener::bind(zk_listen)
+                .await
+                .with_context(|| format!("binding the ZooKeeper port {zk_listen}"))?;
+            let zk_addr = listener.local_addr()?;
+            let gw = zk::Gateway::new(format!("http://{addr}"), zk_addr.port());
+            tasks.push(tokio::spawn(zk::serve(listener, gw)));
+            Some(zk_addr)
+        }
+        None => None,
+    };
     Ok(RunningHost {
         addr,
+        zk_addr,
         runtime,
         summary,
         tasks,

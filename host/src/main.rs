@@ -39,6 +39,12 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1")]
         host: IpAddr,
+        /// ZooKeeper wire-protocol port (0: any free port).
+        #[arg(long, default_value_t = 2181)]
+        zk_port: u16,
+        /// Do not serve the ZooKeeper wire protocol.
+        #[arg(long)]
+        no_zk: bool,
     },
     /// Create a node.
     Create {
@@ -136,6 +142,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             port,
             host,
+            zk_port,
+            no_zk,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -147,11 +155,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = faaskeeper_host::ServeOptions {
                 data_dir,
                 listen: SocketAddr::new(host, port),
+                zk_listen: (!no_zk).then(|| SocketAddr::new(host, zk_port)),
                 ..Default::default()
             };
             let host = faaskeeper_host::start(opts).await?;
             for line in host.summary() {
                 println!("{line}");
+            }
+            if let Some(zk) = host.zk_addr() {
+                println!("zookeeper protocol on {zk}");
             }
             println!("faaskeeper listening on {}", host.url());
             tokio::signal::ctrl_c().await?;

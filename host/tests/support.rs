@@ -14,7 +14,7 @@ impl Server {
     /// `faaskeeper serve` on a free port over `data_dir`; waits until it listens.
     pub fn start(data_dir: &Path) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_faaskeeper"))
-            .args(["serve", "--port", "0", "--data-dir"])
+            .args(["serve", "--port", "0", "--zk-port", "0", "--data-dir"])
             .arg(data_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -5,15 +5,17 @@
 
 use std::sync::OnceLock;
 
+pub mod zookeeper;
+
 struct Shared {
     url: String,
+    zk: String,
     _dir: tempfile::TempDir,
 }
 
 static HOST: OnceLock<Shared> = OnceLock::new();
 
-/// Base URL of the shared host, starting it on first use.
-pub fn host_url() -> String {
+fn shared() -> &'static Shared {
     HOST.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().to_path_buf();
@@ -28,21 +30,31 @@ pub fn host_url() -> String {
                 let host = faaskeeper_host::start(faaskeeper_host::ServeOptions {
                     data_dir,
                     listen: "127.0.0.1:0".parse().expect("addr"),
+                    zk_listen: Some("127.0.0.1:0".parse().expect("addr")),
                     ..Default::default()
                 })
                 .await
                 .expect("host starts");
-                tx.send(host.url()).expect("send url");
+                let zk = host.zk_addr().expect("gateway on").to_string();
+                tx.send((host.url(), zk)).expect("send url");
                 // Serve until the test process exits.
                 std::future::pending::<()>().await;
                 drop(host);
             });
         });
-        let url = rx.recv().expect("host url");
-        Shared { url, _dir: dir }
+        let (url, zk) = rx.recv().expect("host url");
+        Shared { url, zk, _dir: dir }
     })
-    .url
-    .clone()
+}
+
+/// Base URL of the shared host's HTTP API, starting it on first use.
+pub fn host_url() -> String {
+    shared().url.clone()
+}
+
+/// `host:port` of the shared host's ZooKeeper-protocol gateway.
+pub fn zk_addr() -> String {
+    shared().zk.clone()
 }
 
 /// A fresh unique path prefix so tests sharing the host do not collide.
