@@ -77,20 +77,26 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
     let (hdr, req) = match decode_request(payload) {
         Ok(x) => x,
         Err(ProtoError::UnknownOpCode(code)) => {
-            // ZooKeeper answers an unknown request type with Unimplemented and drops the
-            // connection.
+            // ZooKeeper 3.8 drops the connection on an unknown request type without a reply
+            // (checked against a real server in tests/zk_wire.rs); the session lives on.
             tracing::debug!(op = code, "unknown zk op code");
+            return Reply::Close;
+        }
+        Err(e) => {
+            // ZooKeeper answers an undecodable body with MarshallingError under the request's
+            // xid, then drops the connection (tests/zk_wire.rs).
+            tracing::debug!(error = %e, "malformed zk request");
             let Ok(hdr) = decode_header(payload) else {
                 return Reply::Close;
             };
-            return match reply(hdr.xid, s.client.last_zxid(), Err(ZkError::Unimplemented)) {
+            return match reply(
+                hdr.xid,
+                s.client.last_zxid(),
+                Err(ZkError::MarshallingError),
+            ) {
                 Reply::Send(p) => Reply::SendAndClose(p),
                 other => other,
             };
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "malformed zk request");
-            return Reply::Close;
         }
     };
     let xid = hdr.xid;

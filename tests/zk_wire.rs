@@ -1,0 +1,251 @@
+//! The gateway at the byte level, next to a real Apache ZooKeeper 3.8: reply headers (xid,
+//! zxid, err), notification frames, the empty body of an error reply, unknown op codes,
+//! malformed and oversize frames, and session re-attach. Each check runs against both
+//! servers and compares what a client can observe.
+
+use faaskeeper_tests::zookeeper::RealZooKeeper;
+use faaskeeper_zk_proto::{
+    Acl, ConnectRequest, ConnectResponse, FrameDecoder, Request, RequestHeader,
+    decode_reply_header, decode_watch_event, encode_request, frame, op,
+};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+struct Conn {
+    s: TcpStream,
+    dec: FrameDecoder,
+}
+
+impl Conn {
+    fn open(addr: &str) -> Conn {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Conn {
+            s,
+            dec: FrameDecoder::new(),
+        }
+    }
+
+    fn send(&mut self, payload: &[u8]) {
+        self.s.write_all(&frame(payload)).expect("send");
+    }
+
+    /// The next frame, or `None` when the server closed the connection.
+    fn recv(&mut self) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 65536];
+        loop {
+            if let Some(f) = self.dec.next_frame().expect("valid frame from server") {
+                return Some(f);
+            }
+            match self.s.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.dec.push(&buf[..n]),
+            }
+        }
+    }
+
+    fn handshake(addr: &str, session_id: i64, passwd: Vec<u8>) -> (Conn, ConnectResponse) {
+        let mut c = Conn::open(addr);
+        let req = ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: 0,
+            timeout_ms: 10_000,
+            session_id,
+            passwd,
+            read_only: false,
+        };
+        c.send(&req.encode());
+        let resp = ConnectResponse::decode(&c.recv().expect("connect response")).expect("decode");
+        (c, resp)
+    }
+
+    fn call(&mut self, xid: i32, opcode: i32, req: &Request) -> (i32, i64, i32, usize) {
+        self.send(&encode_request(&RequestHeader { xid, op: opcode }, req));
+        let payload = self.recv().expect("reply");
+        let h = decode_reply_header(&payload).expect("reply header");
+        (h.xid, h.zxid, h.err, payload.len() - 16)
+    }
+}
+
+fn create(path: &str, flags: i32) -> Request {
+    Request::Create {
+        path: path.to_string(),
+        data: b"d".to_vec(),
+        acl: vec![Acl::open_unsafe()],
+        flags,
+        ttl: None,
+    }
+}
+
+/// The observable transcript of one session's worth of raw requests.
+fn wire_transcript(addr: &str) -> Vec<String> {
+    let mut t = Vec::new();
+    let (mut a, resp) = Conn::handshake(addr, 0, vec![0; 16]);
+    t.push(format!(
+        "connect: timeout={} session_nonzero={} passwd_len={}",
+        resp.timeout_ms,
+        resp.session_id != 0,
+        resp.passwd.len()
+    ));
+    let (xid, zxid, err, body) = a.call(1, op::CREATE, &create("/wire", 0));
+    t.push(format!(
+        "create: xid={xid} zxid_pos={} err={err} body={body}",
+        zxid > 0
+    ));
+    let (xid, _, err, _) = a.call(
+        2,
+        op::GET_DATA,
+        &Request::GetData {
+            path: "/wire".into(),
+            watch: true,
+        },
+    );
+    t.push(format!("getData watch: xid={xid} err={err}"));
+    let (xid, _, err, body) = a.call(
+        3,
+        op::EXISTS,
+        &Request::Exists {
+            path: "/nope".into(),
+            watch: false,
+        },
+    );
+    t.push(format!("exists missing: xid={xid} err={err} body={body}"));
+    let (xid, _, err, body) = a.call(4, op::CREATE, &create("/wire", 0));
+    t.push(format!("create again: xid={xid} err={err} body={body}"));
+
+    let (mut b, _) = Conn::handshake(addr, 0, vec![0; 16]);
+    let (_, _, err, _) = b.call(
+        1,
+        op::SET_DATA,
+        &Request::SetData {
+            path: "/wire".into(),
+            data: b"x".to_vec(),
+            version: -1,
+        },
+    );
+    t.push(format!("other setData: err={err}"));
+    let note = a.recv().expect("notification");
+    let (h, ev) = decode_watch_event(&note).expect("watch event");
+    t.push(format!(
+        "notification: xid={} zxid={} err={} type={} state={} path={}",
+        h.xid, h.zxid, h.err, ev.event_type, ev.state, ev.path
+    ));
+    let (xid, _, err, body) = a.call(-2, op::PING, &Request::Ping);
+    t.push(format!("ping: xid={xid} err={err} body={body}"));
+
+    // Session re-attach keeps the session (and its ephemerals); a wrong password does not.
+    let (_, _, err, _) = a.call(5, op::CREATE, &create("/wire/e", 1));
+    t.push(format!("create ephemeral: err={err}"));
+    drop(a);
+    let (mut again, resp2) = Conn::handshake(addr, resp.session_id, resp.passwd.clone());
+    t.push(format!(
+        "reattach: same_session={} timeout={}",
+        resp2.session_id == resp.session_id,
+        resp2.timeout_ms
+    ));
+    let (_, _, err, _) = again.call(
+        6,
+        op::EXISTS,
+        &Request::Exists {
+            path: "/wire/e".into(),
+            watch: false,
+        },
+    );
+    t.push(format!("ephemeral after reattach: err={err}"));
+    let (_, bad) = Conn::handshake(addr, resp.session_id, vec![7; 16]);
+    t.push(format!(
+        "wrong passwd: timeout={} session={}",
+        bad.timeout_ms, bad.session_id
+    ));
+
+    // An unknown op code: ZooKeeper's answer, then the connection's fate.
+    again.send(&encode_request(
+        &RequestHeader { xid: 7, op: 999 },
+        &Request::Ping,
+    ));
+    match again.recv() {
+        Some(p) => {
+            let h = decode_reply_header(&p).expect("header");
+            t.push(format!("unknown op: xid={} err={}", h.xid, h.err));
+            t.push(format!("then closed: {}", again.recv().is_none()));
+        }
+        None => t.push("unknown op: closed without reply".into()),
+    }
+    // The session survives its connection being dropped for bad input.
+    let (mut c, r) = Conn::handshake(addr, resp.session_id, resp.passwd.clone());
+    t.push(format!(
+        "session alive after bad op: {}",
+        r.session_id == resp.session_id
+    ));
+    for (xid, path) in [(1, "/wire/e"), (2, "/wire")] {
+        let (_, _, err, _) = c.call(
+            xid,
+            op::DELETE,
+            &Request::Delete {
+                path: path.into(),
+                version: -1,
+            },
+        );
+        t.push(format!("cleanup {path}: err={err}"));
+    }
+    t
+}
+
+/// Bad bytes close the offending connection only.
+fn bad_input_transcript(addr: &str) -> Vec<String> {
+    let mut t = Vec::new();
+    let (mut good, _) = Conn::handshake(addr, 0, vec![0; 16]);
+    // An oversize length prefix right at connect.
+    let mut c = Conn::open(addr);
+    c.s.write_all(&0x7fff_fff0u32.to_be_bytes()).expect("write");
+    t.push(format!("oversize frame closes: {}", c.recv().is_none()));
+    // A truncated request body after a good handshake.
+    let (mut c, _) = Conn::handshake(addr, 0, vec![0; 16]);
+    c.send(&[0, 0, 0, 9, 0, 0, 0, op::CREATE as u8, 0xff]);
+    match c.recv() {
+        None => t.push("malformed request: closed".into()),
+        Some(p) => {
+            let h = decode_reply_header(&p).expect("header");
+            t.push(format!(
+                "malformed request: xid={} err={} body={}",
+                h.xid,
+                h.err,
+                p.len() - 16
+            ));
+            t.push(format!("then closed: {}", c.recv().is_none()));
+        }
+    }
+    // Garbage instead of a connect request.
+    let mut c = Conn::open(addr);
+    c.s.write_all(&[0, 0, 0, 3, 1, 2, 3]).expect("write");
+    t.push(format!("garbage handshake closes: {}", c.recv().is_none()));
+    let (xid, _, err, _) = good.call(
+        1,
+        op::EXISTS,
+        &Request::Exists {
+            path: "/".into(),
+            watch: false,
+        },
+    );
+    t.push(format!("other session unaffected: xid={xid} err={err}"));
+    t
+}
+
+#[test]
+fn wire_level_behaviour_matches_zookeeper() {
+    let real = RealZooKeeper::start();
+    let ours = faaskeeper_tests::zk_addr();
+    for (name, f) in [
+        ("wire", wire_transcript as fn(&str) -> Vec<String>),
+        ("bad input", bad_input_transcript),
+    ] {
+        let expected = f(&real.addr);
+        let got = f(&ours);
+        for (e, g) in expected.iter().zip(&got) {
+            println!("{name}\n  zookeeper:  {e}\n  faaskeeper: {g}");
+        }
+        assert_eq!(got, expected, "{name}: transcripts differ");
+    }
+}
