@@ -465,3 +465,61 @@ async fn garbage_on_the_api_changes_nothing() {
         .expect("still works");
     c.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn multi_and_containers() {
+    use faaskeeper_core::wire::{MultiOp, OpResult};
+    let c = client().await;
+    let p = unique("multi");
+    let results = c
+        .multi(vec![
+            MultiOp::Create {
+                path: p.clone(),
+                data: b"a".to_vec(),
+                mode: CreateMode::Container,
+            },
+            MultiOp::Create {
+                path: format!("{p}/kid"),
+                data: vec![],
+                mode: CreateMode::Persistent,
+            },
+            MultiOp::SetData {
+                path: p.clone(),
+                data: b"b".to_vec(),
+                version: 0,
+            },
+            MultiOp::Check {
+                path: p.clone(),
+                version: 1,
+            },
+        ])
+        .await
+        .expect("multi applies");
+    assert_eq!(results.len(), 4);
+    assert!(matches!(results[3], OpResult::Checked));
+    let e = c
+        .multi(vec![
+            MultiOp::Delete {
+                path: format!("{p}/kid"),
+                version: -1,
+            },
+            MultiOp::Check {
+                path: p.clone(),
+                version: 0,
+            },
+        ])
+        .await
+        .expect_err("check fails");
+    assert_eq!(e.code(), Some(ZkError::BadVersion));
+    assert!(
+        c.exists(&format!("{p}/kid"))
+            .await
+            .expect("exists")
+            .is_some(),
+        "nothing applied"
+    );
+    // A container goes with its last child.
+    c.delete(&format!("{p}/kid"), -1).await.expect("delete kid");
+    assert_eq!(c.exists(&p).await.expect("exists"), None);
+    c.close().await.expect("close");
+}

@@ -38,6 +38,7 @@ async fn connect(addr: &str) -> zk::Client {
 
 /// Run the scenario under `root` and return its transcript (paths relative to `root`).
 async fn scenario(addr: &str, root: &str) -> Vec<String> {
+    println!("scenario against {addr}");
     let mut t = Vec::new();
     let c = connect(addr).await;
     let other = connect(addr).await;
@@ -145,6 +146,98 @@ async fn scenario(addr: &str, root: &str) -> Vec<String> {
         rel(&ev.path)
     ));
 
+    // Containers, ephemerals listing, descendant counts.
+    let container = zk::CreateMode::Container.with_acls(zk::Acls::anyone_all());
+    t.push(res(
+        c.create(&p("/ctr"), b"", &container).await,
+        |(s, _)| format!("create container: {}", stat_line(&s)),
+    ));
+    t.push(res(c.create(&p("/ctr/kid"), b"", &open).await, |_| {
+        "child of container: ok".into()
+    }));
+    t.push(res(c.list_ephemerals(root).await, |mut v| {
+        v.sort();
+        format!(
+            "ephemerals: {}",
+            v.iter().map(|x| rel(x)).collect::<Vec<_>>().join(",")
+        )
+    }));
+    t.push(res(c.count_descendants_number(root).await, |n| {
+        format!("descendants: {n}")
+    }));
+    t.push(res(c.count_descendants_number(&p("/nope")).await, |n| {
+        format!("descendants of missing: {n}")
+    }));
+
+    // multi: all-or-nothing, results per op.
+    let mut m = c.new_multi_writer();
+    m.add_create(&p("/m1"), b"a", &open).expect("add");
+    m.add_set_data(&p("/m1"), b"b", Some(0)).expect("add");
+    m.add_check_version(&p("/m1"), 1).expect("add");
+    t.push(match m.commit().await {
+        Ok(r) => format!("multi: {} results", r.len()),
+        Err(e) => format!("multi error {e:?}"),
+    });
+    let mut m = c.new_multi_writer();
+    m.add_delete(&p("/m1"), None).expect("add");
+    m.add_check_version(&p("/m1"), 7).expect("add");
+    t.push(match m.commit().await {
+        Ok(r) => format!("failing multi: {} results", r.len()),
+        Err(e) => format!("failing multi error {e}"),
+    });
+    t.push(res(c.check_stat(&p("/m1")).await, |s| {
+        format!("after failed multi: {:?}", s.map(|s| s.version))
+    }));
+
+    // Persistent watches stay; recursive ones see descendants.
+    let mut pw = c
+        .watch(&p("/pw"), zk::AddWatchMode::Persistent)
+        .await
+        .expect("persistent watch");
+    // (A persistent and a recursive watch on the same path replace each other in 3.8.0,
+    // ZOOKEEPER-4466; keep them on separate paths.)
+    let mut rw = c
+        .watch(&p("/rw"), zk::AddWatchMode::PersistentRecursive)
+        .await
+        .expect("recursive watch");
+    for node in ["/pw", "/rw"] {
+        other.create(&p(node), b"", &open).await.expect("create");
+        other.set_data(&p(node), b"x", None).await.expect("set");
+        other
+            .create(&p(&format!("{node}/kid")), b"", &open)
+            .await
+            .expect("create kid");
+    }
+    for i in 0..3 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), pw.changed())
+            .await
+            .expect("persistent event");
+        t.push(format!(
+            "persistent {i}: {:?} {}",
+            ev.event_type,
+            rel(&ev.path)
+        ));
+    }
+    for i in 0..3 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), rw.changed())
+            .await
+            .expect("recursive event");
+        t.push(format!(
+            "recursive {i}: {:?} {}",
+            ev.event_type,
+            rel(&ev.path)
+        ));
+    }
+    drop(pw);
+    drop(rw);
+    for node in ["/pw", "/rw"] {
+        other
+            .delete(&p(&format!("{node}/kid")), None)
+            .await
+            .expect("cleanup kid");
+        other.delete(&p(node), None).await.expect("cleanup");
+    }
+
     t.push(res(c.delete(root, Some(9)).await, |()| {
         "delete bad version: ok".into()
     }));
@@ -165,10 +258,13 @@ async fn scenario(addr: &str, root: &str) -> Vec<String> {
     let mut children = other.list_children(root).await.expect("children");
     children.sort();
     for ch in children {
-        other
-            .delete(&format!("{root}/{ch}"), None)
-            .await
-            .expect("cleanup");
+        // A container goes once its last child went (ZooKeeper removes it later, we at
+        // once): both are fine here.
+        let _ = other.delete(&format!("{root}/{ch}/kid"), None).await;
+        match other.delete(&format!("{root}/{ch}"), None).await {
+            Ok(()) | Err(zk::Error::NoNode) => {}
+            Err(e) => panic!("cleanup {ch}: {e}"),
+        }
     }
     t.push(res(other.delete(root, None).await, |()| {
         "delete root: ok".into()

@@ -1,15 +1,28 @@
 //! The deterministic apply step: current state + one txn → new state, a result and events.
 //!
 //! This is the only place that decides ZooKeeper outcomes (`NodeExists`, `NoNode`,
-//! `BadVersion`, `NotEmpty`, `NoChildrenForEphemerals`, sequential names, stat updates, the
-//! watch trigger table). The distributor runs it in zxid order over a [`State`] backed by the
-//! system bucket; tests run it over [`MemState`]. Given the same state and txn it always
-//! produces the same writes, which is what makes redoing a crashed batch safe (Guarantee 1).
+//! `BadVersion`, `NotEmpty`, `NoChildrenForEphemerals`, `NoWatcher`, sequential names, stat
+//! updates, the watch trigger table, container deletion). The distributor runs it in zxid
+//! order over a [`State`] backed by the system bucket; tests run it over [`MemState`]. Given
+//! the same state and txn it always produces the same writes, which is what makes redoing a
+//! crashed batch safe (Guarantee 1).
+//!
+//! ## Containers
+//!
+//! ZooKeeper deletes a container whose last child went in a background `ContainerManager`
+//! (every `znode.container.checkIntervalMs`). Here it is deleted in the txn that removed the
+//! last child — by `delete`, a `multi` or a session close — with the events a client delete
+//! would fire, cascading to a parent container that becomes empty in turn. It happens once
+//! all of the txn's deletes are done, so a `multi` that deletes a container's last child and
+//! then creates another keeps the container, as ZooKeeper's later check would. A container
+//! that never had a child stays, as in ZooKeeper's default configuration.
 
 use crate::wire::{
-    Delivery, EventType, MultiOp, NodeView, Op, OpResult, SessionEvent, Txn, WatchEvent,
+    Delivery, EventType, MultiOp, NodeView, Op, OpResult, SessionEvent, Txn, WatchEvent, WatchKind,
 };
-use crate::{CreateMode, SessionId, Stat, ZkError, Zxid, path};
+use crate::{
+    CONTAINER_EPHEMERAL_OWNER, CreateMode, SessionId, Stat, ZkError, Zxid, is_session_owner, path,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,7 +43,7 @@ impl NodeRecord {
     pub fn view(&self) -> NodeView {
         NodeView {
             data: self.data.clone(),
-            stat: self.stat,
+            stat: client_stat(self.stat),
             children: self.children.iter().cloned().collect(),
         }
     }
@@ -53,19 +66,46 @@ pub struct SessionRecord {
     pub closed: bool,
 }
 
-/// One-shot watches left on a path, by session.
+/// Watches left on a path, by session.
+///
+/// The new fields are `#[serde(default)]` and left out of the JSON when empty, so records
+/// written before they existed read back unchanged and stores without persistent watches
+/// hold the same bytes as before.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchRecord {
-    /// Data and exists watches (ZooKeeper keeps both in its data-watch table).
+    /// One-shot data and exists watches (ZooKeeper keeps both in its data-watch table).
     pub data: BTreeSet<SessionId>,
-    /// Child watches.
+    /// One-shot child watches.
     pub child: BTreeSet<SessionId>,
+    /// Persistent watches (`addWatch` mode `PERSISTENT`): every event on the path, kept after
+    /// firing.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub persistent: BTreeSet<SessionId>,
+    /// Persistent recursive watches (`addWatch` mode `PERSISTENT_RECURSIVE`): created,
+    /// deleted and data-changed events on the path and every descendant, kept after firing.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub persistent_recursive: BTreeSet<SessionId>,
+    /// Only meaningful on the root's record (`/`), 0 elsewhere: how many persistent
+    /// recursive watches are registered anywhere in the tree. Finding them for an event means
+    /// reading the record of every ancestor of its path; while this is 0 that walk is skipped.
+    /// It may count watches of sessions that have closed until an event drops them, which
+    /// only costs reads, never an event.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recursive_anywhere: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl WatchRecord {
-    /// Whether no watch is left.
+    /// Whether no watch (and, on the root, no recursive-watch count) is left.
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty() && self.child.is_empty()
+        self.data.is_empty()
+            && self.child.is_empty()
+            && self.persistent.is_empty()
+            && self.persistent_recursive.is_empty()
+            && self.recursive_anywhere == 0
     }
 }
 
@@ -238,6 +278,7 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
     let result = match &req.op {
         Op::OpenSession { .. } => unreachable_open(),
         Op::CloseSession => {
+            let mut emptied = Vec::new();
             for eph in std::mem::take(&mut sess.ephemerals) {
                 // Deleting in path order; each delete fires its events as a client delete would.
                 let _ = delete_node(
@@ -247,8 +288,10 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
                     &eph,
                     -1,
                     (req.session, &mut sess),
+                    &mut emptied,
                 )?;
             }
+            reap_containers(state, &mut out, txn.zxid, (req.session, &mut sess), emptied)?;
             sess.closed = true;
             OpResult::SessionClosed
         }
@@ -261,6 +304,7 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
             version,
         } => set_data(state, &mut out, txn, path, data, *version)?,
         Op::Delete { path, version } => {
+            let mut emptied = Vec::new();
             match delete_node(
                 state,
                 &mut out,
@@ -268,8 +312,12 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
                 path,
                 *version,
                 (req.session, &mut sess),
+                &mut emptied,
             )? {
-                Ok(()) => OpResult::Deleted,
+                Ok(()) => {
+                    reap_containers(state, &mut out, txn.zxid, (req.session, &mut sess), emptied)?;
+                    OpResult::Deleted
+                }
                 Err(e) => e,
             }
         }
@@ -323,6 +371,43 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
             set_watches(state, &mut out, txn, *relative_zxid, data, exist, child)?;
             OpResult::WatchesSet
         }
+        Op::GetEphemerals { prefix } => match crate::wire::check_prefix(prefix) {
+            Err((error, message)) => OpResult::Error { error, message },
+            // ZooKeeper's `FinalRequestProcessor` matches with `String.startsWith`; the
+            // session's list is a `BTreeSet`, so the answer comes sorted.
+            Ok(()) => OpResult::Ephemerals {
+                paths: sess
+                    .ephemerals
+                    .iter()
+                    .filter(|p| p.starts_with(prefix.as_str()))
+                    .cloned()
+                    .collect(),
+            },
+        },
+        Op::GetAllChildrenNumber { path } => match checked(path) {
+            Err(e) => e,
+            Ok(()) => match state.node(path)? {
+                None => OpResult::error(ZkError::NoNode, path.clone()),
+                Some(n) => OpResult::AllChildrenNumber {
+                    total: count_descendants(state, path, &n)?,
+                },
+            },
+        },
+        Op::AddWatch { path, recursive } => match checked(path) {
+            Err(e) => e,
+            Ok(()) => {
+                add_persistent_watch(state, path, req.session, *recursive)?;
+                OpResult::WatchAdded
+            }
+        },
+        Op::RemoveWatches {
+            path,
+            kind,
+            check_only,
+        } => match checked(path) {
+            Err(e) => e,
+            Ok(()) => remove_watches(state, path, req.session, *kind, *check_only)?,
+        },
     };
     sess.last_seq = req.seq;
     sess.last_result = Some((txn.zxid, result.clone()));
@@ -340,6 +425,7 @@ fn finish<S: State>(
     mut out: Outbox,
     result: OpResult,
 ) -> Result<Applied, S::Error> {
+    let result = client_result(result);
     out.push(
         txn.request.session,
         SessionEvent::Result {
@@ -352,6 +438,42 @@ fn finish<S: State>(
         result,
         deliveries: out.into_deliveries(state, txn.request.session)?,
     })
+}
+
+/// The stat a client sees: ZooKeeper (`DataTree.getClientEphemeralOwner`) reports 0 as the
+/// owner of containers and TTL nodes, whose stored owner field is only a type marker.
+pub fn client_stat(mut stat: Stat) -> Stat {
+    if !is_session_owner(stat.ephemeral_owner) {
+        stat.ephemeral_owner = 0;
+    }
+    stat
+}
+
+fn client_result(r: OpResult) -> OpResult {
+    match r {
+        OpResult::Created { path, stat } => OpResult::Created {
+            path,
+            stat: client_stat(stat),
+        },
+        OpResult::Stat { stat } => OpResult::Stat {
+            stat: client_stat(stat),
+        },
+        OpResult::Data { data, stat } => OpResult::Data {
+            data,
+            stat: client_stat(stat),
+        },
+        OpResult::Exists { stat } => OpResult::Exists {
+            stat: stat.map(client_stat),
+        },
+        OpResult::Children { children, stat } => OpResult::Children {
+            children,
+            stat: client_stat(stat),
+        },
+        OpResult::Multi { results } => OpResult::Multi {
+            results: results.into_iter().map(client_result).collect(),
+        },
+        other => other,
+    }
 }
 
 fn checked(p: &str) -> Result<(), OpResult> {
@@ -374,8 +496,128 @@ fn add_watch<S: State>(
     Ok(())
 }
 
-/// Fire ZooKeeper's trigger table for one event: data watches for created/deleted/changed,
-/// child watches for children-changed and deleted; each session hears an event once.
+/// Leave a persistent watch (ZooKeeper's `DataTree.addWatch`). The node need not exist.
+fn add_persistent_watch<S: State>(
+    state: &mut S,
+    path: &str,
+    session: SessionId,
+    recursive: bool,
+) -> Result<(), S::Error> {
+    let mut w = state.watches(path)?;
+    let new_recursive = if recursive {
+        w.persistent_recursive.insert(session)
+    } else {
+        w.persistent.insert(session);
+        false
+    };
+    state.put_watches(path, w);
+    if new_recursive {
+        adjust_recursive_count(state, 1)?;
+    }
+    Ok(())
+}
+
+/// `removeWatches` / `checkWatches` for one session, path and kind.
+///
+/// Each kind names its own watches, as in ZooKeeper 3.9 (ZOOKEEPER-4466/4471/4472): `Data`
+/// and `Children` touch only one-shot watches, `Persistent` and `PersistentRecursive` only
+/// those, `Any` all of them (in 3.8 too, `Any` removes a session's persistent watches). The
+/// path must match exactly: a recursive watch on an ancestor is not "on" the path.
+fn remove_watches<S: State>(
+    state: &mut S,
+    path: &str,
+    session: SessionId,
+    kind: WatchKind,
+    check_only: bool,
+) -> Result<OpResult, S::Error> {
+    let mut w = state.watches(path)?;
+    let any = kind == WatchKind::Any;
+    let data = any || kind == WatchKind::Data;
+    let child = any || kind == WatchKind::Children;
+    let persistent = any || kind == WatchKind::Persistent;
+    let recursive = any || kind == WatchKind::PersistentRecursive;
+    let found = (data && w.data.contains(&session))
+        || (child && w.child.contains(&session))
+        || (persistent && w.persistent.contains(&session))
+        || (recursive && w.persistent_recursive.contains(&session));
+    if !found {
+        // ZooKeeper's message for `NoWatcherException`: "<path> (type: <WatcherType>)".
+        return Ok(OpResult::error(
+            ZkError::NoWatcher,
+            format!("{path} (type: {kind:?})"),
+        ));
+    }
+    if check_only {
+        return Ok(OpResult::WatchesRemoved);
+    }
+    if data {
+        w.data.remove(&session);
+    }
+    if child {
+        w.child.remove(&session);
+    }
+    if persistent {
+        w.persistent.remove(&session);
+    }
+    let removed_recursive = recursive && w.persistent_recursive.remove(&session);
+    state.put_watches(path, w);
+    if removed_recursive {
+        adjust_recursive_count(state, -1)?;
+    }
+    Ok(OpResult::WatchesRemoved)
+}
+
+/// Change the root's count of recursive watches. Called after the record holding the watch
+/// was staged, so that when that record is the root's the change is not overwritten.
+fn adjust_recursive_count<S: State>(state: &mut S, delta: i32) -> Result<(), S::Error> {
+    let mut root = state.watches("/")?;
+    root.recursive_anywhere = root.recursive_anywhere.saturating_add_signed(delta);
+    state.put_watches("/", root);
+    Ok(())
+}
+
+fn is_live<S: State>(state: &mut S, session: SessionId) -> Result<bool, S::Error> {
+    Ok(matches!(state.session(session)?, Some(rec) if !rec.closed))
+}
+
+/// Add the open sessions of a persistent watch set to `fired` and drop the others from it:
+/// a closed session's persistent watches would otherwise stay forever (ZooKeeper drops a
+/// connection's watches when it closes; we keep no per-session index of them). Returns how
+/// many were dropped.
+fn fire_persistent<S: State>(
+    state: &mut S,
+    set: &mut BTreeSet<SessionId>,
+    fired: &mut BTreeSet<SessionId>,
+) -> Result<i32, S::Error> {
+    let mut dead = Vec::new();
+    for &session in set.iter() {
+        if is_live(state, session)? {
+            fired.insert(session);
+        } else {
+            dead.push(session);
+        }
+    }
+    for session in &dead {
+        set.remove(session);
+    }
+    Ok(dead.len() as i32)
+}
+
+/// Fire ZooKeeper's trigger table for one event (Guarantee 6; `WatchManager.triggerWatch`
+/// over the data and child tables):
+/// - one-shot data/exists watches on the path: created, deleted, data changed; removed;
+/// - one-shot child watches on the path: children changed, deleted; removed;
+/// - persistent watches on the path: every event; kept;
+/// - persistent recursive watches on the path or any ancestor: every event but children
+///   changed; kept.
+///
+/// Each session hears the event once, however many of its watches match.
+///
+/// Cost: recursive watches are kept on the watched path's record, so finding them means
+/// reading the record of every ancestor of the event path. That walk is done only when the
+/// root's `recursive_anywhere` count is non-zero, and never for children-changed events; the
+/// price of the check is one read of the root's record per event (which the distributor
+/// caches for its batch).
 fn trigger<S: State>(
     state: &mut S,
     out: &mut Outbox,
@@ -383,21 +625,52 @@ fn trigger<S: State>(
     path: &str,
     zxid: Zxid,
 ) -> Result<(), S::Error> {
-    let mut w = state.watches(path)?;
-    if w.is_empty() {
-        return Ok(());
+    let children_changed = kind == EventType::NodeChildrenChanged;
+    // The event path first, then its ancestors up to the root; no path appears twice, so
+    // each record is changed and staged once.
+    let mut records = vec![(path.to_string(), state.watches(path)?, false)];
+    if !children_changed && state.watches("/")?.recursive_anywhere > 0 {
+        let mut p = path;
+        while let Some(parent) = path::parent(p) {
+            records.push((parent.to_string(), state.watches(parent)?, false));
+            p = parent;
+        }
     }
     let mut fired = BTreeSet::new();
-    let fires_data = kind != EventType::NodeChildrenChanged;
-    let fires_child = matches!(
-        kind,
-        EventType::NodeChildrenChanged | EventType::NodeDeleted
-    );
-    if fires_data {
-        fired.extend(std::mem::take(&mut w.data));
+    let mut dead_recursive = 0;
+    for (i, (_, w, changed)) in records.iter_mut().enumerate() {
+        if i == 0 {
+            if !children_changed && !w.data.is_empty() {
+                fired.extend(std::mem::take(&mut w.data));
+                *changed = true;
+            }
+            let child_event = matches!(
+                kind,
+                EventType::NodeChildrenChanged | EventType::NodeDeleted
+            );
+            if child_event && !w.child.is_empty() {
+                fired.extend(std::mem::take(&mut w.child));
+                *changed = true;
+            }
+            if fire_persistent(state, &mut w.persistent, &mut fired)? > 0 {
+                *changed = true;
+            }
+        }
+        if !children_changed {
+            let dead = fire_persistent(state, &mut w.persistent_recursive, &mut fired)?;
+            if dead > 0 {
+                dead_recursive += dead;
+                *changed = true;
+            }
+        }
     }
-    if fires_child {
-        fired.extend(std::mem::take(&mut w.child));
+    for (p, w, changed) in records {
+        if changed {
+            state.put_watches(&p, w);
+        }
+    }
+    if dead_recursive > 0 {
+        adjust_recursive_count(state, -dead_recursive)?;
     }
     for session in fired {
         out.push(
@@ -411,8 +684,26 @@ fn trigger<S: State>(
             },
         );
     }
-    state.put_watches(path, w);
     Ok(())
+}
+
+/// Number of descendants of `path` (whose record is `node`), all levels: ZooKeeper's
+/// `DataTree.getAllChildrenNumber`. Reads every node of the subtree, so its cost grows with
+/// the subtree, as ZooKeeper's scan of its whole node table does.
+fn count_descendants<S: State>(
+    state: &mut S,
+    path: &str,
+    node: &NodeRecord,
+) -> Result<i32, S::Error> {
+    let mut total: i32 = 0;
+    let mut stack: Vec<String> = node.children.iter().map(|c| path::join(path, c)).collect();
+    while let Some(child) = stack.pop() {
+        total = total.saturating_add(1);
+        if let Some(n) = state.node(&child)? {
+            stack.extend(n.children.iter().map(|c| path::join(&child, c)));
+        }
+    }
+    Ok(total)
 }
 
 /// All-or-nothing: the sub-ops run over an [`Overlay`]; only if all succeed are their changes,
@@ -427,6 +718,7 @@ fn multi<S: State>(
     let mut overlay = Overlay::new(state);
     let mut sub_out = Outbox::default();
     let mut sub_sess = sess.clone();
+    let mut emptied = Vec::new();
     let mut results = Vec::with_capacity(ops.len());
     for (index, op) in ops.iter().enumerate() {
         let r = match op {
@@ -441,7 +733,15 @@ fn multi<S: State>(
             )?,
             MultiOp::Delete { path, version } => {
                 let owner = (txn.request.session, &mut sub_sess);
-                match delete_node(&mut overlay, &mut sub_out, txn.zxid, path, *version, owner)? {
+                match delete_node(
+                    &mut overlay,
+                    &mut sub_out,
+                    txn.zxid,
+                    path,
+                    *version,
+                    owner,
+                    &mut emptied,
+                )? {
                     Ok(()) => OpResult::Deleted,
                     Err(e) => e,
                 }
@@ -462,6 +762,15 @@ fn multi<S: State>(
         }
         results.push(r);
     }
+    // Containers emptied by the multi go only now that every op has run (see the module
+    // docs), inside the overlay so that they share the multi's zxid and all-or-nothing fate.
+    reap_containers(
+        &mut overlay,
+        &mut sub_out,
+        txn.zxid,
+        (txn.request.session, &mut sub_sess),
+        emptied,
+    )?;
     overlay.commit();
     out.append(sub_out);
     *sess = sub_sess;
@@ -631,7 +940,9 @@ fn create<S: State>(
     if state.node(&path)?.is_some() {
         return Ok(OpResult::error(ZkError::NodeExists, path));
     }
-    if parent.stat.ephemeral_owner != 0 {
+    // Only a plain ephemeral refuses children (ZooKeeper checks for `EphemeralType.NORMAL`):
+    // a container is made to have them.
+    if is_session_owner(parent.stat.ephemeral_owner) {
         return Ok(OpResult::error(
             ZkError::NoChildrenForEphemerals,
             parent_path,
@@ -648,6 +959,8 @@ fn create<S: State>(
         aversion: 0,
         ephemeral_owner: if mode.is_ephemeral() {
             txn.request.session
+        } else if mode.is_container() {
+            CONTAINER_EPHEMERAL_OWNER
         } else {
             0
         },
@@ -720,7 +1033,8 @@ fn set_data<S: State>(
 }
 
 /// Delete `path`. `owner` is the issuing session and its in-flight record, so that an
-/// ephemeral node leaves its owner's list in the same txn.
+/// ephemeral node leaves its owner's list in the same txn. When the parent is a container
+/// left without children it is added to `emptied`, for [`reap_containers`].
 fn delete_node<S: State>(
     state: &mut S,
     out: &mut Outbox,
@@ -728,6 +1042,7 @@ fn delete_node<S: State>(
     path: &str,
     version: i32,
     owner: (SessionId, &mut SessionRecord),
+    emptied: &mut Vec<String>,
 ) -> Result<Result<(), OpResult>, S::Error> {
     if let Err(e) = checked(path) {
         return Ok(Err(e));
@@ -757,7 +1072,7 @@ fn delete_node<S: State>(
         return Ok(Err(OpResult::error(ZkError::NotEmpty, path)));
     }
     let eph_owner = node.stat.ephemeral_owner;
-    if eph_owner != 0 {
+    if is_session_owner(eph_owner) {
         let (issuer, sess) = owner;
         if eph_owner == issuer {
             // The issuing session's record is written once at the end of apply.
@@ -772,6 +1087,9 @@ fn delete_node<S: State>(
     parent.stat.cversion = parent.stat.cversion.wrapping_add(1);
     parent.stat.pzxid = zxid;
     parent.stat.num_children = parent.children.len() as i32;
+    if parent.stat.ephemeral_owner == CONTAINER_EPHEMERAL_OWNER && parent.children.is_empty() {
+        emptied.push(parent_path.clone());
+    }
     state.put_node(&parent_path, parent);
     state.remove_node(path);
     trigger(state, out, EventType::NodeDeleted, path, zxid)?;
@@ -783,6 +1101,33 @@ fn delete_node<S: State>(
         zxid,
     )?;
     Ok(Ok(()))
+}
+
+/// Delete the containers in `emptied` that are still containers without children once the
+/// txn's own deletes are done, each with the events of a client delete; a parent container
+/// they leave empty is deleted in turn. (ZooKeeper's `ContainerManager` does this later, with
+/// `deleteContainer` requests; see the module docs.)
+fn reap_containers<S: State>(
+    state: &mut S,
+    out: &mut Outbox,
+    zxid: Zxid,
+    owner: (SessionId, &mut SessionRecord),
+    mut emptied: Vec<String>,
+) -> Result<(), S::Error> {
+    let (issuer, sess) = owner;
+    let mut next = 0;
+    while let Some(p) = emptied.get(next).cloned() {
+        next += 1;
+        let Some(node) = state.node(&p)? else {
+            continue; // Already reaped (listed twice) or deleted by the txn itself.
+        };
+        if node.stat.ephemeral_owner != CONTAINER_EPHEMERAL_OWNER || !node.children.is_empty() {
+            continue; // Refilled later in the same multi, or replaced by another node.
+        }
+        // Cannot fail: the node exists, has no children and any version is accepted.
+        let _ = delete_node(state, out, zxid, &p, -1, (issuer, &mut *sess), &mut emptied)?;
+    }
+    Ok(())
 }
 
 /// An in-memory [`State`]: the reference model for tests and the example above.
@@ -904,6 +1249,78 @@ mod tests {
         match r {
             OpResult::Error { error, .. } => Some(*error),
             _ => None,
+        }
+    }
+
+    /// The watch events `session` got from one applied txn, in order.
+    fn events_for(a: &Applied, session: SessionId) -> Vec<(EventType, String)> {
+        a.deliveries
+            .iter()
+            .filter(|d| d.session == session)
+            .flat_map(|d| d.events.iter())
+            .filter_map(|e| match e {
+                SessionEvent::Watch { event } => Some((event.kind, event.path.clone())),
+                SessionEvent::Result { .. } => None,
+            })
+            .collect()
+    }
+
+    fn ev(kind: EventType, path: &str) -> (EventType, String) {
+        (kind, path.to_string())
+    }
+
+    impl World {
+        fn delete(&mut self, s: SessionId, path: &str) -> Applied {
+            self.run(
+                s,
+                Op::Delete {
+                    path: path.into(),
+                    version: -1,
+                },
+            )
+        }
+        fn set(&mut self, s: SessionId, path: &str) -> Applied {
+            self.run(
+                s,
+                Op::SetData {
+                    path: path.into(),
+                    data: vec![7],
+                    version: -1,
+                },
+            )
+        }
+        fn add_watch(&mut self, s: SessionId, path: &str, recursive: bool) {
+            let r = self.run(
+                s,
+                Op::AddWatch {
+                    path: path.into(),
+                    recursive,
+                },
+            );
+            assert_eq!(r.result, OpResult::WatchAdded);
+        }
+        fn remove_watches(
+            &mut self,
+            s: SessionId,
+            path: &str,
+            kind: WatchKind,
+            check_only: bool,
+        ) -> OpResult {
+            self.run(
+                s,
+                Op::RemoveWatches {
+                    path: path.into(),
+                    kind,
+                    check_only,
+                },
+            )
+            .result
+        }
+        fn recursive_count(&self) -> u32 {
+            self.state
+                .watches
+                .get("/")
+                .map_or(0, |w| w.recursive_anywhere)
         }
     }
 
@@ -1372,5 +1789,537 @@ mod tests {
             *zxid, 10,
             "the redelivered result carries the original zxid"
         );
+    }
+
+    #[test]
+    fn container_owner_and_children() {
+        let mut w = World::new();
+        w.open(1);
+        let r = w.create(1, "/c", CreateMode::Container);
+        let OpResult::Created { stat, .. } = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            stat.ephemeral_owner, 0,
+            "clients see 0 as a container's owner"
+        );
+        assert_eq!(
+            w.state.nodes["/c"].stat.ephemeral_owner,
+            i64::MIN,
+            "stored as CONTAINER_EPHEMERAL_OWNER"
+        );
+        assert_eq!(w.state.nodes["/c"].view().stat.ephemeral_owner, 0);
+        assert!(
+            w.state.sessions[&1].ephemerals.is_empty(),
+            "a container belongs to no session"
+        );
+        // Not an ephemeral parent: children of every kind are allowed, containers too.
+        for (p, m) in [
+            ("/c/p", CreateMode::Persistent),
+            ("/c/e", CreateMode::Ephemeral),
+            ("/c/s-", CreateMode::PersistentSequential),
+            ("/c/inner", CreateMode::Container),
+        ] {
+            let r = w.create(1, p, m);
+            assert!(matches!(r, OpResult::Created { .. }), "{p}: {r:?}");
+        }
+        // A container that never had a child stays (ZooKeeper's default
+        // znode.container.maxNeverUsedIntervalMs = 0 never reaps those).
+        assert!(w.state.nodes.contains_key("/c/inner"));
+        // Removing one of several children leaves the container.
+        w.delete(1, "/c/p");
+        assert!(w.state.nodes.contains_key("/c"));
+        assert!(is_session_owner(1) && !is_session_owner(0));
+        assert!(!is_session_owner(CONTAINER_EPHEMERAL_OWNER));
+        assert!(
+            !is_session_owner(0xff00_0000_0000_0005_u64 as i64),
+            "TTL marker"
+        );
+    }
+
+    #[test]
+    fn container_goes_with_its_last_child_and_cascades() {
+        let mut w = World::new();
+        w.open(1);
+        w.open(2);
+        w.create(1, "/p", CreateMode::Container);
+        w.create(1, "/p/c", CreateMode::Container);
+        w.create(1, "/p/c/x", CreateMode::Persistent);
+        w.create(1, "/keep", CreateMode::Persistent);
+        w.create(1, "/keep/x", CreateMode::Persistent);
+        for p in ["/p/c/x", "/p/c", "/p"] {
+            w.run(
+                2,
+                Op::Exists {
+                    path: p.into(),
+                    watch: true,
+                },
+            );
+        }
+        for p in ["/p/c", "/p", "/"] {
+            w.run(
+                2,
+                Op::GetChildren {
+                    path: p.into(),
+                    watch: true,
+                },
+            );
+        }
+        let r = w.delete(1, "/p/c/x");
+        assert_eq!(r.result, OpResult::Deleted);
+        assert_eq!(
+            events_for(&r, 2),
+            vec![
+                ev(EventType::NodeDeleted, "/p/c/x"),
+                ev(EventType::NodeChildrenChanged, "/p/c"),
+                ev(EventType::NodeDeleted, "/p/c"),
+                ev(EventType::NodeChildrenChanged, "/p"),
+                ev(EventType::NodeDeleted, "/p"),
+                ev(EventType::NodeChildrenChanged, "/"),
+            ]
+        );
+        assert!(!w.state.nodes.contains_key("/p/c"));
+        assert!(!w.state.nodes.contains_key("/p"));
+        let root = &w.state.nodes["/"];
+        assert_eq!(root.stat.pzxid, w.zxid, "same txn");
+        assert!(!root.children.contains("p"));
+        // A plain persistent parent is not reaped.
+        w.delete(1, "/keep/x");
+        assert!(w.state.nodes.contains_key("/keep"));
+    }
+
+    #[test]
+    fn container_emptied_by_session_close() {
+        let mut w = World::new();
+        w.open(1);
+        w.open(2);
+        w.create(2, "/locks", CreateMode::Container);
+        w.create(1, "/locks/a", CreateMode::Ephemeral);
+        w.create(1, "/locks/b", CreateMode::EphemeralSequential);
+        w.run(
+            2,
+            Op::Exists {
+                path: "/locks".into(),
+                watch: true,
+            },
+        );
+        let r = w.run(1, Op::CloseSession);
+        assert_eq!(r.result, OpResult::SessionClosed);
+        assert!(!w.state.nodes.contains_key("/locks"));
+        assert_eq!(
+            events_for(&r, 2),
+            vec![ev(EventType::NodeDeleted, "/locks")]
+        );
+        assert_eq!(w.state.nodes["/"].stat.pzxid, w.zxid);
+    }
+
+    #[test]
+    fn container_in_multi_is_judged_after_all_ops() {
+        let mut w = World::new();
+        w.open(1);
+        w.create(1, "/c", CreateMode::Container);
+        w.create(1, "/c/a", CreateMode::Persistent);
+        // Last child deleted, then another created: the container stays, as it would for
+        // ZooKeeper's later check, and the create does not fail with NoNode.
+        let r = w.run(
+            1,
+            Op::Multi {
+                ops: vec![
+                    MultiOp::Delete {
+                        path: "/c/a".into(),
+                        version: -1,
+                    },
+                    MultiOp::Create {
+                        path: "/c/b".into(),
+                        data: vec![],
+                        mode: CreateMode::Persistent,
+                    },
+                ],
+            },
+        );
+        assert!(matches!(r.result, OpResult::Multi { .. }), "{:?}", r.result);
+        assert!(w.state.nodes.contains_key("/c/b"));
+        // A failed multi reaps nothing.
+        let before = w.state.nodes.clone();
+        let r = w.run(
+            1,
+            Op::Multi {
+                ops: vec![
+                    MultiOp::Delete {
+                        path: "/c/b".into(),
+                        version: -1,
+                    },
+                    MultiOp::Check {
+                        path: "/c".into(),
+                        version: 9,
+                    },
+                ],
+            },
+        );
+        assert!(matches!(r.result, OpResult::MultiFailed { index: 1, .. }));
+        assert_eq!(w.state.nodes, before);
+        // A multi that empties it deletes it at the multi's zxid.
+        let r = w.run(
+            1,
+            Op::Multi {
+                ops: vec![
+                    MultiOp::Delete {
+                        path: "/c/b".into(),
+                        version: -1,
+                    },
+                    MultiOp::Create {
+                        path: "/other".into(),
+                        data: vec![],
+                        mode: CreateMode::Persistent,
+                    },
+                ],
+            },
+        );
+        let OpResult::Multi { results } = &r.result else {
+            panic!("{:?}", r.result)
+        };
+        assert_eq!(results.len(), 2, "the reap adds no result");
+        assert!(!w.state.nodes.contains_key("/c"));
+        assert_eq!(w.state.nodes["/"].stat.pzxid, w.zxid);
+    }
+
+    #[test]
+    fn get_ephemerals_by_prefix() {
+        let mut w = World::new();
+        w.open(1);
+        w.open(2);
+        w.create(1, "/a", CreateMode::Persistent);
+        w.create(1, "/e1", CreateMode::Ephemeral);
+        w.create(1, "/a/e2", CreateMode::Ephemeral);
+        w.create(1, "/ab", CreateMode::EphemeralSequential);
+        w.create(1, "/p", CreateMode::Persistent);
+        w.create(2, "/e3", CreateMode::Ephemeral);
+        let mut get = |s, prefix: &str| {
+            w.run(
+                s,
+                Op::GetEphemerals {
+                    prefix: prefix.into(),
+                },
+            )
+            .result
+        };
+        let paths = |v: &[&str]| OpResult::Ephemerals {
+            paths: v.iter().map(|p| p.to_string()).collect(),
+        };
+        assert_eq!(get(1, "/"), paths(&["/a/e2", "/ab0000000002", "/e1"]));
+        assert_eq!(
+            get(1, "/a"),
+            paths(&["/a/e2", "/ab0000000002"]),
+            "string prefix"
+        );
+        assert_eq!(get(1, "/a/"), paths(&["/a/e2"]));
+        assert_eq!(get(1, "/zz"), paths(&[]));
+        assert_eq!(get(2, "/"), paths(&["/e3"]), "only the issuer's own");
+        assert_eq!(err(&get(1, "a")), Some(ZkError::BadArguments));
+    }
+
+    #[test]
+    fn get_all_children_number_counts_descendants() {
+        let mut w = World::new();
+        w.open(1);
+        let count =
+            |w: &mut World, p: &str| w.run(1, Op::GetAllChildrenNumber { path: p.into() }).result;
+        // ZooKeeper answers nodes.size() - 2 for "/": /zookeeper, /zookeeper/config,
+        // /zookeeper/quota on a fresh tree.
+        assert_eq!(count(&mut w, "/"), OpResult::AllChildrenNumber { total: 3 });
+        for p in ["/a", "/a/b", "/a/b/c", "/a/d"] {
+            w.create(1, p, CreateMode::Persistent);
+        }
+        assert_eq!(
+            count(&mut w, "/a"),
+            OpResult::AllChildrenNumber { total: 3 }
+        );
+        assert_eq!(
+            count(&mut w, "/a/b/c"),
+            OpResult::AllChildrenNumber { total: 0 }
+        );
+        assert_eq!(count(&mut w, "/"), OpResult::AllChildrenNumber { total: 7 });
+        assert_eq!(err(&count(&mut w, "/nope")), Some(ZkError::NoNode));
+        assert_eq!(err(&count(&mut w, "/a/")), Some(ZkError::BadArguments));
+    }
+
+    #[test]
+    fn persistent_watch_sees_every_event_on_its_path_and_stays() {
+        let mut w = World::new();
+        w.open(1);
+        w.open(2);
+        w.add_watch(2, "/w", false); // the node need not exist
+        assert_eq!(w.recursive_count(), 0);
+        let r = w.create(1, "/w", CreateMode::Persistent);
+        assert!(matches!(r, OpResult::Created { .. }));
+        let steps: Vec<(Applied, Vec<(EventType, String)>)> = vec![
+            (
+                w.run(
+                    1,
+                    Op::Create {
+                        path: "/w/x".into(),
+                        data: vec![],
+                        mode: CreateMode::Persistent,
+                    },
+                ),
+                vec![ev(EventType::NodeChildrenChanged, "/w")],
+            ),
+            (w.set(1, "/w"), vec![ev(EventType::NodeDataChanged, "/w")]),
+            (w.set(1, "/w/x"), vec![]),
+            (
+                w.delete(1, "/w/x"),
+                vec![ev(EventType::NodeChildrenChanged, "/w")],
+            ),
+            (w.delete(1, "/w"), vec![ev(EventType::NodeDeleted, "/w")]),
+            (
+                w.run(
+                    1,
+                    Op::Create {
+                        path: "/w".into(),
+                        data: vec![],
+                        mode: CreateMode::Persistent,
+                    },
+                ),
+                vec![ev(EventType::NodeCreated, "/w")],
+            ),
+        ];
+        for (i, (a, want)) in steps.iter().enumerate() {
+            assert_eq!(&events_for(a, 2), want, "step {i}");
+        }
+        assert!(w.state.watches["/w"].persistent.contains(&2));
+    }
+
+    #[test]
+    fn recursive_watch_sees_the_subtree_but_not_child_lists() {
+        let mut w = World::new();
+        w.open(1);
+        w.open(2);
+        w.add_watch(2, "/r", true);
+        w.add_watch(2, "/r", true); // twice is one watch
+        assert_eq!(w.recursive_count(), 1);
+        let mut got = Vec::new();
+        for p in ["/r", "/r/a", "/r/a/b", "/rx", "/other"] {
+            let a = w.run(
+                1,
+                Op::Create {
+                    path: p.into(),
+                    data: vec![],
+                    mode: CreateMode::Persistent,
+                },
+            );
+            got.extend(events_for(&a, 2));
+        }
+        let a = w.set(1, "/r/a/b");
+        got.extend(events_for(&a, 2));
+        let a = w.delete(1, "/r/a/b");
+        got.extend(events_for(&a, 2));
+        assert_eq!(
+            got,
+            vec![
+                ev(EventType::NodeCreated, "/r"),
+                ev(EventType::NodeCreated, "/r/a"),
+                ev(EventType::NodeCreated, "/r/a/b"),
+                ev(EventType::NodeDataChanged, "/r/a/b"),
+                ev(EventType::NodeDeleted, "/r/a/b"),
+            ],
+            "no NodeChildrenChanged, nothing outside /r (not even /rx)"
+        );
+        // A recursive watch on the root sees everything, and the root's own node too.
+        w.open(3);
+        w.add_watch(3, "/", true);
+        assert_eq!(w.recursive_count(), 2);
+        let a = w.set(1, "/other");
+        assert_eq!(
+            events_for(&a, 3),
+            vec![ev(EventType::NodeDataChanged, "/other")]
+        );
+        let a = w.set(1, "/");
+        assert_eq!(events_for(&a, 3), vec![ev(EventType::NodeDataChanged, "/")]);
+        assert_eq!(events_for(&a, 2), vec![]);
+    }
+
+    #[test]
+    fn one_event_per_session_per_trigger() {
+        let mut w = World::new();
+        w.open(1);
+        w.open(2);
+        w.open(3);
+        // Session 2: one-shot exists, persistent and recursive on /x, recursive on two
+        // ancestors. Session 3: persistent on "/" (gets the root's child list change).
+        w.run(
+            2,
+            Op::Exists {
+                path: "/x".into(),
+                watch: true,
+            },
+        );
+        w.add_watch(2, "/x", false);
+        w.add_watch(2, "/x", true);
+        w.add_watch(2, "/", true);
+        w.add_watch(3, "/", false);
+        let a = w.run(
+            1,
+            Op::Create {
+                path: "/x".into(),
+                data: vec![],
+                mode: CreateMode::Persistent,
+            },
+        );
+        assert_eq!(events_for(&a, 2), vec![ev(EventType::NodeCreated, "/x")]);
+        assert_eq!(
+            events_for(&a, 3),
+            vec![ev(EventType::NodeChildrenChanged, "/")]
+        );
+        let a = w.set(1, "/x");
+        assert_eq!(
+            events_for(&a, 2),
+            vec![ev(EventType::NodeDataChanged, "/x")]
+        );
+        w.run(
+            2,
+            Op::GetData {
+                path: "/x".into(),
+                watch: true,
+            },
+        );
+        w.run(
+            2,
+            Op::GetChildren {
+                path: "/x".into(),
+                watch: true,
+            },
+        );
+        let a = w.delete(1, "/x");
+        assert_eq!(events_for(&a, 2), vec![ev(EventType::NodeDeleted, "/x")]);
+        assert_eq!(
+            events_for(&a, 3),
+            vec![ev(EventType::NodeChildrenChanged, "/")]
+        );
+        // The one-shots are spent, the persistent ones stay.
+        let rec = &w.state.watches["/x"];
+        assert!(rec.data.is_empty() && rec.child.is_empty());
+        assert!(rec.persistent.contains(&2) && rec.persistent_recursive.contains(&2));
+        let a = w.create(1, "/x", CreateMode::Persistent);
+        assert!(matches!(a, OpResult::Created { .. }));
+    }
+
+    #[test]
+    fn remove_and_check_watches() {
+        let mut w = World::new();
+        w.open(1);
+        w.open(2);
+        w.create(1, "/n", CreateMode::Persistent);
+        w.run(
+            2,
+            Op::GetData {
+                path: "/n".into(),
+                watch: true,
+            },
+        );
+        w.run(
+            2,
+            Op::GetChildren {
+                path: "/n".into(),
+                watch: true,
+            },
+        );
+        w.add_watch(2, "/n", false);
+        w.add_watch(2, "/n", true);
+        let ok = OpResult::WatchesRemoved;
+        let no = Some(ZkError::NoWatcher);
+        // checkWatches changes nothing.
+        assert_eq!(w.remove_watches(2, "/n", WatchKind::Data, true), ok);
+        assert!(w.state.watches["/n"].data.contains(&2));
+        assert_eq!(w.remove_watches(2, "/n", WatchKind::Data, false), ok);
+        assert_eq!(err(&w.remove_watches(2, "/n", WatchKind::Data, true)), no);
+        assert_eq!(err(&w.remove_watches(2, "/n", WatchKind::Data, false)), no);
+        assert_eq!(w.remove_watches(2, "/n", WatchKind::Children, false), ok);
+        assert_eq!(
+            err(&w.remove_watches(2, "/n", WatchKind::Children, true)),
+            no
+        );
+        assert_eq!(err(&w.remove_watches(1, "/n", WatchKind::Any, true)), no);
+        assert_eq!(w.remove_watches(2, "/n", WatchKind::Persistent, false), ok);
+        assert_eq!(
+            err(&w.remove_watches(2, "/n", WatchKind::Persistent, true)),
+            no
+        );
+        assert_eq!(w.recursive_count(), 1);
+        assert_eq!(
+            w.remove_watches(2, "/n", WatchKind::PersistentRecursive, true),
+            ok
+        );
+        assert_eq!(
+            w.remove_watches(2, "/n", WatchKind::PersistentRecursive, false),
+            ok
+        );
+        assert_eq!(w.recursive_count(), 0);
+        assert!(w.state.watches.is_empty(), "{:?}", w.state.watches);
+        // Removed watches no longer fire.
+        let a = w.set(1, "/n");
+        assert!(events_for(&a, 2).is_empty());
+        // Data/Children do not touch persistent watches; Any removes everything.
+        w.add_watch(2, "/n", false);
+        w.add_watch(2, "/n", true);
+        w.run(
+            2,
+            Op::Exists {
+                path: "/n".into(),
+                watch: true,
+            },
+        );
+        assert_eq!(
+            err(&w.remove_watches(2, "/n", WatchKind::Children, false)),
+            no
+        );
+        assert_eq!(w.remove_watches(2, "/n", WatchKind::Any, false), ok);
+        assert_eq!(err(&w.remove_watches(2, "/n", WatchKind::Any, true)), no);
+        assert!(w.state.watches.is_empty(), "{:?}", w.state.watches);
+        // The path must match exactly: a recursive watch on an ancestor is not on /n.
+        w.add_watch(2, "/", true);
+        assert_eq!(
+            err(&w.remove_watches(2, "/n", WatchKind::PersistentRecursive, true)),
+            no
+        );
+        assert_eq!(
+            err(&w.remove_watches(2, "/n/", WatchKind::Any, true)),
+            Some(ZkError::BadArguments)
+        );
+        // The node need not exist.
+        w.add_watch(2, "/ghost", false);
+        assert_eq!(w.remove_watches(2, "/ghost", WatchKind::Any, false), ok);
+    }
+
+    #[test]
+    fn persistent_watches_of_closed_sessions_are_dropped() {
+        let mut w = World::new();
+        w.open(1);
+        w.open(2);
+        w.add_watch(2, "/", true);
+        w.add_watch(2, "/z", false);
+        assert_eq!(w.recursive_count(), 1);
+        w.run(2, Op::CloseSession);
+        let a = w.create(1, "/z", CreateMode::Persistent);
+        assert!(matches!(a, OpResult::Created { .. }));
+        assert_eq!(w.recursive_count(), 0);
+        assert!(w.state.watches.is_empty(), "{:?}", w.state.watches);
+    }
+
+    #[test]
+    fn watch_record_json_is_backward_compatible() {
+        let old: WatchRecord =
+            serde_json::from_str(r#"{"data":[1],"child":[2]}"#).expect("old record");
+        assert!(old.persistent.is_empty() && old.recursive_anywhere == 0);
+        assert_eq!(
+            serde_json::to_string(&old).expect("serialize"),
+            r#"{"data":[1],"child":[2]}"#,
+            "no new fields written while unused"
+        );
+        let mut rec = WatchRecord::default();
+        assert!(rec.is_empty());
+        rec.recursive_anywhere = 1;
+        assert!(!rec.is_empty(), "the root's count keeps its record");
+        let s = serde_json::to_string(&rec).expect("serialize");
+        assert_eq!(serde_json::from_str::<WatchRecord>(&s).expect("parse"), rec);
     }
 }

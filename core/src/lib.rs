@@ -53,6 +53,22 @@ pub fn negotiate_timeout(requested_ms: i32) -> i32 {
     requested_ms.clamp(MIN_SESSION_TIMEOUT_MS, MAX_SESSION_TIMEOUT_MS)
 }
 
+/// The `ephemeral_owner` of a container node: ZooKeeper's
+/// `EphemeralType.CONTAINER_EPHEMERAL_OWNER` (`Long.MIN_VALUE`). It is a marker, not a session.
+pub const CONTAINER_EPHEMERAL_OWNER: i64 = i64::MIN;
+
+/// Whether an `ephemeral_owner` value names a real session, i.e. the node is a plain
+/// ephemeral (ZooKeeper's `EphemeralType.NORMAL`): not 0 (persistent), not the container
+/// marker and not an extended-type marker (high byte `0xff`, which ZooKeeper uses for TTL
+/// nodes when `extendedTypesEnabled` is on). Only such nodes refuse children and belong to
+/// a session's ephemeral list.
+pub fn is_session_owner(ephemeral_owner: i64) -> bool {
+    const EXTENDED_MASK: u64 = 0xff00_0000_0000_0000;
+    ephemeral_owner != 0
+        && ephemeral_owner != CONTAINER_EPHEMERAL_OWNER
+        && (ephemeral_owner as u64) & EXTENDED_MASK != EXTENDED_MASK
+}
+
 /// Session id ZooKeeper-style (a signed 64-bit number, never 0 for a real session).
 pub type SessionId = i64;
 

@@ -12,6 +12,11 @@ pub enum CreateMode {
     PersistentSequential,
     /// Ephemeral and sequential (3).
     EphemeralSequential,
+    /// A container (4): a persistent node that is deleted once its last child is deleted.
+    /// Its `ephemeral_owner` is [`crate::CONTAINER_EPHEMERAL_OWNER`]. ZooKeeper deletes
+    /// emptied containers later in a background `ContainerManager`; here they are deleted in
+    /// the txn that removed the last child (see [`crate::apply`]).
+    Container,
 }
 
 impl CreateMode {
@@ -21,6 +26,11 @@ impl CreateMode {
             self,
             CreateMode::Ephemeral | CreateMode::EphemeralSequential
         )
+    }
+
+    /// Whether the node is a container (deleted when its last child goes).
+    pub fn is_container(self) -> bool {
+        matches!(self, CreateMode::Container)
     }
 
     /// Whether the service appends a sequence number to the name.
@@ -38,16 +48,21 @@ impl CreateMode {
             CreateMode::Ephemeral => 1,
             CreateMode::PersistentSequential => 2,
             CreateMode::EphemeralSequential => 3,
+            CreateMode::Container => 4,
         }
     }
 
-    /// The mode for a ZooKeeper wire number, if it is one we support.
+    /// The mode for a ZooKeeper wire number, if it is one we support. The TTL modes
+    /// (5 `PERSISTENT_WITH_TTL`, 6 `PERSISTENT_SEQUENTIAL_WITH_TTL`) give `None`: ZooKeeper 3.8
+    /// answers them `Unimplemented` unless `zookeeper.extendedTypesEnabled` is set, and we
+    /// behave as its default configuration (Guarantee 6).
     pub fn from_code(code: i32) -> Option<CreateMode> {
         Some(match code {
             0 => CreateMode::Persistent,
             1 => CreateMode::Ephemeral,
             2 => CreateMode::PersistentSequential,
             3 => CreateMode::EphemeralSequential,
+            4 => CreateMode::Container,
             _ => return None,
         })
     }
@@ -60,5 +75,34 @@ impl CreateMode {
             (false, true) => CreateMode::PersistentSequential,
             (true, true) => CreateMode::EphemeralSequential,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_ttl_stays_unsupported() {
+        for m in [
+            CreateMode::Persistent,
+            CreateMode::Ephemeral,
+            CreateMode::PersistentSequential,
+            CreateMode::EphemeralSequential,
+            CreateMode::Container,
+        ] {
+            assert_eq!(CreateMode::from_code(m.code()), Some(m));
+        }
+        assert_eq!(CreateMode::Container.code(), 4);
+        assert!(CreateMode::Container.is_container());
+        assert!(!CreateMode::Container.is_ephemeral());
+        assert!(!CreateMode::Container.is_sequential());
+        assert!(!CreateMode::Persistent.is_container());
+        assert_eq!(CreateMode::from_code(5), None);
+        assert_eq!(CreateMode::from_code(6), None);
+        assert_eq!(
+            serde_json::to_string(&CreateMode::Container).expect("serialize"),
+            "\"container\""
+        );
     }
 }

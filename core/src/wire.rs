@@ -116,6 +116,80 @@ pub enum Op {
         /// Child watches.
         child: Vec<String>,
     },
+    /// The issuing session's ephemeral nodes (ZooKeeper's `getEphemerals`).
+    GetEphemerals {
+        /// Plain string prefix the paths must start with ("/" for all). It is not a path:
+        /// "/a" also matches "/ab".
+        prefix: String,
+    },
+    /// Number of descendants of a node, all levels, the node itself not counted
+    /// (ZooKeeper's `getAllChildrenNumber`).
+    GetAllChildrenNumber {
+        /// Path.
+        path: String,
+    },
+    /// Leave a persistent watch that stays after it fires (ZooKeeper 3.6+ `addWatch`). The
+    /// node need not exist.
+    AddWatch {
+        /// Path.
+        path: String,
+        /// `PERSISTENT_RECURSIVE` (created, deleted and data-changed events of the node and
+        /// every descendant) instead of `PERSISTENT` (every event of the node itself).
+        recursive: bool,
+    },
+    /// Remove the session's watches of one kind on a path (ZooKeeper's `removeWatches`), or
+    /// with `check_only` only ask whether there is one (`checkWatches`). `NoWatcher` when the
+    /// session has no such watch there.
+    RemoveWatches {
+        /// Path.
+        path: String,
+        /// Which watches.
+        kind: WatchKind,
+        /// Only check, remove nothing (`checkWatches`).
+        check_only: bool,
+    },
+}
+
+/// Which watches a [`Op::RemoveWatches`] means: ZooKeeper's `Watcher.WatcherType`, with its
+/// wire numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchKind {
+    /// One-shot child watches, left by `getChildren` (1).
+    Children,
+    /// One-shot data and exists watches, left by `getData` and `exists` (2).
+    Data,
+    /// Every watch of the session on the path, persistent ones included (3).
+    Any,
+    /// Persistent watches, left by `addWatch` in `PERSISTENT` mode (4).
+    Persistent,
+    /// Persistent recursive watches, left by `addWatch` in `PERSISTENT_RECURSIVE` mode (5).
+    PersistentRecursive,
+}
+
+impl WatchKind {
+    /// ZooKeeper's wire number.
+    pub fn code(self) -> i32 {
+        match self {
+            WatchKind::Children => 1,
+            WatchKind::Data => 2,
+            WatchKind::Any => 3,
+            WatchKind::Persistent => 4,
+            WatchKind::PersistentRecursive => 5,
+        }
+    }
+
+    /// The kind for a ZooKeeper wire number, if it is one.
+    pub fn from_code(code: i32) -> Option<WatchKind> {
+        Some(match code {
+            1 => WatchKind::Children,
+            2 => WatchKind::Data,
+            3 => WatchKind::Any,
+            4 => WatchKind::Persistent,
+            5 => WatchKind::PersistentRecursive,
+            _ => return None,
+        })
+    }
 }
 
 /// One write inside a [`Op::Multi`].
@@ -159,7 +233,8 @@ pub enum MultiOp {
 }
 
 impl Op {
-    /// The path the op names, if any.
+    /// The path the op names, if any. [`Op::GetEphemerals`] names none: its prefix is a
+    /// string prefix, not a path.
     pub fn path(&self) -> Option<&str> {
         match self {
             Op::Create { path, .. }
@@ -167,11 +242,15 @@ impl Op {
             | Op::Delete { path, .. }
             | Op::GetData { path, .. }
             | Op::Exists { path, .. }
-            | Op::GetChildren { path, .. } => Some(path),
+            | Op::GetChildren { path, .. }
+            | Op::GetAllChildrenNumber { path }
+            | Op::AddWatch { path, .. }
+            | Op::RemoveWatches { path, .. } => Some(path),
             Op::OpenSession { .. }
             | Op::CloseSession
             | Op::SetWatches { .. }
-            | Op::Multi { .. } => None,
+            | Op::Multi { .. }
+            | Op::GetEphemerals { .. } => None,
         }
     }
 }
@@ -192,9 +271,13 @@ pub fn precheck(op: &Op) -> Result<(), (ZkError, String)> {
         Op::Delete { path, .. }
         | Op::GetData { path, .. }
         | Op::Exists { path, .. }
-        | Op::GetChildren { path, .. } => {
+        | Op::GetChildren { path, .. }
+        | Op::GetAllChildrenNumber { path }
+        | Op::AddWatch { path, .. }
+        | Op::RemoveWatches { path, .. } => {
             crate::path::validate(path).map_err(|e| (ZkError::BadArguments, e.to_string()))
         }
+        Op::GetEphemerals { prefix } => check_prefix(prefix),
         Op::OpenSession { timeout_ms, .. } if *timeout_ms <= 0 => Err((
             ZkError::BadArguments,
             format!("session timeout must be positive, got {timeout_ms}"),
@@ -214,6 +297,19 @@ pub fn precheck(op: &Op) -> Result<(), (ZkError, String)> {
             MultiOp::Delete { .. } | MultiOp::Check { .. } => Ok(()),
         }),
         Op::OpenSession { .. } | Op::CloseSession => Ok(()),
+    }
+}
+
+/// The prefix of a [`Op::GetEphemerals`] is matched as a plain string (as ZooKeeper does), so
+/// it is not validated as a path; it only has to look like the start of one.
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), (ZkError, String)> {
+    if prefix.starts_with('/') {
+        Ok(())
+    } else {
+        Err((
+            ZkError::BadArguments,
+            format!("ephemerals prefix must start with /, got {prefix:?}"),
+        ))
     }
 }
 
@@ -310,6 +406,20 @@ pub enum OpResult {
     WatchesSet,
     /// A `check` inside a multi held.
     Checked,
+    /// Result of [`Op::GetEphemerals`].
+    Ephemerals {
+        /// The session's ephemeral node paths matching the prefix, sorted.
+        paths: Vec<String>,
+    },
+    /// Result of [`Op::GetAllChildrenNumber`].
+    AllChildrenNumber {
+        /// Number of descendants, all levels.
+        total: i32,
+    },
+    /// A persistent watch was left ([`Op::AddWatch`]).
+    WatchAdded,
+    /// Watches were removed, or with `check_only` found ([`Op::RemoveWatches`]).
+    WatchesRemoved,
     /// Every op of a multi took effect; one result per op.
     Multi {
         /// Results in op order.
@@ -509,5 +619,80 @@ mod tests {
             version: -1,
         };
         assert!(precheck(&bad).is_err());
+    }
+
+    #[test]
+    fn precheck_new_ops() {
+        let bad = |op: &Op| precheck(op).map_err(|e| e.0);
+        assert_eq!(
+            bad(&Op::GetAllChildrenNumber { path: "x".into() }),
+            Err(ZkError::BadArguments)
+        );
+        assert_eq!(
+            bad(&Op::AddWatch {
+                path: "/a//b".into(),
+                recursive: true
+            }),
+            Err(ZkError::BadArguments)
+        );
+        assert_eq!(
+            bad(&Op::RemoveWatches {
+                path: "/a/".into(),
+                kind: WatchKind::Any,
+                check_only: false
+            }),
+            Err(ZkError::BadArguments)
+        );
+        assert_eq!(
+            bad(&Op::GetEphemerals { prefix: "".into() }),
+            Err(ZkError::BadArguments)
+        );
+        // A prefix is not a path: a trailing slash or a partial name is fine.
+        assert_eq!(
+            bad(&Op::GetEphemerals {
+                prefix: "/a/".into()
+            }),
+            Ok(())
+        );
+        assert_eq!(bad(&Op::GetEphemerals { prefix: "/".into() }), Ok(()));
+        assert_eq!(Op::GetEphemerals { prefix: "/".into() }.path(), None);
+        assert_eq!(
+            Op::AddWatch {
+                path: "/w".into(),
+                recursive: false
+            }
+            .path(),
+            Some("/w")
+        );
+    }
+
+    #[test]
+    fn watch_kinds_and_new_ops_round_trip() {
+        for k in [
+            WatchKind::Children,
+            WatchKind::Data,
+            WatchKind::Any,
+            WatchKind::Persistent,
+            WatchKind::PersistentRecursive,
+        ] {
+            assert_eq!(WatchKind::from_code(k.code()), Some(k));
+        }
+        assert_eq!(WatchKind::from_code(0), None);
+        assert_eq!(WatchKind::from_code(6), None);
+        let op = Op::RemoveWatches {
+            path: "/w".into(),
+            kind: WatchKind::PersistentRecursive,
+            check_only: true,
+        };
+        let s = serde_json::to_string(&op).expect("serialize");
+        assert_eq!(
+            s,
+            r#"{"op":"remove_watches","path":"/w","kind":"persistent_recursive","check_only":true}"#
+        );
+        assert_eq!(serde_json::from_str::<Op>(&s).expect("parse"), op);
+        let r = OpResult::AllChildrenNumber { total: 3 };
+        let s = serde_json::to_string(&r).expect("serialize");
+        assert_eq!(s, r#"{"result":"all_children_number","total":3}"#);
+        assert_eq!(serde_json::from_str::<OpResult>(&s).expect("parse"), r);
     }
 }

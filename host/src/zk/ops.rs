@@ -3,11 +3,14 @@
 
 use super::{Gateway, GwSession};
 use faaskeeper_client::Error as ClientError;
-use faaskeeper_core::wire::{EventType, MultiOp as WireMultiOp, Op, OpResult, WatchEvent};
+use faaskeeper_core::wire::{
+    EventType, MultiOp as WireMultiOp, Op, OpResult, WatchEvent, WatchKind,
+};
 use faaskeeper_core::{CreateMode, ZkError};
 use faaskeeper_zk_proto::{
     Acl, MultiOp, MultiResult, ProtoError, ReplyHeader, Request, Response, ZkCreateMode,
-    create_mode, decode_header, decode_request, encode_reply, encode_watch_event, op,
+    add_watch_mode, create_mode, decode_header, decode_request, encode_reply, encode_watch_event,
+    op,
 };
 use std::sync::Arc;
 
@@ -42,13 +45,19 @@ fn reply(xid: i32, zxid: i64, outcome: Result<Response, ZkError>) -> Reply {
     Reply::Send(encode_reply(&ReplyHeader { xid, zxid, err }, &body))
 }
 
-fn zk_mode(flags: i32) -> Result<CreateMode, ZkError> {
+/// The create mode of a create request. Containers come only with the `createContainer` op
+/// code, as ZooKeeper's clients send them.
+fn zk_mode(opcode: i32, flags: i32) -> Result<CreateMode, ZkError> {
+    if opcode == op::CREATE_CONTAINER {
+        return Ok(CreateMode::Container);
+    }
     match create_mode(flags) {
         Some(ZkCreateMode::Persistent) => Ok(CreateMode::Persistent),
         Some(ZkCreateMode::Ephemeral) => Ok(CreateMode::Ephemeral),
         Some(ZkCreateMode::PersistentSequential) => Ok(CreateMode::PersistentSequential),
         Some(ZkCreateMode::EphemeralSequential) => Ok(CreateMode::EphemeralSequential),
-        // Container and TTL nodes are not in the pipeline yet (the semantics issue).
+        Some(ZkCreateMode::Container) => Ok(CreateMode::Persistent),
+        // TTL nodes need ZooKeeper's extendedTypesEnabled, off by default: Unimplemented.
         Some(_) => Err(ZkError::Unimplemented),
         None => Err(ZkError::BadArguments),
     }
@@ -125,7 +134,7 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
         Request::Create {
             path, data, flags, ..
         } => {
-            let mode = match zk_mode(flags) {
+            let mode = match zk_mode(hdr.op, flags) {
                 Ok(m) => m,
                 Err(e) => return reply(xid, c.last_zxid(), Err(e)),
             };
@@ -281,8 +290,12 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
                 kinds.push(o.op_code());
                 wire.push(match o {
                     MultiOp::Create {
-                        path, data, flags, ..
-                    } => match zk_mode(flags) {
+                        op: opcode,
+                        path,
+                        data,
+                        flags,
+                        ..
+                    } => match zk_mode(opcode, flags) {
                         Ok(mode) => WireMultiOp::Create { path, data, mode },
                         Err(e) => return reply(xid, c.last_zxid(), Err(e)),
                     },
@@ -353,7 +366,55 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
             }
             reply(xid, c.last_zxid(), Ok(Response::Multi(results)))
         }
-        // Not in the pipeline yet (the semantics issue adds them).
+        Request::GetEphemerals { prefix } => {
+            let (zxid, r) = run!(Op::GetEphemerals { prefix });
+            let out = match r {
+                OpResult::Ephemerals { paths } => Ok(Response::GetEphemerals { paths }),
+                other => Err(error_of(other)),
+            };
+            reply(xid, zxid, out)
+        }
+        Request::GetAllChildrenNumber { path } => {
+            let (zxid, r) = run!(Op::GetAllChildrenNumber { path });
+            let out = match r {
+                OpResult::AllChildrenNumber { total } => {
+                    Ok(Response::GetAllChildrenNumber { total })
+                }
+                other => Err(error_of(other)),
+            };
+            reply(xid, zxid, out)
+        }
+        Request::AddWatch { path, mode } => {
+            let recursive = match mode {
+                add_watch_mode::PERSISTENT => false,
+                add_watch_mode::PERSISTENT_RECURSIVE => true,
+                _ => return reply(xid, c.last_zxid(), Err(ZkError::BadArguments)),
+            };
+            let (zxid, r) = run!(Op::AddWatch { path, recursive });
+            let out = match r {
+                OpResult::WatchAdded => Ok(Response::Empty),
+                other => Err(error_of(other)),
+            };
+            reply(xid, zxid, out)
+        }
+        Request::RemoveWatches { path, watch_type }
+        | Request::CheckWatches { path, watch_type } => {
+            let check_only = hdr.op == op::CHECK_WATCHES;
+            let Some(kind) = WatchKind::from_code(watch_type) else {
+                return reply(xid, c.last_zxid(), Err(ZkError::BadArguments));
+            };
+            let (zxid, r) = run!(Op::RemoveWatches {
+                path,
+                kind,
+                check_only
+            });
+            let out = match r {
+                OpResult::WatchesRemoved => Ok(Response::Empty),
+                other => Err(error_of(other)),
+            };
+            reply(xid, zxid, out)
+        }
+        // Not in the pipeline yet.
         _ => reply(xid, c.last_zxid(), Err(ZkError::Unimplemented)),
     }
 }
