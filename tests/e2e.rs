@@ -523,3 +523,34 @@ async fn multi_and_containers() {
     assert_eq!(c.exists(&p).await.expect("exists"), None);
     c.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn notifications_arrive_before_newer_data() {
+    // Guarantee 4: a session never reads data newer than a watch event it has not received.
+    let a = client().await;
+    let b = client().await;
+    let p = unique("ordered");
+    a.create(&p, b"old", CreateMode::Persistent)
+        .await
+        .expect("create");
+    for round in 0..5 {
+        let (_, _, watch) = a.get_data_w(&p).await.expect("watch");
+        let value = format!("new{round}");
+        b.set_data(&p, value.as_bytes(), -1).await.expect("set");
+        // Spin until the direct read sees the change; by then the event must be there.
+        loop {
+            let (data, _) = a.get_data(&p).await.expect("read");
+            if data == value.as_bytes() {
+                break;
+            }
+        }
+        let ev = tokio::time::timeout(Duration::from_millis(0), watch.wait())
+            .await
+            .expect("event delivered before the newer data was returned")
+            .expect("event");
+        assert_eq!(ev.kind, EventType::NodeDataChanged);
+    }
+    a.sync("/").await.expect("sync");
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+}

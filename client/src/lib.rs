@@ -354,11 +354,39 @@ impl Client {
         }
     }
 
-    /// Read a node straight from the user store.
+    /// Read a node straight from the user store. If this session has watches and the read
+    /// saw a change it has not been told about yet, hold the answer until a sync through the
+    /// pipeline has delivered every earlier event (Guarantee 4: no data newer than an event
+    /// the session has not received).
     async fn read(&self, path: &str) -> Result<Option<NodeView>, Error> {
         faaskeeper_core::path::validate(path)
             .map_err(|e| Error::zk(ZkError::BadArguments, e.to_string()))?;
-        self.inner.transport.read_node(path).await
+        let node = self.inner.transport.read_node(path).await?;
+        let newest = node
+            .as_ref()
+            .map(|n| n.stat.mzxid.max(n.stat.pzxid).max(n.stat.czxid));
+        let told = newest.is_some_and(|z| z <= self.last_zxid());
+        if !told && lock(&self.inner.watchers).has_any() {
+            self.sync("/").await?;
+        }
+        Ok(node)
+    }
+
+    /// Wait until every write acknowledged anywhere before this call is applied and its
+    /// events are delivered to this session (ZooKeeper's `sync`).
+    pub async fn sync(&self, path: &str) -> Result<(), Error> {
+        match self
+            .submit(
+                Op::Sync {
+                    path: path.to_string(),
+                },
+                None,
+            )
+            .await?
+        {
+            (_, OpResult::Synced { .. }, _) => Ok(()),
+            (_, other, _) => Err(unexpected(other)),
+        }
     }
 
     /// Data and stat of a node.

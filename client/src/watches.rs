@@ -67,6 +67,11 @@ impl Watchers {
         self.entries.retain(|e| e.pending_seq != Some(seq));
     }
 
+    /// Whether any watch is left (armed or waiting for its read's result).
+    pub(crate) fn has_any(&self) -> bool {
+        !self.entries.is_empty()
+    }
+
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
     }

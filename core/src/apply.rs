@@ -384,6 +384,10 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
                     .collect(),
             },
         },
+        Op::Sync { path } => match checked(path) {
+            Err(e) => e,
+            Ok(()) => OpResult::Synced { path: path.clone() },
+        },
         Op::GetAllChildrenNumber { path } => match checked(path) {
             Err(e) => e,
             Ok(()) => match state.node(path)? {

@@ -128,6 +128,13 @@ pub enum Op {
         /// Path.
         path: String,
     },
+    /// Answered once every txn before it is applied and its events handed over, so the
+    /// session has seen every change acknowledged anywhere before the sync (ZooKeeper's
+    /// `sync`; Guarantees 3 and 4).
+    Sync {
+        /// Path (validated, otherwise only echoed).
+        path: String,
+    },
     /// Leave a persistent watch that stays after it fires (ZooKeeper 3.6+ `addWatch`). The
     /// node need not exist.
     AddWatch {
@@ -244,6 +251,7 @@ impl Op {
             | Op::Exists { path, .. }
             | Op::GetChildren { path, .. }
             | Op::GetAllChildrenNumber { path }
+            | Op::Sync { path }
             | Op::AddWatch { path, .. }
             | Op::RemoveWatches { path, .. } => Some(path),
             Op::OpenSession { .. }
@@ -273,6 +281,7 @@ pub fn precheck(op: &Op) -> Result<(), (ZkError, String)> {
         | Op::Exists { path, .. }
         | Op::GetChildren { path, .. }
         | Op::GetAllChildrenNumber { path }
+        | Op::Sync { path }
         | Op::AddWatch { path, .. }
         | Op::RemoveWatches { path, .. } => {
             crate::path::validate(path).map_err(|e| (ZkError::BadArguments, e.to_string()))
@@ -420,6 +429,11 @@ pub enum OpResult {
     WatchAdded,
     /// Watches were removed, or with `check_only` found ([`Op::RemoveWatches`]).
     WatchesRemoved,
+    /// A sync completed.
+    Synced {
+        /// The path the sync named.
+        path: String,
+    },
     /// Every op of a multi took effect; one result per op.
     Multi {
         /// Results in op order.

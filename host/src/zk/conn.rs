@@ -73,6 +73,7 @@ async fn establish(
         client,
         passwd: random_passwd(),
         timeout_ms,
+        has_watches: std::sync::atomic::AtomicBool::new(false),
         out: std::sync::Mutex::new(None),
     });
     // Events go to whichever connection the session has now; the callback runs before any

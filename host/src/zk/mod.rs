@@ -24,6 +24,9 @@ pub(crate) struct GwSession {
     pub(crate) client: Client,
     pub(crate) passwd: Vec<u8>,
     pub(crate) timeout_ms: i32,
+    /// Whether the session ever left a watch: only then must direct reads wait for events
+    /// (Guarantee 4), which costs a sync through the pipeline.
+    pub(crate) has_watches: std::sync::atomic::AtomicBool,
     /// Where this session's frames go now: the live connection's writer, if any.
     pub(crate) out: Mutex<Option<(u64, mpsc::UnboundedSender<Vec<u8>>)>>,
 }

@@ -75,6 +75,32 @@ async fn pipeline(s: &GwSession, op: Op) -> Option<(i64, OpResult)> {
     }
 }
 
+/// Guarantee 4 for direct reads: a client must not see data newer than a watch event it has
+/// not received. If the session has watches and the read observed a change (`observed`: the
+/// newest zxid in the answer; `None` when the node is missing) the session has not yet been
+/// told about, a sync through the pipeline delivers every earlier event first. `false` if
+/// the pipeline is unreachable.
+async fn settle(s: &GwSession, observed: Option<i64>) -> bool {
+    if !s.has_watches.load(std::sync::atomic::Ordering::SeqCst) {
+        return true;
+    }
+    if observed.is_some_and(|z| z <= s.client.last_zxid()) {
+        return true;
+    }
+    pipeline(
+        s,
+        Op::Sync {
+            path: "/".to_string(),
+        },
+    )
+    .await
+    .is_some()
+}
+
+fn newest(stat: &faaskeeper_core::Stat) -> i64 {
+    stat.mzxid.max(stat.pzxid).max(stat.czxid)
+}
+
 fn client_err(e: ClientError) -> Option<ZkError> {
     match e {
         ClientError::Zk { code, .. } => Some(code),
@@ -110,6 +136,24 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
     };
     let xid = hdr.xid;
     let c = &s.client;
+    let leaves_watch = match &req {
+        Request::GetData { watch, .. }
+        | Request::Exists { watch, .. }
+        | Request::GetChildren { watch, .. } => *watch,
+        Request::AddWatch { .. } | Request::SetWatches { .. } => true,
+        _ => false,
+    };
+    if leaves_watch {
+        s.has_watches
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    macro_rules! settled {
+        ($observed:expr) => {
+            if !settle(s, $observed).await {
+                return Reply::Close;
+            }
+        };
+    }
     macro_rules! run {
         ($op:expr) => {
             match pipeline(s, $op).await {
@@ -182,7 +226,9 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
             reply(xid, zxid, out)
         }
         Request::Exists { path, watch: false } => {
-            let out = match direct!(c.exists(&path).await) {
+            let read = direct!(c.exists(&path).await);
+            settled!(read.as_ref().ok().and_then(|s| s.as_ref().map(newest)));
+            let out = match read {
                 Ok(Some(stat)) => Ok(Response::Stat(stat)),
                 Ok(None) => Err(ZkError::NoNode),
                 Err(e) => Err(e),
@@ -211,7 +257,9 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
                 };
                 (zxid, out)
             } else {
-                (c.last_zxid(), direct!(c.get_children2(&path).await))
+                let read = direct!(c.get_children2(&path).await);
+                settled!(read.as_ref().ok().map(|(_, stat)| newest(stat)));
+                (c.last_zxid(), read)
             };
             let out = out.map(|(children, stat)| {
                 if hdr.op == op::GET_CHILDREN2 {
@@ -243,9 +291,12 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
             reply(xid, c.last_zxid(), out)
         }
         Request::Sync { path } => {
-            // Reads are served from the store of record, which already holds every
-            // acknowledged write; sync has nothing to wait for.
-            reply(xid, c.last_zxid(), Ok(Response::Sync { path }))
+            let (zxid, r) = run!(Op::Sync { path });
+            let out = match r {
+                OpResult::Synced { path } => Ok(Response::Sync { path }),
+                other => Err(error_of(other)),
+            };
+            reply(xid, zxid, out)
         }
         Request::SetWatches {
             relative_zxid,
@@ -364,6 +415,7 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
                 };
                 results.push(r);
             }
+            settled!(None);
             reply(xid, c.last_zxid(), Ok(Response::Multi(results)))
         }
         Request::GetEphemerals { prefix } => {
