@@ -554,3 +554,72 @@ async fn notifications_arrive_before_newer_data() {
     a.close().await.expect("close");
     b.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn silent_sessions_expire_through_the_heartbeat_stage() {
+    // Guarantee 5: a session that stops pinging for its timeout is expired by the heartbeat
+    // component; its ephemerals vanish through the pipeline with their watch events, and its
+    // requests then fail with SessionExpired.
+    let silent = Client::connect(
+        &host_url(),
+        Options {
+            session_timeout_ms: 1_000, // negotiated up to ZooKeeper's minimum, 4 s
+            auto_heartbeat: false,
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("session");
+    assert_eq!(
+        silent.session_timeout_ms(),
+        faaskeeper_core::MIN_SESSION_TIMEOUT_MS
+    );
+    let watcher = client().await;
+    let p = unique("expiry");
+    watcher
+        .create(&p, b"", CreateMode::Persistent)
+        .await
+        .expect("parent");
+    let eph = silent
+        .create(&format!("{p}/e"), b"", CreateMode::Ephemeral)
+        .await
+        .expect("eph");
+    let (_, watch) = watcher.exists_w(&eph).await.expect("watch");
+    let ev = tokio::time::timeout(Duration::from_secs(30), watch.wait())
+        .await
+        .expect("expired within timeout + sweep")
+        .expect("event");
+    assert_eq!(
+        (ev.kind, ev.path.as_str()),
+        (EventType::NodeDeleted, eph.as_str())
+    );
+    assert_eq!(watcher.exists(&eph).await.expect("exists"), None);
+    for _ in 0..100 {
+        if silent.is_expired() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(silent.is_expired(), "the silent client learns it expired");
+    assert_eq!(
+        code(
+            silent
+                .create(&format!("{p}/x"), b"", CreateMode::Persistent)
+                .await
+        ),
+        ZkError::SessionExpired
+    );
+    // A pinging session outlives several timeouts.
+    let alive = client().await;
+    let keep = alive
+        .create(&format!("{p}/keep"), b"", CreateMode::Ephemeral)
+        .await
+        .expect("keep");
+    tokio::time::sleep(Duration::from_millis(9_000)).await;
+    assert!(
+        watcher.exists(&keep).await.expect("exists").is_some(),
+        "a pinging session lives on"
+    );
+    alive.close().await.expect("close");
+    watcher.close().await.expect("close");
+}

@@ -93,6 +93,10 @@ pub struct Options {
     pub session_timeout_ms: i32,
     /// How long an operation waits for its result.
     pub request_timeout: Duration,
+    /// Ping the service every third of the session timeout in the background. A front end
+    /// that relays another client's pings (the ZooKeeper gateway) turns this off and calls
+    /// [`Client::heartbeat`] itself.
+    pub auto_heartbeat: bool,
 }
 
 impl Default for Options {
@@ -100,6 +104,7 @@ impl Default for Options {
         Options {
             session_timeout_ms: 10_000,
             request_timeout: Duration::from_secs(30),
+            auto_heartbeat: true,
         }
     }
 }
@@ -129,11 +134,15 @@ struct Inner {
 pub struct Client {
     inner: Arc<Inner>,
     poller: tokio::task::JoinHandle<()>,
+    pinger: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
         self.poller.abort();
+        if let Some(p) = &self.pinger {
+            p.abort();
+        }
     }
 }
 
@@ -174,10 +183,17 @@ impl Client {
             on_expired: Mutex::new(None),
         });
         let poller = tokio::spawn(poll_loop(inner.clone()));
-        let client = Client { inner, poller };
+        let mut client = Client {
+            inner,
+            poller,
+            pinger: None,
+        };
         match tokio::time::timeout(options.request_timeout, rx).await {
             Ok(Ok(Ok((_, OpResult::SessionOpened { timeout_ms })))) => {
                 client.inner.timeout_ms.store(timeout_ms, Ordering::SeqCst);
+                if options.auto_heartbeat {
+                    client.pinger = Some(tokio::spawn(ping_loop(client.inner.clone())));
+                }
                 Ok(client)
             }
             Ok(Ok(Ok((_, other)))) => Err(Error::Transport(format!("unexpected {other:?}"))),
@@ -190,6 +206,13 @@ impl Client {
     /// This session's id.
     pub fn session_id(&self) -> SessionId {
         self.inner.session
+    }
+
+    /// Tell the service this session is alive (done in the background unless
+    /// [`Options::auto_heartbeat`] is off). A session silent for its timeout is expired:
+    /// its ephemeral nodes go and its requests fail with `SessionExpired`.
+    pub async fn heartbeat(&self) -> Result<(), Error> {
+        self.inner.transport.heartbeat(self.inner.session).await
     }
 
     /// The session timeout the service granted.
@@ -506,6 +529,20 @@ fn unexpected(r: OpResult) -> Error {
     Error::Transport(format!("unexpected result {r:?}"))
 }
 
+/// Ping every third of the session timeout, as ZooKeeper clients do.
+async fn ping_loop(inner: Arc<Inner>) {
+    loop {
+        let period = (inner.timeout_ms.load(Ordering::SeqCst).max(300) / 3) as u64;
+        tokio::time::sleep(Duration::from_millis(period)).await;
+        if inner.expired.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = inner.transport.heartbeat(inner.session).await {
+            tracing::debug!(error = %e, "heartbeat failed");
+        }
+    }
+}
+
 /// Long-poll the session channel and dispatch results and events in order.
 async fn poll_loop(inner: Arc<Inner>) {
     let mut after = 0u64;
@@ -548,6 +585,17 @@ async fn poll_loop(inner: Arc<Inner>) {
 
 fn dispatch(inner: &Inner, event: SessionEvent) {
     match event {
+        SessionEvent::Result { seq, .. } if seq == faaskeeper_core::session::EXPIRE_SEQ => {
+            // The heartbeat stage expired this session (Guarantee 5).
+            inner.expired.store(true, Ordering::SeqCst);
+            if let Some(f) = lock(&inner.on_expired).take() {
+                f();
+            }
+            for (_, tx) in lock(&inner.pending).drain() {
+                let _ = tx.send(Err(Error::zk(ZkError::SessionExpired, "session expired")));
+            }
+            lock(&inner.watchers).clear();
+        }
         SessionEvent::Result { seq, zxid, result } => {
             inner.last_zxid.fetch_max(zxid, Ordering::SeqCst);
             let ok = !matches!(result, OpResult::Error { .. });

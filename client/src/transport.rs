@@ -121,6 +121,12 @@ impl Transport {
         Self::decode(status, &bytes)
     }
 
+    pub(crate) async fn heartbeat(&self, session: SessionId) -> Result<(), Error> {
+        let path = format!("/v1/sessions/{session}/heartbeat");
+        let (status, body) = self.call(http::Method::POST, &path, Bytes::new()).await?;
+        Self::decode::<serde_json::Value>(status, &body).map(|_| ())
+    }
+
     pub(crate) async fn delete(&self, path: &str) -> Result<(), Error> {
         self.call(http::Method::DELETE, path, Bytes::new())
             .await

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const STAGES: &[&str] = &["writer", "distributor", "watch"];
+const STAGES: &[&str] = &["writer", "distributor", "watch", "heartbeat"];
 
 fn main() {
     let manifest_dir = PathBuf::from(

@@ -15,6 +15,14 @@ pub const DIST_APPLIED: &str = "dist/applied";
 /// The distributor's redo record for the batch in progress (absent when idle).
 pub const DIST_PENDING: &str = "dist/pending";
 
+/// The index of open sessions (`session::LiveSessions`), written by the distributor.
+pub const LIVE_SESSIONS: &str = "sessions/live";
+
+/// A session's last heartbeat (ms since the epoch), written by the heartbeat stage.
+pub fn alive(id: i64) -> String {
+    format!("alive/{id}")
+}
+
 /// A txn record appended by a writer, under the writer's own unique id.
 pub fn txn(id: &str) -> String {
     format!("txn/{id}")

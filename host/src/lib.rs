@@ -116,6 +116,7 @@ pub fn embedded_stages() -> Vec<(StageName, &'static [u8])> {
             faaskeeper_artifacts::DISTRIBUTOR_BYTES,
         ),
         (StageName::Watch, faaskeeper_artifacts::WATCH_BYTES),
+        (StageName::Heartbeat, faaskeeper_artifacts::HEARTBEAT_BYTES),
     ]
 }
 
@@ -147,6 +148,11 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
             .run_distributor_loop(Duration::from_millis(500)),
     ));
     runtime.kick_distributor();
+    tasks.push(tokio::spawn(
+        runtime
+            .clone()
+            .run_heartbeat_loop(Duration::from_millis(500)),
+    ));
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;

@@ -28,11 +28,18 @@ pub enum StageName {
     Distributor,
     /// Delivers results and watch events.
     Watch,
+    /// Takes session pings and expires silent sessions.
+    Heartbeat,
 }
 
 impl StageName {
     /// Every stage.
-    pub const ALL: [StageName; 3] = [StageName::Writer, StageName::Distributor, StageName::Watch];
+    pub const ALL: [StageName; 4] = [
+        StageName::Writer,
+        StageName::Distributor,
+        StageName::Watch,
+        StageName::Heartbeat,
+    ];
 
     /// The stage's name, as in `<name>.spin.internal`.
     pub fn name(self) -> &'static str {
@@ -40,6 +47,7 @@ impl StageName {
             StageName::Writer => "writer",
             StageName::Distributor => "distributor",
             StageName::Watch => "watch",
+            StageName::Heartbeat => "heartbeat",
         }
     }
 
@@ -284,6 +292,30 @@ impl Runtime {
             }
             let _ = tokio::time::timeout(period, self.distributor_wake.notified()).await;
         }
+    }
+
+    /// Sweep for lapsed sessions every `period` (the heartbeat stage's `/check`).
+    pub async fn run_heartbeat_loop(self: Arc<Self>, period: Duration) {
+        loop {
+            tokio::time::sleep(period).await;
+            match self
+                .invoke(StageName::Heartbeat, "/check", Bytes::from_static(b"{}"))
+                .await
+            {
+                Ok((200, _)) => {}
+                Ok((status, body)) => {
+                    tracing::warn!(status, body = %String::from_utf8_lossy(&body), "heartbeat sweep failed")
+                }
+                Err(e) => tracing::error!(error = format!("{e:#}"), "heartbeat invocation failed"),
+            }
+        }
+    }
+
+    /// Record a ping of `session` (the heartbeat stage's `/ping`).
+    pub async fn ping(self: &Arc<Self>, session: i64) -> anyhow::Result<(u16, Bytes)> {
+        let body = serde_json::to_vec(&serde_json::json!({ "session": session }))?;
+        self.invoke(StageName::Heartbeat, "/ping", Bytes::from(body))
+            .await
     }
 
     /// Create the protocol's keys and ZooKeeper's initial tree (idempotent).

@@ -112,6 +112,7 @@ impl Api {
                 match (m, rest) {
                     (&Method::POST, ["requests"]) => self.submit(id, body).await,
                     (&Method::GET, ["events"]) => self.poll(id, &query).await,
+                    (&Method::POST, ["heartbeat"]) => self.heartbeat(id).await,
                     (&Method::DELETE, []) => {
                         self.rt.hub().remove(id);
                         reply(StatusCode::OK, json!({}))
@@ -251,6 +252,32 @@ impl Api {
                     format!("{e:#}"),
                 )
             }
+        }
+    }
+
+    async fn heartbeat(&self, id: SessionId) -> Resp {
+        if !self.rt.hub().contains(id) {
+            return error(
+                StatusCode::NOT_FOUND,
+                "session_expired",
+                format!("no session {id}"),
+            );
+        }
+        match self.rt.ping(id).await {
+            Ok((200, _)) => reply(StatusCode::OK, json!({})),
+            Ok((status, body)) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "system_error",
+                format!(
+                    "heartbeat stage answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                ),
+            ),
+            Err(e) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "system_error",
+                format!("{e:#}"),
+            ),
         }
     }
 

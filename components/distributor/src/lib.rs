@@ -19,7 +19,9 @@ mod state;
 use faaskeeper_core::Zxid;
 use faaskeeper_core::apply::{NodeRecord, apply, initial_nodes};
 use faaskeeper_core::keys;
+use faaskeeper_core::session::{LiveSession, LiveSessions};
 use faaskeeper_core::wire::{Delivery, DeliveryBatch, LogEntry, LogHead, b64};
+use faaskeeper_core::wire::{Op, OpResult};
 use faaskeeper_guest::kv::{Bucket, KvError};
 use faaskeeper_guest::{Reply, Stage};
 use serde::{Deserialize, Serialize};
@@ -243,8 +245,32 @@ fn apply_all(system: &Bucket, user: &Bucket, me: &str) -> Result<Zxid, KvError> 
 fn decide(system: &Bucket, part: &[(String, LogEntry)]) -> Result<Pending, KvError> {
     let mut state = KvState::new(system);
     let mut per_session: Vec<Delivery> = Vec::new();
+    // The index of open sessions the heartbeat stage sweeps (Guarantee 5).
+    let mut live: LiveSessions = system.get_json(keys::LIVE_SESSIONS)?.unwrap_or_default();
+    let live_before = live.clone();
     for (_, entry) in part {
         let out = apply(&mut state, &entry.txn)?;
+        let session = entry.txn.request.session;
+        match (&entry.txn.request.op, &out.result) {
+            (Op::OpenSession { .. }, OpResult::SessionOpened { timeout_ms }) => {
+                live.sessions.entry(session).or_insert(LiveSession {
+                    timeout_ms: *timeout_ms,
+                    opened_ms: entry.txn.time_ms,
+                    zxid: entry.txn.zxid,
+                });
+            }
+            (Op::CloseSession, OpResult::SessionClosed)
+            | (
+                _,
+                OpResult::Error {
+                    error: faaskeeper_core::ZkError::SessionExpired,
+                    ..
+                },
+            ) => {
+                live.sessions.remove(&session);
+            }
+            _ => {}
+        }
         for d in out.deliveries {
             match per_session.iter_mut().find(|x| x.session == d.session) {
                 Some(x) => x.events.extend(d.events),
@@ -279,6 +305,12 @@ fn decide(system: &Bucket, part: &[(String, LogEntry)]) -> Result<Pending, KvErr
                 pending.system_deletes.push(keys::node(&path));
             }
         }
+    }
+    if live != live_before {
+        pending.system_puts.push(Put {
+            key: keys::LIVE_SESSIONS.to_string(),
+            value: encode(&live)?,
+        });
     }
     for (id, session) in changes.sessions {
         pending.system_puts.push(Put {

@@ -56,8 +56,11 @@ async fn establish(
         };
         return Some((s, resp));
     }
+    // The gateway relays the ZooKeeper client's own pings; a client that goes silent (or
+    // away) lets its session lapse, and the heartbeat stage expires it.
     let options = Options {
         session_timeout_ms: req.timeout_ms,
+        auto_heartbeat: false,
         ..Options::default()
     };
     let client = match Client::connect(&gw.api_url, options).await {
@@ -86,6 +89,12 @@ async fn establish(
             let _ = tx.send(ops::watch_frame(ev));
         }
     }));
+    let gw_weak = Arc::downgrade(gw);
+    session.client.on_expired(Box::new(move || {
+        if let Some(gw) = gw_weak.upgrade() {
+            gw.forget(id);
+        }
+    }));
     if let Ok(mut m) = gw.sessions.lock() {
         m.insert(id, session.clone());
     }
@@ -99,25 +108,25 @@ async fn establish(
     Some((session, resp))
 }
 
-/// After a connection ends: if no other connection takes the session over within its
-/// timeout, end the pipeline session (its ephemerals go, as with ZooKeeper's expiry).
-fn detach(gw: &Arc<Gateway>, session: &Arc<GwSession>, conn_id: u64) {
-    {
-        let mut out = lock(&session.out);
-        match out.as_ref() {
-            Some((id, _)) if *id == conn_id => *out = None,
-            _ => return, // another connection already took over
+/// After a connection ends the session stays for a re-attach; if none comes, its pings stop
+/// and the heartbeat stage expires it (its ephemerals go, as with ZooKeeper's expiry).
+fn detach(session: &Arc<GwSession>, conn_id: u64) {
+    let mut out = lock(&session.out);
+    if matches!(out.as_ref(), Some((id, _)) if *id == conn_id) {
+        *out = None;
+    }
+}
+
+/// Relay liveness to the heartbeat stage: any frame from the client counts, as in
+/// ZooKeeper, but at most every third of the timeout.
+async fn ping_if_due(session: &GwSession, last: &mut std::time::Instant) {
+    let every = Duration::from_millis((session.timeout_ms.max(300) / 3) as u64);
+    if last.elapsed() >= every {
+        *last = std::time::Instant::now();
+        if let Err(e) = session.client.heartbeat().await {
+            tracing::debug!(error = %e, "heartbeat relay failed");
         }
     }
-    let gw = gw.clone();
-    let session = session.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(session.timeout_ms.max(0) as u64)).await;
-        if lock(&session.out).is_none() && gw.session(session.client.session_id()).is_some() {
-            gw.forget(session.client.session_id());
-            let _ = session.client.close_ref().await;
-        }
-    });
 }
 
 pub(crate) async fn handle(gw: Arc<Gateway>, stream: TcpStream) -> anyhow::Result<()> {
@@ -174,6 +183,11 @@ pub(crate) async fn handle(gw: Arc<Gateway>, stream: TcpStream) -> anyhow::Resul
     // ZooKeeper closes a connection that stays silent for the session timeout; clients ping
     // at a third of it.
     let idle = Duration::from_millis(session.timeout_ms.max(1) as u64);
+    // Ping at once on (re-)attach: a session that was silent a while should not lapse now.
+    let mut last_ping = std::time::Instant::now()
+        .checked_sub(Duration::from_secs(3600))
+        .unwrap_or_else(std::time::Instant::now);
+    ping_if_due(&session, &mut last_ping).await;
     let outcome: anyhow::Result<()> = 'conn: loop {
         loop {
             let payload = match decoder.next_frame() {
@@ -182,6 +196,7 @@ pub(crate) async fn handle(gw: Arc<Gateway>, stream: TcpStream) -> anyhow::Resul
                 Err(e) => break 'conn Err(e.into()),
             };
             gw.stats.received.fetch_add(1, Ordering::Relaxed);
+            ping_if_due(&session, &mut last_ping).await;
             match ops::handle(&gw, &session, &payload).await {
                 ops::Reply::Send(p) => {
                     let _ = tx.send(p);
@@ -201,7 +216,7 @@ pub(crate) async fn handle(gw: Arc<Gateway>, stream: TcpStream) -> anyhow::Resul
         };
         decoder.push(&buf[..n]);
     };
-    detach(&gw, &session, conn_id);
+    detach(&session, conn_id);
     drop(tx);
     let _ = writer.await;
     outcome
