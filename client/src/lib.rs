@@ -30,6 +30,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod recipes;
 mod transport;
 mod watches;
 
