@@ -623,3 +623,63 @@ async fn silent_sessions_expire_through_the_heartbeat_stage() {
     alive.close().await.expect("close");
     watcher.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn persistent_watches_ephemerals_and_counts() {
+    let c = client().await;
+    let other = client().await;
+    let p = unique("persist");
+    let mut rw = c.add_watch(&p, true).await.expect("recursive watch");
+    other
+        .create(&p, b"", CreateMode::Persistent)
+        .await
+        .expect("create");
+    other
+        .create(&format!("{p}/a"), b"", CreateMode::Persistent)
+        .await
+        .expect("kid");
+    other
+        .set_data(&format!("{p}/a"), b"x", -1)
+        .await
+        .expect("set kid");
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), rw.next())
+            .await
+            .expect("event in time")
+            .expect("event");
+        got.push((ev.kind, ev.path));
+    }
+    assert_eq!(
+        got,
+        vec![
+            (EventType::NodeCreated, p.clone()),
+            (EventType::NodeCreated, format!("{p}/a")),
+            (EventType::NodeDataChanged, format!("{p}/a")),
+        ],
+        "recursive watches see descendants but not children-changed"
+    );
+    c.remove_watches(&p, faaskeeper_core::wire::WatchKind::Any)
+        .await
+        .expect("remove");
+    assert_eq!(
+        code(
+            c.remove_watches(&p, faaskeeper_core::wire::WatchKind::Any)
+                .await
+        ),
+        ZkError::NoWatcher
+    );
+    c.create(&format!("{p}/e1"), b"", CreateMode::Ephemeral)
+        .await
+        .expect("e1");
+    c.create(&format!("{p}/a/e2"), b"", CreateMode::Ephemeral)
+        .await
+        .expect("e2");
+    assert_eq!(
+        c.get_ephemerals(&p).await.expect("ephemerals"),
+        vec![format!("{p}/a/e2"), format!("{p}/e1")]
+    );
+    assert_eq!(c.get_all_children_number(&p).await.expect("count"), 3);
+    c.close().await.expect("close");
+    other.close().await.expect("close");
+}

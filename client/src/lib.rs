@@ -47,7 +47,7 @@ use transport::Transport;
 use watches::{WatchKind, Watchers};
 
 pub use faaskeeper_core::wire::EventType;
-pub use watches::Watch;
+pub use watches::{PersistentWatch, Watch};
 
 /// Errors of client operations.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -482,6 +482,70 @@ impl Client {
             .await?
         {
             (_, OpResult::Children { children, stat }, Some(w)) => Ok((children, stat, w)),
+            (_, other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Paths of this session's ephemeral nodes that start with `prefix`, sorted.
+    pub async fn get_ephemerals(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        let op = Op::GetEphemerals {
+            prefix: prefix.to_string(),
+        };
+        match self.submit(op, None).await? {
+            (_, OpResult::Ephemerals { paths }, _) => Ok(paths),
+            (_, other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Number of descendants of a node (all levels).
+    pub async fn get_all_children_number(&self, path: &str) -> Result<i32, Error> {
+        let op = Op::GetAllChildrenNumber {
+            path: path.to_string(),
+        };
+        match self.submit(op, None).await? {
+            (_, OpResult::AllChildrenNumber { total }, _) => Ok(total),
+            (_, other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Leave a persistent watch on `path` (and, if `recursive`, on everything below it):
+    /// every matching event arrives on the returned stream until the watch is removed.
+    pub async fn add_watch(&self, path: &str, recursive: bool) -> Result<PersistentWatch, Error> {
+        // Registered locally first so that no event after the registration is missed.
+        let watch = lock(&self.inner.watchers).add_persistent(path, recursive);
+        let op = Op::AddWatch {
+            path: path.to_string(),
+            recursive,
+        };
+        match self.submit(op, None).await {
+            Ok((_, OpResult::WatchAdded, _)) => Ok(watch),
+            Ok((_, other, _)) => Err(unexpected(other)),
+            Err(e) => {
+                lock(&self.inner.watchers).remove_persistent(path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Remove this session's watches of `kind` on `path` (`NoWatcher` if there is none).
+    pub async fn remove_watches(
+        &self,
+        path: &str,
+        kind: faaskeeper_core::wire::WatchKind,
+    ) -> Result<(), Error> {
+        let op = Op::RemoveWatches {
+            path: path.to_string(),
+            kind,
+            check_only: false,
+        };
+        match self.submit(op, None).await? {
+            (_, OpResult::WatchesRemoved, _) => {
+                use faaskeeper_core::wire::WatchKind as K;
+                if matches!(kind, K::Any | K::Persistent | K::PersistentRecursive) {
+                    lock(&self.inner.watchers).remove_persistent(path);
+                }
+                Ok(())
+            }
             (_, other, _) => Err(unexpected(other)),
         }
     }

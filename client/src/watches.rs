@@ -30,9 +30,29 @@ struct Entry {
 /// How many recent events are remembered to drop redeliveries.
 const SEEN: usize = 10_000;
 
+/// A persistent watch: every event it matches, until dropped or removed.
+#[derive(Debug)]
+pub struct PersistentWatch {
+    pub(crate) rx: tokio::sync::mpsc::UnboundedReceiver<WatchEvent>,
+}
+
+impl PersistentWatch {
+    /// The next event, or `None` once the session has ended.
+    pub async fn next(&mut self) -> Option<WatchEvent> {
+        self.rx.recv().await
+    }
+}
+
+struct PersistentEntry {
+    path: String,
+    recursive: bool,
+    tx: tokio::sync::mpsc::UnboundedSender<WatchEvent>,
+}
+
 #[derive(Default)]
 pub(crate) struct Watchers {
     entries: Vec<Entry>,
+    persistent: Vec<PersistentEntry>,
     seen: HashSet<(i64, EventType, String)>,
     seen_order: VecDeque<(i64, EventType, String)>,
 }
@@ -69,10 +89,25 @@ impl Watchers {
 
     /// Whether any watch is left (armed or waiting for its read's result).
     pub(crate) fn has_any(&self) -> bool {
-        !self.entries.is_empty()
+        !self.entries.is_empty() || !self.persistent.is_empty()
+    }
+
+    pub(crate) fn add_persistent(&mut self, path: &str, recursive: bool) -> PersistentWatch {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.persistent.push(PersistentEntry {
+            path: path.to_string(),
+            recursive,
+            tx,
+        });
+        PersistentWatch { rx }
+    }
+
+    pub(crate) fn remove_persistent(&mut self, path: &str) {
+        self.persistent.retain(|p| p.path != path);
     }
 
     pub(crate) fn clear(&mut self) {
+        self.persistent.clear();
         self.entries.clear();
     }
 
@@ -102,6 +137,24 @@ impl Watchers {
         for e in fire {
             let _ = e.tx.send(event.clone());
         }
+        // Persistent watches: the node itself; recursive ones also its descendants, but not
+        // children-changed events (ZooKeeper's rule).
+        let under = |base: &str| {
+            base == "/"
+                || event
+                    .path
+                    .strip_prefix(base)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        self.persistent.retain(|p| {
+            let hit = if p.recursive {
+                event.kind != EventType::NodeChildrenChanged
+                    && (p.path == event.path || under(&p.path))
+            } else {
+                p.path == event.path
+            };
+            !hit || p.tx.send(event.clone()).is_ok()
+        });
         true
     }
 }
