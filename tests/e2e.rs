@@ -574,6 +574,8 @@ async fn silent_sessions_expire_through_the_heartbeat_stage() {
         silent.session_timeout_ms(),
         faaskeeper_core::MIN_SESSION_TIMEOUT_MS
     );
+    let mut state = silent.session_state();
+    assert_eq!(*state.borrow(), faaskeeper_client::SessionState::Connected);
     let watcher = client().await;
     let p = unique("expiry");
     watcher
@@ -601,6 +603,13 @@ async fn silent_sessions_expire_through_the_heartbeat_stage() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(silent.is_expired(), "the silent client learns it expired");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| *s == faaskeeper_client::SessionState::Expired),
+    )
+    .await
+    .expect("expired state in time")
+    .expect("state channel");
     assert_eq!(
         code(
             silent

@@ -87,6 +87,17 @@ impl Error {
     }
 }
 
+/// Where a session stands; watch it with [`Client::session_state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Open and reachable.
+    Connected,
+    /// Ended by the service (missed heartbeats) or its channel was lost.
+    Expired,
+    /// Closed by this client.
+    Closed,
+}
+
 /// Session options.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -129,6 +140,7 @@ struct Inner {
     last_zxid: std::sync::atomic::AtomicI64,
     on_event: Mutex<Option<WatchCallback>>,
     on_expired: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    state: tokio::sync::watch::Sender<SessionState>,
 }
 
 /// A session with the service.
@@ -182,6 +194,7 @@ impl Client {
             last_zxid: std::sync::atomic::AtomicI64::new(0),
             on_event: Mutex::new(None),
             on_expired: Mutex::new(None),
+            state: tokio::sync::watch::Sender::new(SessionState::Connected),
         });
         let poller = tokio::spawn(poll_loop(inner.clone()));
         let mut client = Client {
@@ -224,6 +237,12 @@ impl Client {
     /// The highest zxid this session has seen in a result or event.
     pub fn last_zxid(&self) -> Zxid {
         self.inner.last_zxid.load(Ordering::SeqCst)
+    }
+
+    /// The session's state, as a channel that also tells of every change (connected →
+    /// expired or closed).
+    pub fn session_state(&self) -> tokio::sync::watch::Receiver<SessionState> {
+        self.inner.state.subscribe()
     }
 
     /// Whether the session has ended (closed, expired or its channel lost).
@@ -580,6 +599,7 @@ impl Client {
     pub async fn close_ref(&self) -> Result<(), Error> {
         lock(&self.inner.on_expired).take();
         let r = self.submit(Op::CloseSession, None).await;
+        self.inner.state.send_replace(SessionState::Closed);
         let path = format!("/v1/sessions/{}", self.inner.session);
         let _ = self.inner.transport.delete(&path).await;
         match r {
@@ -653,6 +673,7 @@ fn dispatch(inner: &Inner, event: SessionEvent) {
         SessionEvent::Result { seq, .. } if seq == faaskeeper_core::session::EXPIRE_SEQ => {
             // The heartbeat stage expired this session (Guarantee 5).
             inner.expired.store(true, Ordering::SeqCst);
+            inner.state.send_replace(SessionState::Expired);
             if let Some(f) = lock(&inner.on_expired).take() {
                 f();
             }
