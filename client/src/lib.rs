@@ -405,9 +405,7 @@ impl Client {
         faaskeeper_core::path::validate(path)
             .map_err(|e| Error::zk(ZkError::BadArguments, e.to_string()))?;
         let node = self.inner.transport.read_node(path).await?;
-        let newest = node
-            .as_ref()
-            .map(|n| n.stat.mzxid.max(n.stat.pzxid).max(n.stat.czxid));
+        let newest = node.as_ref().map(|n| n.stat.newest_zxid());
         let told = newest.is_some_and(|z| z <= self.last_zxid());
         if !told && lock(&self.inner.watchers).has_any() {
             self.sync("/").await?;

@@ -9,6 +9,9 @@ pub enum ZkError {
     /// A server-side error not covered by another code (-1).
     #[error("system error")]
     SystemError,
+    /// Reported for the ops after the failing one of a failed multi (-2).
+    #[error("runtime inconsistency")]
+    RuntimeInconsistency,
     /// The service could not be reached or did not answer (-4).
     #[error("connection loss")]
     ConnectionLoss,
@@ -55,6 +58,7 @@ impl ZkError {
     pub fn code(self) -> i32 {
         match self {
             ZkError::SystemError => -1,
+            ZkError::RuntimeInconsistency => -2,
             ZkError::ConnectionLoss => -4,
             ZkError::MarshallingError => -5,
             ZkError::Unimplemented => -6,
@@ -75,6 +79,7 @@ impl ZkError {
     pub fn from_code(code: i32) -> Option<ZkError> {
         Some(match code {
             -1 => ZkError::SystemError,
+            -2 => ZkError::RuntimeInconsistency,
             -4 => ZkError::ConnectionLoss,
             -5 => ZkError::MarshallingError,
             -6 => ZkError::Unimplemented,

@@ -67,6 +67,22 @@ impl CreateMode {
         })
     }
 
+    /// The mode of a ZooKeeper create request, as ZooKeeper 3.8's server decides it:
+    /// `createContainer` (op 19) makes a container; the flags of the other create ops give
+    /// the mode, container flags there make a plain persistent node; TTL flags (5, 6) are
+    /// `Unimplemented` (ZooKeeper's answer without `extendedTypesEnabled`, its default).
+    pub fn for_request(flags: i32, container_op: bool) -> Result<CreateMode, crate::ZkError> {
+        if container_op {
+            return Ok(CreateMode::Container);
+        }
+        match (CreateMode::from_code(flags), flags) {
+            (Some(CreateMode::Container), _) => Ok(CreateMode::Persistent),
+            (Some(mode), _) => Ok(mode),
+            (None, 5 | 6) => Err(crate::ZkError::Unimplemented),
+            (None, _) => Err(crate::ZkError::BadArguments),
+        }
+    }
+
     /// Build from the two flags the CLI and the client use.
     pub fn from_flags(ephemeral: bool, sequential: bool) -> CreateMode {
         match (ephemeral, sequential) {
@@ -95,6 +111,23 @@ mod tests {
         }
         assert_eq!(CreateMode::Container.code(), 4);
         assert!(CreateMode::Container.is_container());
+        assert_eq!(CreateMode::for_request(4, true), Ok(CreateMode::Container));
+        assert_eq!(
+            CreateMode::for_request(4, false),
+            Ok(CreateMode::Persistent)
+        );
+        assert_eq!(
+            CreateMode::for_request(3, false),
+            Ok(CreateMode::EphemeralSequential)
+        );
+        assert_eq!(
+            CreateMode::for_request(5, false),
+            Err(crate::ZkError::Unimplemented)
+        );
+        assert_eq!(
+            CreateMode::for_request(9, false),
+            Err(crate::ZkError::BadArguments)
+        );
         assert!(!CreateMode::Container.is_ephemeral());
         assert!(!CreateMode::Container.is_sequential());
         assert!(!CreateMode::Persistent.is_container());

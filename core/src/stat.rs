@@ -26,3 +26,11 @@ pub struct Stat {
     /// zxid of the last change to the children.
     pub pzxid: i64,
 }
+
+impl Stat {
+    /// The newest change this stat reflects (create, data or children): a reader holding it
+    /// has observed every txn up to this zxid that touched the node.
+    pub fn newest_zxid(&self) -> i64 {
+        self.czxid.max(self.mzxid).max(self.pzxid)
+    }
+}

@@ -457,6 +457,18 @@ pub enum OpResult {
     },
 }
 
+/// The per-op codes ZooKeeper reports for a multi of `ops` ops whose op `index` failed with
+/// `error`: 0 for the ops before it (rolled back), its code, then `RuntimeInconsistency`.
+pub fn multi_failure_codes(ops: usize, index: usize, error: ZkError) -> Vec<i32> {
+    (0..ops)
+        .map(|i| match i.cmp(&index) {
+            std::cmp::Ordering::Less => 0,
+            std::cmp::Ordering::Equal => error.code(),
+            std::cmp::Ordering::Greater => ZkError::RuntimeInconsistency.code(),
+        })
+        .collect()
+}
+
 impl OpResult {
     /// An error result.
     pub fn error(error: ZkError, message: impl Into<String>) -> OpResult {

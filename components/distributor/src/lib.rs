@@ -245,8 +245,16 @@ fn apply_all(system: &Bucket, user: &Bucket, me: &str) -> Result<Zxid, KvError> 
 fn decide(system: &Bucket, part: &[(String, LogEntry)]) -> Result<Pending, KvError> {
     let mut state = KvState::new(system);
     let mut per_session: Vec<Delivery> = Vec::new();
-    // The index of open sessions the heartbeat stage sweeps (Guarantee 5).
-    let mut live: LiveSessions = system.get_json(keys::LIVE_SESSIONS)?.unwrap_or_default();
+    // The index of open sessions the heartbeat stage sweeps (Guarantee 5). Read only for
+    // batches that open or end a session, to keep it off the path of ordinary writes.
+    let touches_sessions = part
+        .iter()
+        .any(|(_, e)| matches!(e.txn.request.op, Op::OpenSession { .. } | Op::CloseSession));
+    let mut live: LiveSessions = if touches_sessions {
+        system.get_json(keys::LIVE_SESSIONS)?.unwrap_or_default()
+    } else {
+        LiveSessions::default()
+    };
     let live_before = live.clone();
     for (_, entry) in part {
         let out = apply(&mut state, &entry.txn)?;

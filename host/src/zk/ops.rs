@@ -4,13 +4,12 @@
 use super::{Gateway, GwSession};
 use faaskeeper_client::Error as ClientError;
 use faaskeeper_core::wire::{
-    EventType, MultiOp as WireMultiOp, Op, OpResult, WatchEvent, WatchKind,
+    EventType, MultiOp as WireMultiOp, Op, OpResult, WatchEvent, WatchKind, multi_failure_codes,
 };
 use faaskeeper_core::{CreateMode, ZkError};
 use faaskeeper_zk_proto::{
-    Acl, MultiOp, MultiResult, ProtoError, ReplyHeader, Request, Response, ZkCreateMode,
-    add_watch_mode, create_mode, decode_header, decode_request, encode_reply, encode_watch_event,
-    op,
+    Acl, MultiOp, MultiResult, ProtoError, ReplyHeader, Request, Response, add_watch_mode,
+    decode_header, decode_request, encode_reply, encode_watch_event, op,
 };
 use std::sync::Arc;
 
@@ -45,22 +44,8 @@ fn reply(xid: i32, zxid: i64, outcome: Result<Response, ZkError>) -> Reply {
     Reply::Send(encode_reply(&ReplyHeader { xid, zxid, err }, &body))
 }
 
-/// The create mode of a create request. Containers come only with the `createContainer` op
-/// code, as ZooKeeper's clients send them.
 fn zk_mode(opcode: i32, flags: i32) -> Result<CreateMode, ZkError> {
-    if opcode == op::CREATE_CONTAINER {
-        return Ok(CreateMode::Container);
-    }
-    match create_mode(flags) {
-        Some(ZkCreateMode::Persistent) => Ok(CreateMode::Persistent),
-        Some(ZkCreateMode::Ephemeral) => Ok(CreateMode::Ephemeral),
-        Some(ZkCreateMode::PersistentSequential) => Ok(CreateMode::PersistentSequential),
-        Some(ZkCreateMode::EphemeralSequential) => Ok(CreateMode::EphemeralSequential),
-        Some(ZkCreateMode::Container) => Ok(CreateMode::Persistent),
-        // TTL nodes need ZooKeeper's extendedTypesEnabled, off by default: Unimplemented.
-        Some(_) => Err(ZkError::Unimplemented),
-        None => Err(ZkError::BadArguments),
-    }
+    CreateMode::for_request(flags, opcode == op::CREATE_CONTAINER)
 }
 
 /// Run a pipeline op; `None` when the pipeline is unreachable (the connection is closed so
@@ -95,10 +80,6 @@ async fn settle(s: &GwSession, observed: Option<i64>) -> bool {
     )
     .await
     .is_some()
-}
-
-fn newest(stat: &faaskeeper_core::Stat) -> i64 {
-    stat.mzxid.max(stat.pzxid).max(stat.czxid)
 }
 
 fn client_err(e: ClientError) -> Option<ZkError> {
@@ -227,7 +208,11 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
         }
         Request::Exists { path, watch: false } => {
             let read = direct!(c.exists(&path).await);
-            settled!(read.as_ref().ok().and_then(|s| s.as_ref().map(newest)));
+            settled!(
+                read.as_ref()
+                    .ok()
+                    .and_then(|s| s.as_ref().map(|s| s.newest_zxid()))
+            );
             let out = match read {
                 Ok(Some(stat)) => Ok(Response::Stat(stat)),
                 Ok(None) => Err(ZkError::NoNode),
@@ -258,7 +243,7 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
                 (zxid, out)
             } else {
                 let read = direct!(c.get_children2(&path).await);
-                settled!(read.as_ref().ok().map(|(_, stat)| newest(stat)));
+                settled!(read.as_ref().ok().map(|(_, stat)| stat.newest_zxid()));
                 (c.last_zxid(), read)
             };
             let out = out.map(|(children, stat)| {
@@ -377,14 +362,9 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
                 // ZooKeeper reports a failed multi with err 0 in the header and the failure
                 // in the results: 0 before the culprit, its code, then RuntimeInconsistency.
                 OpResult::MultiFailed { index, error, .. } => Ok(Response::Multi(
-                    (0..kinds.len())
-                        .map(|i| MultiResult::Error {
-                            err: match i.cmp(&index) {
-                                std::cmp::Ordering::Less => 0,
-                                std::cmp::Ordering::Equal => error.code(),
-                                std::cmp::Ordering::Greater => RUNTIME_INCONSISTENCY,
-                            },
-                        })
+                    multi_failure_codes(kinds.len(), index, error)
+                        .into_iter()
+                        .map(|err| MultiResult::Error { err })
                         .collect(),
                 )),
                 other => Err(error_of(other)),
@@ -470,10 +450,6 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
         _ => reply(xid, c.last_zxid(), Err(ZkError::Unimplemented)),
     }
 }
-
-/// ZooKeeper's `RuntimeInconsistency`, reported for the ops after the culprit of a failed
-/// multi.
-const RUNTIME_INCONSISTENCY: i32 = -2;
 
 fn multi_result(r: OpResult, kind: i32) -> MultiResult {
     match r {
