@@ -123,12 +123,10 @@ impl Watchers {
         {
             self.seen.remove(&old);
         }
-        let concerns = |k: WatchKind| match event.kind {
-            EventType::NodeCreated | EventType::NodeDataChanged => {
-                matches!(k, WatchKind::Data | WatchKind::Exists)
-            }
-            EventType::NodeDeleted => true,
-            EventType::NodeChildrenChanged => k == WatchKind::Child,
+        // The service's trigger table decides which local watchers an event concerns.
+        let concerns = |k: WatchKind| match k {
+            WatchKind::Data | WatchKind::Exists => event.kind.fires_data_watch(),
+            WatchKind::Child => event.kind.fires_child_watch(),
         };
         let (fire, keep): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries)
             .into_iter()
@@ -137,19 +135,11 @@ impl Watchers {
         for e in fire {
             let _ = e.tx.send(event.clone());
         }
-        // Persistent watches: the node itself; recursive ones also its descendants, but not
-        // children-changed events (ZooKeeper's rule).
-        let under = |base: &str| {
-            base == "/"
-                || event
-                    .path
-                    .strip_prefix(base)
-                    .is_some_and(|rest| rest.starts_with('/'))
-        };
+        // Persistent watches: the node itself; recursive ones also its descendants.
         self.persistent.retain(|p| {
             let hit = if p.recursive {
-                event.kind != EventType::NodeChildrenChanged
-                    && (p.path == event.path || under(&p.path))
+                event.kind.fires_recursive_watch()
+                    && faaskeeper_core::path::is_within(&event.path, &p.path)
             } else {
                 p.path == event.path
             };

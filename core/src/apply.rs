@@ -638,11 +638,10 @@ fn trigger<S: State>(
     path: &str,
     zxid: Zxid,
 ) -> Result<(), S::Error> {
-    let children_changed = kind == EventType::NodeChildrenChanged;
     // The event path first, then its ancestors up to the root; no path appears twice, so
     // each record is changed and staged once.
     let mut records = vec![(path.to_string(), state.watches(path)?, false)];
-    if !children_changed && state.watches("/")?.recursive_anywhere > 0 {
+    if kind.fires_recursive_watch() && state.watches("/")?.recursive_anywhere > 0 {
         let mut p = path;
         while let Some(parent) = path::parent(p) {
             records.push((parent.to_string(), state.watches(parent)?, false));
@@ -653,15 +652,11 @@ fn trigger<S: State>(
     let mut dead_recursive = 0;
     for (i, (_, w, changed)) in records.iter_mut().enumerate() {
         if i == 0 {
-            if !children_changed && !w.data.is_empty() {
+            if kind.fires_data_watch() && !w.data.is_empty() {
                 fired.extend(std::mem::take(&mut w.data));
                 *changed = true;
             }
-            let child_event = matches!(
-                kind,
-                EventType::NodeChildrenChanged | EventType::NodeDeleted
-            );
-            if child_event && !w.child.is_empty() {
+            if kind.fires_child_watch() && !w.child.is_empty() {
                 fired.extend(std::mem::take(&mut w.child));
                 *changed = true;
             }
@@ -669,7 +664,7 @@ fn trigger<S: State>(
                 *changed = true;
             }
         }
-        if !children_changed {
+        if kind.fires_recursive_watch() {
             let dead = fire_persistent(state, &mut w.persistent_recursive, &mut fired)?;
             if dead > 0 {
                 dead_recursive += dead;

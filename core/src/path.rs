@@ -110,6 +110,15 @@ pub fn name(path: &str) -> &str {
     }
 }
 
+/// Whether `path` is `base` or lies below it (`/a/b` is within `/a`, `/ab` is not).
+pub fn is_within(path: &str, base: &str) -> bool {
+    base == "/"
+        || path == base
+        || path
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// `parent` joined with a child `name`.
 pub fn join(parent: &str, name: &str) -> String {
     if parent == "/" {
@@ -178,5 +187,7 @@ mod tests {
         assert_eq!(name("/a/b"), "b");
         assert_eq!(join("/", "a"), "/a");
         assert_eq!(join("/a", "b"), "/a/b");
+        assert!(is_within("/a/b", "/a") && is_within("/a", "/a") && is_within("/x", "/"));
+        assert!(!is_within("/ab", "/a"));
     }
 }

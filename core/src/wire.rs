@@ -494,6 +494,26 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// ZooKeeper's trigger table: data and exists watches fire on everything but a change
+    /// of the children.
+    pub fn fires_data_watch(self) -> bool {
+        self != EventType::NodeChildrenChanged
+    }
+
+    /// Child watches fire when the children change or the node goes.
+    pub fn fires_child_watch(self) -> bool {
+        matches!(
+            self,
+            EventType::NodeChildrenChanged | EventType::NodeDeleted
+        )
+    }
+
+    /// Persistent-recursive watches fire on every event of the node or a descendant except
+    /// a change of the children.
+    pub fn fires_recursive_watch(self) -> bool {
+        self != EventType::NodeChildrenChanged
+    }
+
     /// ZooKeeper's wire number.
     pub fn code(self) -> i32 {
         match self {
