@@ -28,6 +28,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The stage components this binary embeds (the bytes `serve` runs).
+    Components {
+        #[command(subcommand)]
+        action: ComponentsCommand,
+    },
     /// Run the service on the embedded store.
     Serve {
         /// Directory of the store file.
@@ -106,6 +111,41 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ComponentsCommand {
+    /// Write every stage as DIR/faaskeeper_<stage>.wasm (for Spin's `spin.toml`, wasmCloud,
+    /// any WASI 0.2 runtime) and print its size and sha256.
+    Export {
+        /// Directory to write to (created if missing).
+        dir: PathBuf,
+    },
+}
+
+/// Lowercase hex sha256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `components export DIR`: the embedded stage bytes, unchanged, one file per stage.
+fn export_components(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, _, bytes) in faaskeeper_artifacts::STAGES {
+        let file = dir.join(format!("faaskeeper_{name}.wasm"));
+        std::fs::write(&file, bytes).with_context(|| format!("writing {}", file.display()))?;
+        println!(
+            "{name:<12} {:>9} bytes  sha256:{}  {}",
+            bytes.len(),
+            sha256_hex(bytes),
+            file.display()
+        );
+    }
+    Ok(())
+}
+
 fn print_stat(s: &Stat) {
     println!("cZxid = {:#x}", s.czxid);
     println!("ctime = {}", s.ctime);
@@ -122,11 +162,18 @@ fn print_stat(s: &Stat) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(cli)));
+    let result = if let Command::Components {
+        action: ComponentsCommand::Export { dir },
+    } = &cli.command
+    {
+        export_components(dir)
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(run(cli)))
+    };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -185,7 +232,9 @@ async fn client_command(server: &str, cmd: Command) -> anyhow::Result<()> {
 
 async fn run_client(client: &Client, cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Serve { .. } => unreachable!("handled by run"),
+        Command::Serve { .. } | Command::Components { .. } => {
+            unreachable!("handled by run and main")
+        }
         Command::Create {
             ephemeral,
             sequential,
