@@ -2,7 +2,8 @@
 //! (Guarantees 2, 5, 6 and 7 of DESIGN.md, at the scope of the foundation issue).
 
 use faaskeeper_client::{Client, Error, EventType, Options};
-use faaskeeper_core::{CreateMode, MAX_DATA_LEN, ZkError};
+use faaskeeper_core::wire::{Op, packet_len};
+use faaskeeper_core::{CreateMode, MAX_PACKET_LEN, ZkError};
 use faaskeeper_tests::{host_url, unique};
 use std::time::Duration;
 
@@ -168,32 +169,93 @@ async fn invalid_paths_are_refused_and_store_nothing() {
     c.close().await.expect("close");
 }
 
+/// The limit is ZooKeeper's `jute.maxbuffer` on the whole request packet, to the byte
+/// (`tests/zk_wire.rs` measures the same edge on a real ZooKeeper over the wire).
 #[tokio::test]
-async fn data_over_one_mib_is_refused_and_nothing_stored() {
+async fn requests_over_jute_maxbuffer_are_refused_and_nothing_stored() {
     let c = client().await;
     let p = unique("big");
-    let too_big = vec![b'x'; MAX_DATA_LEN + 1];
+    let overhead = |op: Op| packet_len(&op);
+    let create_room = MAX_PACKET_LEN
+        - overhead(Op::Create {
+            path: p.clone(),
+            data: Vec::new(),
+            mode: CreateMode::Persistent,
+        });
+    let set_room = MAX_PACKET_LEN
+        - overhead(Op::SetData {
+            path: p.clone(),
+            data: Vec::new(),
+            version: -1,
+        });
+    assert!(create_room < 1024 * 1024 && set_room > create_room);
     let e = c
-        .create(&p, &too_big, CreateMode::Persistent)
+        .create(&p, &vec![b'x'; create_room + 1], CreateMode::Persistent)
         .await
         .expect_err("too big");
     assert_eq!(e.code(), Some(ZkError::BadArguments));
-    assert!(e.to_string().contains("limit"), "clear message: {e}");
+    assert!(
+        e.to_string().contains("jute.maxbuffer"),
+        "clear message: {e}"
+    );
     assert_eq!(c.exists(&p).await.expect("exists"), None, "nothing stored");
-    let max = vec![b'y'; MAX_DATA_LEN];
-    c.create(&p, &max, CreateMode::Persistent)
+    c.create(&p, &vec![b'y'; create_room], CreateMode::Persistent)
         .await
-        .expect("exactly 1 MiB is fine");
+        .expect("a packet of exactly jute.maxbuffer is fine");
     assert_eq!(
-        code(c.set_data(&p, &too_big, -1).await),
+        code(c.set_data(&p, &vec![b'x'; set_room + 1], -1).await),
         ZkError::BadArguments
     );
     let (data, stat) = c.get_data(&p).await.expect("get");
     assert_eq!(
         (data.len(), stat.version),
-        (MAX_DATA_LEN, 0),
+        (create_room, 0),
         "unchanged by the refused set"
     );
+    c.set_data(&p, &vec![b'z'; set_room], -1)
+        .await
+        .expect("set at the limit");
+    c.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn ttl_nodes_go_once_unchanged_and_childless_for_their_ttl() {
+    let c = client().await;
+    let p = unique("ttl");
+    let ttl = CreateMode::PersistentWithTtl { ttl_ms: 300 };
+    let stat = c.create2(&p, b"t", ttl).await.expect("create TTL node").1;
+    assert_eq!(stat.ephemeral_owner, 0, "clients see 0, as in ZooKeeper");
+    let child = format!("{p}/child");
+    c.create(&child, b"", CreateMode::Persistent)
+        .await
+        .expect("a TTL node takes children");
+    for bad in [0, -1, faaskeeper_core::ttl::MAX_TTL_MS + 1] {
+        let r = c
+            .create(
+                &format!("{p}-bad"),
+                b"",
+                CreateMode::PersistentWithTtl { ttl_ms: bad },
+            )
+            .await;
+        assert_eq!(code(r), ZkError::BadArguments, "TTL {bad}");
+    }
+    // Well past the TTL, the child keeps it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        c.exists(&p).await.expect("exists").is_some(),
+        "kept by its child"
+    );
+    let (_, watch) = c.exists_w(&p).await.expect("watch");
+    c.delete(&child, -1).await.expect("delete child");
+    let ev = tokio::time::timeout(Duration::from_secs(30), watch.wait())
+        .await
+        .expect("deleted within 30 s")
+        .expect("event");
+    assert_eq!(
+        (ev.kind, ev.path.as_str()),
+        (EventType::NodeDeleted, p.as_str())
+    );
+    assert_eq!(c.exists(&p).await.expect("exists"), None);
     c.close().await.expect("close");
 }
 

@@ -11,7 +11,8 @@
 //! (persistent ones under the root, ephemeral ones under the root or a first-level node) —
 //! so that conflicts (`NodeExists`, `NoNode`, `NotEmpty`, `BadVersion`,
 //! `NoChildrenForEphemerals`, failing multis) are frequent. Each step picks a session and an
-//! op: create (persistent, ephemeral, both sequential kinds, container), delete and set (with
+//! op: create (persistent, ephemeral, both sequential kinds, container; one in five of the
+//! persistent kinds with a TTL of an hour, `createTTL`), delete and set (with
 //! a random small version or any), get_data, check_stat, list_children, get_children,
 //! multi (1–4 of create/set/delete/check), the three one-shot watching reads,
 //! count_descendants_number, list_ephemerals, and now and then closing a session and opening a
@@ -208,7 +209,8 @@ struct Slot {
 
 /// One op of a multi, as generated.
 enum MultiOp {
-    Create(String, zk::CreateMode, String),
+    /// Path, mode, data, and whether the node gets a TTL.
+    Create(String, zk::CreateMode, String, bool),
     Set(String, String, Option<i32>),
     Delete(String, Option<i32>),
     Check(String, i32),
@@ -227,6 +229,20 @@ fn sequential(mode: zk::CreateMode) -> bool {
         mode,
         zk::CreateMode::PersistentSequential | zk::CreateMode::EphemeralSequential
     )
+}
+
+/// A TTL far longer than any run: the differential compares TTL nodes' create rules, stat and
+/// everything else they share with persistent nodes; their expiry is timing, compared by
+/// `zk_rust_client::ttl_nodes_expire_as_in_zookeeper`.
+const TTL: Duration = Duration::from_secs(3600);
+
+fn create_options(mode: zk::CreateMode, ttl: bool) -> zk::CreateOptions<'static> {
+    let opts = mode.with_acls(zk::Acls::anyone_all());
+    if ttl { opts.with_ttl(TTL) } else { opts }
+}
+
+fn ttl_tag(ttl: bool) -> &'static str {
+    if ttl { " ttl" } else { "" }
 }
 
 fn ver(v: Option<i32>) -> String {
@@ -486,6 +502,14 @@ impl Run {
         (rel, mode)
     }
 
+    /// Whether a create gets a TTL: one in five of the persistent kinds.
+    fn ttl_for(&mut self, mode: zk::CreateMode) -> bool {
+        matches!(
+            mode,
+            zk::CreateMode::Persistent | zk::CreateMode::PersistentSequential
+        ) && self.rng.below(5) == 0
+    }
+
     fn data(&mut self) -> String {
         match self.rng.below(4) {
             0 => String::new(),
@@ -543,10 +567,11 @@ impl Run {
     async fn create(&mut self, s: usize) -> String {
         let containers = self.containers.clone();
         let (rel, mode) = self.pick_create(&containers);
+        let ttl = self.ttl_for(mode);
         let data = self.data();
-        let desc = format!("create {} {mode:?} {data:?}", show(&rel));
+        let desc = format!("create {} {mode:?}{} {data:?}", show(&rel), ttl_tag(ttl));
         let abs = self.abs(&rel);
-        let opts = mode.with_acls(zk::Acls::anyone_all());
+        let opts = create_options(mode, ttl);
         let r = self
             .within(
                 &desc,
@@ -800,7 +825,8 @@ impl Run {
                     if mode == zk::CreateMode::Container {
                         containers.insert(rel.clone());
                     }
-                    MultiOp::Create(rel, mode, self.data())
+                    let ttl = self.ttl_for(mode);
+                    MultiOp::Create(rel, mode, self.data(), ttl)
                 }
                 35..60 => {
                     let rel = self.pick_node();
@@ -820,8 +846,8 @@ impl Run {
             "multi[{}]",
             ops.iter()
                 .map(|op| match op {
-                    MultiOp::Create(rel, mode, data) =>
-                        format!("create {} {mode:?} {data:?}", show(rel)),
+                    MultiOp::Create(rel, mode, data, ttl) =>
+                        format!("create {} {mode:?}{} {data:?}", show(rel), ttl_tag(*ttl)),
                     MultiOp::Set(rel, data, v) =>
                         format!("set {} {data:?} v={}", show(rel), ver(*v)),
                     MultiOp::Delete(rel, v) => format!("delete {} v={}", show(rel), ver(*v)),
@@ -830,13 +856,14 @@ impl Run {
                 .collect::<Vec<_>>()
                 .join("; ")
         );
-        let acls = zk::Acls::anyone_all();
         let mut w = self.slots[s].client.new_multi_writer();
         for op in &ops {
             let added = match op {
-                MultiOp::Create(rel, mode, data) => {
-                    w.add_create(&self.abs(rel), data.as_bytes(), &mode.with_acls(acls))
-                }
+                MultiOp::Create(rel, mode, data, ttl) => w.add_create(
+                    &self.abs(rel),
+                    data.as_bytes(),
+                    &create_options(*mode, *ttl),
+                ),
                 MultiOp::Set(rel, data, v) => w.add_set_data(&self.abs(rel), data.as_bytes(), *v),
                 MultiOp::Delete(rel, v) => w.add_delete(&self.abs(rel), *v),
                 MultiOp::Check(rel, v) => w.add_check_version(&self.abs(rel), *v),
@@ -854,7 +881,7 @@ impl Run {
                 }
                 for op in &ops {
                     match op {
-                        MultiOp::Create(rel, zk::CreateMode::Container, _) => {
+                        MultiOp::Create(rel, zk::CreateMode::Container, _, _) => {
                             self.containers.insert(rel.clone());
                         }
                         MultiOp::Delete(rel, _) => {
@@ -876,7 +903,7 @@ impl Run {
                         // node's stat is compared by every later read of it.
                         zk::MultiWriteResult::Create { path, .. } => {
                             let rel = self.rel(path).to_string();
-                            if let Some(MultiOp::Create(_, mode, _)) = ops.get(i)
+                            if let Some(MultiOp::Create(_, mode, _, _)) = ops.get(i)
                                 && sequential(*mode)
                             {
                                 self.remember_sequential(rel.clone());

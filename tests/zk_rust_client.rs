@@ -304,3 +304,79 @@ fn four_letter_words() {
             .contains("clientPort=")
     );
 }
+
+/// Wait for a one-shot watch, at most `secs` seconds; its event or the wait's failure.
+async fn event(w: zk::OneshotWatcher, secs: u64) -> String {
+    match tokio::time::timeout(Duration::from_secs(secs), w.changed()).await {
+        Ok(e) => format!("{:?}", e.event_type),
+        Err(_) => format!("no event within {secs} s"),
+    }
+}
+
+/// TTL nodes (`createTTL`), which ZooKeeper serves with `zookeeper.extendedTypesEnabled`
+/// (the harness starts it so, with a 1 s `ContainerManager` period). Expiry happens on a
+/// timer in both servers, so the transcript records outcomes, never times.
+async fn ttl_scenario(addr: &str, root: &str) -> Vec<String> {
+    let mut t = Vec::new();
+    let c = connect(addr).await;
+    let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let ttl = |ms| {
+        zk::CreateMode::Persistent
+            .with_acls(zk::Acls::anyone_all())
+            .with_ttl(Duration::from_millis(ms))
+    };
+    let ttl_seq = zk::CreateMode::PersistentSequential
+        .with_acls(zk::Acls::anyone_all())
+        .with_ttl(Duration::from_millis(3_600_000));
+    let p = |s: &str| format!("{root}{s}");
+    t.push(res(c.create(root, b"", &open).await, |_| "root: ok".into()));
+    // `b` first, then `a`: whenever `a` has expired, so has `b`.
+    t.push(res(c.create(&p("/b"), b"", &ttl(1500)).await, |(s, _)| {
+        format!("create ttl b: {}", stat_line(&s))
+    }));
+    t.push(res(c.create(&p("/b/child"), b"", &open).await, |_| {
+        "child of ttl node: ok".into()
+    }));
+    t.push(res(c.create(&p("/a"), b"x", &ttl(1500)).await, |(s, _)| {
+        format!("create ttl a: {}", stat_line(&s))
+    }));
+    t.push(res(c.create(&p("/s-"), b"", &ttl_seq).await, |(s, seq)| {
+        format!("create ttl sequential: suffix={seq} {}", stat_line(&s))
+    }));
+    t.push(res(c.get_data(&p("/a")).await, |(d, s)| {
+        format!(
+            "get ttl a: {:?} {}",
+            String::from_utf8_lossy(&d),
+            stat_line(&s)
+        )
+    }));
+    let (_, w) = c.check_and_watch_stat(&p("/a")).await.expect("watch a");
+    t.push(format!("a expires: {}", event(w, 60).await));
+    t.push(res(c.check_stat(&p("/b")).await, |s| {
+        format!("b, expired but with a child: exists={}", s.is_some())
+    }));
+    let (_, w) = c.check_and_watch_stat(&p("/b")).await.expect("watch b");
+    t.push(res(c.delete(&p("/b/child"), None).await, |_| {
+        "delete b's child: ok".into()
+    }));
+    t.push(format!("b goes once childless: {}", event(w, 60).await));
+    t.push(res(c.list_children(root).await, |mut l| {
+        l.sort();
+        format!("left: {l:?}")
+    }));
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_nodes_expire_as_in_zookeeper() {
+    let real = RealZooKeeper::start();
+    let ours = faaskeeper_tests::zk_addr();
+    let (expected, got) = tokio::join!(
+        ttl_scenario(&real.addr, "/ttl-nodes"),
+        ttl_scenario(&ours, "/ttl-nodes")
+    );
+    for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
+        println!("{i:2} zookeeper: {e}\n   faaskeeper: {g}");
+    }
+    assert_eq!(got, expected, "transcripts differ");
+}

@@ -233,6 +233,127 @@ fn bad_input_transcript(addr: &str) -> Vec<String> {
     t
 }
 
+/// `jute.maxbuffer` to the byte and the TTL create rules. ZooKeeper reads a request packet of
+/// at most 0xfffff bytes (xid, op code and body) and closes the connection of a client that
+/// sends a longer one; nothing of that request is applied.
+fn limits_transcript(addr: &str) -> Vec<String> {
+    let mut t = Vec::new();
+    let (mut a, _) = Conn::handshake(addr, 0, vec![0; 16]);
+    let (_, _, err, _) = a.call(1, op::CREATE, &create("/lim", 0));
+    t.push(format!("create /lim: err={err}"));
+    // setData("/lim"): 8 (header) + 4+4 (path) + 4+n (data) + 4 (version) = 24 + n.
+    let set = |n: usize, byte: u8| Request::SetData {
+        path: "/lim".into(),
+        data: vec![byte; n],
+        version: -1,
+    };
+    let largest = 0xfffff - 24;
+    let (_, _, err, body) = a.call(2, op::SET_DATA, &set(largest, b'x'));
+    t.push(format!("setData {largest} bytes: err={err} body={body}"));
+    a.send(&encode_request(
+        &RequestHeader {
+            xid: 3,
+            op: op::SET_DATA,
+        },
+        &set(largest + 1, b'y'),
+    ));
+    t.push(format!(
+        "setData one byte more: closed={}",
+        a.recv().is_none()
+    ));
+    let (mut b, _) = Conn::handshake(addr, 0, vec![0; 16]);
+    b.send(&encode_request(
+        &RequestHeader {
+            xid: 1,
+            op: op::GET_DATA,
+        },
+        &Request::GetData {
+            path: "/lim".into(),
+            watch: false,
+        },
+    ));
+    let reply = b.recv().expect("getData reply");
+    t.push(format!(
+        "data after: len={} unchanged={}",
+        reply.len(),
+        reply
+            .get(20..20 + largest)
+            .is_some_and(|d| d.iter().all(|&c| c == b'x'))
+    ));
+    // create("/lim2"): 8 + 4+5 (path) + 4+n (data) + 27 (open ACL) + 4 (flags) = 52 + n.
+    let create_n = |n: usize| Request::Create {
+        path: "/lim2".into(),
+        data: vec![b'z'; n],
+        acl: vec![Acl::open_unsafe()],
+        flags: 0,
+        ttl: None,
+    };
+    let (_, _, err, _) = b.call(2, op::CREATE, &create_n(0xfffff - 52));
+    t.push(format!("create at the limit: err={err}"));
+    let (_, _, err, _) = b.call(
+        3,
+        op::DELETE,
+        &Request::Delete {
+            path: "/lim2".into(),
+            version: -1,
+        },
+    );
+    t.push(format!("delete it: err={err}"));
+    b.send(&encode_request(
+        &RequestHeader {
+            xid: 4,
+            op: op::CREATE,
+        },
+        &create_n(0xfffff - 51),
+    ));
+    t.push(format!(
+        "create one byte over: closed={}",
+        b.recv().is_none()
+    ));
+    let (mut c, _) = Conn::handshake(addr, 0, vec![0; 16]);
+    let (_, _, err, body) = c.call(
+        1,
+        op::EXISTS,
+        &Request::Exists {
+            path: "/lim2".into(),
+            watch: false,
+        },
+    );
+    t.push(format!(
+        "over-limit create left nothing: err={err} body={body}"
+    ));
+    // TTL creates (`createTTL` = 21 carries the TTL; `create`/`create2` cannot).
+    let ttl_create = |path: &str, flags: i32, ttl: Option<i64>| Request::Create {
+        path: path.to_string(),
+        data: Vec::new(),
+        acl: vec![Acl::open_unsafe()],
+        flags,
+        ttl,
+    };
+    let max = 0xff_ffff_ffff_i64;
+    for (i, (name, opcode, flags, ttl)) in [
+        ("ttl 1000", op::CREATE_TTL, 5, Some(1000)),
+        ("ttl max", op::CREATE_TTL, 5, Some(max)),
+        ("ttl max+1", op::CREATE_TTL, 5, Some(max + 1)),
+        ("ttl 0", op::CREATE_TTL, 5, Some(0)),
+        ("ttl -1", op::CREATE_TTL, 5, Some(-1)),
+        ("sequential ttl", op::CREATE_TTL, 6, Some(1000)),
+        ("persistent mode with ttl", op::CREATE_TTL, 0, Some(100)),
+        ("container mode with ttl", op::CREATE_TTL, 4, Some(100)),
+        ("unknown mode with ttl", op::CREATE_TTL, 7, Some(100)),
+        ("ttl mode via create", op::CREATE, 5, None),
+        ("ttl mode via create2", op::CREATE2, 6, None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = format!("/ttl{i}");
+        let (_, _, err, body) = c.call(10 + i as i32, opcode, &ttl_create(&path, flags, ttl));
+        t.push(format!("{name}: err={err} body={body}"));
+    }
+    t
+}
+
 #[test]
 fn wire_level_behaviour_matches_zookeeper() {
     let real = RealZooKeeper::start();
@@ -240,6 +361,7 @@ fn wire_level_behaviour_matches_zookeeper() {
     for (name, f) in [
         ("wire", wire_transcript as fn(&str) -> Vec<String>),
         ("bad input", bad_input_transcript),
+        ("limits", limits_transcript),
     ] {
         let expected = f(&real.addr);
         let got = f(&ours);

@@ -17,6 +17,7 @@
 //! then creates another keeps the container, as ZooKeeper's later check would. A container
 //! that never had a child stays, as in ZooKeeper's default configuration.
 
+use crate::session::SERVICE_SESSION;
 use crate::wire::{
     Delivery, EventType, MultiOp, NodeView, Op, OpResult, SessionEvent, Txn, WatchEvent, WatchKind,
 };
@@ -50,7 +51,7 @@ impl NodeRecord {
 }
 
 /// A session as the distributor keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// Negotiated timeout.
     pub timeout_ms: i32,
@@ -212,6 +213,12 @@ pub fn initial_nodes() -> Vec<(String, NodeRecord)> {
 pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
     let req = &txn.request;
     let mut out = Outbox::default();
+
+    if req.session == SERVICE_SESSION
+        && let Op::DeleteExpired { path } = &req.op
+    {
+        return delete_expired(state, txn, path);
+    }
 
     // Dedup and session checks come before anything else (Guarantee 2: applied once, FIFO).
     let session = state.session(req.session)?;
@@ -412,6 +419,10 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
             Err(e) => e,
             Ok(()) => remove_watches(state, path, req.session, *kind, *check_only)?,
         },
+        Op::DeleteExpired { .. } => OpResult::error(
+            ZkError::BadArguments,
+            "only the service deletes expired TTL nodes",
+        ),
     };
     sess.last_seq = req.seq;
     sess.last_result = Some((txn.zxid, result.clone()));
@@ -933,6 +944,9 @@ fn create<S: State>(
     if data.len() > crate::MAX_DATA_LEN {
         return Ok(OpResult::error(ZkError::BadArguments, "data too large"));
     }
+    if let Err(e) = mode.validate() {
+        return Ok(OpResult::error(e, format!("{path}: TTL out of range")));
+    }
     // For a sequential create the parent is that of the prefix ("/a/" → "/a").
     let Some(parent_path) = path::parent(&format!("{path}x")).map(str::to_string) else {
         return Ok(OpResult::error(ZkError::NodeExists, path));
@@ -965,13 +979,7 @@ fn create<S: State>(
         version: 0,
         cversion: 0,
         aversion: 0,
-        ephemeral_owner: if mode.is_ephemeral() {
-            txn.request.session
-        } else if mode.is_container() {
-            CONTAINER_EPHEMERAL_OWNER
-        } else {
-            0
-        },
+        ephemeral_owner: mode.ephemeral_owner(txn.request.session),
         data_length: data.len() as i32,
         num_children: 0,
         pzxid: zxid,
@@ -1109,6 +1117,47 @@ fn delete_node<S: State>(
         zxid,
     )?;
     Ok(Ok(()))
+}
+
+/// The service's [`Op::DeleteExpired`]: delete `path` if it is a TTL node that has expired at
+/// the txn's time (a change or a child since the heartbeat's sweep keeps it), with the
+/// events of a delete and the reaping of a container it empties. Nobody hears the result.
+fn delete_expired<S: State>(state: &mut S, txn: &Txn, path: &str) -> Result<Applied, S::Error> {
+    let mut out = Outbox::default();
+    let due = checked(path).is_ok()
+        && state
+            .node(path)?
+            .is_some_and(|n| n.children.is_empty() && crate::ttl::expired(&n.stat, txn.time_ms));
+    let result = if due {
+        let mut service = SessionRecord::default();
+        let mut emptied = Vec::new();
+        let deleted = delete_node(
+            state,
+            &mut out,
+            txn.zxid,
+            path,
+            -1,
+            (SERVICE_SESSION, &mut service),
+            &mut emptied,
+        )?;
+        reap_containers(
+            state,
+            &mut out,
+            txn.zxid,
+            (SERVICE_SESSION, &mut service),
+            emptied,
+        )?;
+        match deleted {
+            Ok(()) => OpResult::Deleted,
+            Err(e) => e,
+        }
+    } else {
+        OpResult::error(ZkError::NoNode, format!("{path}: no expired TTL node"))
+    };
+    Ok(Applied {
+        result,
+        deliveries: out.into_deliveries(state, SERVICE_SESSION)?,
+    })
 }
 
 /// Delete the containers in `emptied` that are still containers without children once the
@@ -1755,6 +1804,94 @@ mod tests {
         assert!(matches!(r, OpResult::Created { .. }));
         assert!(w.state.watches["/same"].data.contains(&2));
         assert!(w.state.watches["/same"].child.contains(&2));
+    }
+
+    #[test]
+    fn ttl_nodes_are_deleted_only_when_expired_and_childless() {
+        let mut w = World::new();
+        w.open(1);
+        w.run(
+            1,
+            Op::Exists {
+                path: "/t".into(),
+                watch: false,
+            },
+        );
+        let created = w.run(
+            1,
+            Op::Create {
+                path: "/t".into(),
+                data: vec![],
+                mode: CreateMode::PersistentWithTtl { ttl_ms: 100 },
+            },
+        );
+        let OpResult::Created { stat, .. } = created.result else {
+            panic!("TTL create failed: {:?}", created.result);
+        };
+        assert_eq!(
+            stat.ephemeral_owner, 0,
+            "clients see 0, as ZooKeeper reports"
+        );
+        let stored = w.state.nodes["/t"].stat;
+        assert_eq!(crate::ttl::of_owner(stored.ephemeral_owner), Some(100));
+        w.run(
+            1,
+            Op::Exists {
+                path: "/t".into(),
+                watch: true,
+            },
+        );
+        let reap = |w: &mut World, at: i64| {
+            w.zxid += 1;
+            let txn = Txn {
+                zxid: w.zxid,
+                time_ms: at,
+                request: Request {
+                    session: SERVICE_SESSION,
+                    seq: 0,
+                    op: Op::DeleteExpired { path: "/t".into() },
+                },
+            };
+            match apply(&mut w.state, &txn) {
+                Ok(a) => a,
+                Err(e) => match e {},
+            }
+        };
+        // Not yet expired: nothing happens.
+        let early = reap(&mut w, stored.mtime + 100);
+        assert_eq!(err(&early.result), Some(ZkError::NoNode));
+        assert!(w.state.nodes.contains_key("/t") && early.deliveries.is_empty());
+        // A child keeps it, however old.
+        create_child(&mut w);
+        let with_child = reap(&mut w, stored.mtime + 10_000);
+        assert_eq!(err(&with_child.result), Some(ZkError::NoNode));
+        w.delete(1, "/t/c");
+        // Expired and childless: deleted with the watcher's event; nobody hears the result.
+        let due = reap(&mut w, stored.mtime + 10_000);
+        assert_eq!(due.result, OpResult::Deleted);
+        assert!(!w.state.nodes.contains_key("/t"));
+        assert_eq!(events_for(&due, 1), vec![ev(EventType::NodeDeleted, "/t")]);
+        assert!(due.deliveries.iter().all(|d| d.session == 1));
+        // A client cannot ask for it.
+        let forged = w.run(1, Op::DeleteExpired { path: "/t".into() });
+        assert_eq!(err(&forged.result), Some(ZkError::BadArguments));
+        // And TTLs out of range are refused like ZooKeeper's `validateTTL`.
+        for ttl_ms in [0, -5, crate::ttl::MAX_TTL_MS + 1] {
+            let r = w.run(
+                1,
+                Op::Create {
+                    path: "/u".into(),
+                    data: vec![],
+                    mode: CreateMode::PersistentWithTtl { ttl_ms },
+                },
+            );
+            assert_eq!(err(&r.result), Some(ZkError::BadArguments));
+        }
+
+        fn create_child(w: &mut World) {
+            let r = w.create(1, "/t/c", CreateMode::Ephemeral);
+            assert!(matches!(r, OpResult::Created { .. }), "{r:?}");
+        }
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub const DIST_PENDING: &str = "dist/pending";
 /// The index of open sessions (`session::LiveSessions`), written by the distributor.
 pub const LIVE_SESSIONS: &str = "sessions/live";
 
+/// The index of TTL nodes (`ttl::TtlIndex`), written by the distributor, swept by the
+/// heartbeat stage.
+pub const TTL_NODES: &str = "ttl/nodes";
+
 /// A session's last heartbeat (ms since the epoch), written by the heartbeat stage.
 pub fn alive(id: i64) -> String {
     format!("alive/{id}")

@@ -34,6 +34,7 @@ mod mode;
 pub mod path;
 pub mod session;
 mod stat;
+pub mod ttl;
 pub mod url;
 pub mod wire;
 
@@ -41,8 +42,16 @@ pub use error::ZkError;
 pub use mode::CreateMode;
 pub use stat::Stat;
 
-/// ZooKeeper's default `jute.maxbuffer`: the largest znode payload accepted (1 MiB).
-pub const MAX_DATA_LEN: usize = 1024 * 1024;
+/// ZooKeeper's default `jute.maxbuffer` (`0xfffff`, 1 MiB less one byte): the largest request
+/// packet (xid, op code and body, as its length prefix counts them) a server reads. ZooKeeper
+/// closes the connection of a client that sends a longer one; [`wire::precheck`] refuses a
+/// request whose ZooKeeper packet would be longer with `BadArguments`.
+pub const MAX_PACKET_LEN: usize = 0xfffff;
+
+/// No znode payload can be longer than this: the packet limit minus the smallest request
+/// around it. Requests are judged by their whole packet ([`wire::packet_len`]); this bound
+/// guards the apply step.
+pub const MAX_DATA_LEN: usize = MAX_PACKET_LEN;
 
 /// Shortest session timeout granted: ZooKeeper's `minSessionTimeout` (2 × tickTime of 2 s).
 pub const MIN_SESSION_TIMEOUT_MS: i32 = 4_000;

@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 /// every expiry of that session, so repeated sweeps apply it once.
 pub const EXPIRE_SEQ: i64 = i64::MAX;
 
+/// The session id of requests the service makes itself (deleting expired TTL nodes, as
+/// ZooKeeper's `ContainerManager` does with session 0). No client session ever has it.
+pub const SERVICE_SESSION: SessionId = 0;
+
 /// One open session in the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveSession {

@@ -155,6 +155,14 @@ pub enum Op {
         /// Only check, remove nothing (`checkWatches`).
         check_only: bool,
     },
+    /// Delete a TTL node that has expired (`crate::ttl::expired` at the txn's time), with the
+    /// events of a delete; anything else is left alone. Only the service issues it, under
+    /// [`crate::session::SERVICE_SESSION`] (ZooKeeper's `deleteContainer` from its
+    /// `ContainerManager`); from a client session it is `BadArguments`.
+    DeleteExpired {
+        /// Path of the TTL node.
+        path: String,
+    },
 }
 
 /// Which watches a [`Op::RemoveWatches`] means: ZooKeeper's `Watcher.WatcherType`, with its
@@ -253,7 +261,8 @@ impl Op {
             | Op::GetAllChildrenNumber { path }
             | Op::Sync { path }
             | Op::AddWatch { path, .. }
-            | Op::RemoveWatches { path, .. } => Some(path),
+            | Op::RemoveWatches { path, .. }
+            | Op::DeleteExpired { path } => Some(path),
             Op::OpenSession { .. }
             | Op::CloseSession
             | Op::SetWatches { .. }
@@ -266,24 +275,24 @@ impl Op {
 /// Stateless checks a writer makes before a request may enter the log: anything refused here
 /// would be refused by the distributor too, so refusing early changes nothing observable.
 pub fn precheck(op: &Op) -> Result<(), (ZkError, String)> {
+    check_packet(op)?;
     match op {
-        Op::Create { path, data, mode } => {
+        Op::Create { path, mode, .. } => {
             crate::path::validate_create(path, mode.is_sequential())
                 .map_err(|e| (ZkError::BadArguments, e.to_string()))?;
-            check_len(data)
+            mode.validate()
+                .map_err(|e| (e, format!("TTL must be 1..={} ms", crate::ttl::MAX_TTL_MS)))
         }
-        Op::SetData { path, data, .. } => {
-            crate::path::validate(path).map_err(|e| (ZkError::BadArguments, e.to_string()))?;
-            check_len(data)
-        }
-        Op::Delete { path, .. }
+        Op::SetData { path, .. }
+        | Op::Delete { path, .. }
         | Op::GetData { path, .. }
         | Op::Exists { path, .. }
         | Op::GetChildren { path, .. }
         | Op::GetAllChildrenNumber { path }
         | Op::Sync { path }
         | Op::AddWatch { path, .. }
-        | Op::RemoveWatches { path, .. } => {
+        | Op::RemoveWatches { path, .. }
+        | Op::DeleteExpired { path } => {
             crate::path::validate(path).map_err(|e| (ZkError::BadArguments, e.to_string()))
         }
         Op::GetEphemerals { prefix } => check_prefix(prefix),
@@ -299,13 +308,93 @@ pub fn precheck(op: &Op) -> Result<(), (ZkError, String)> {
             .chain(child)
             .try_for_each(|p| crate::path::validate(p))
             .map_err(|e| (ZkError::BadArguments, e.to_string())),
-        // Paths inside a multi are judged by apply, which fails the multi at that op as
-        // ZooKeeper does; only the size limit is checked before the log.
-        Op::Multi { ops } => ops.iter().try_for_each(|op| match op {
-            MultiOp::Create { data, .. } | MultiOp::SetData { data, .. } => check_len(data),
-            MultiOp::Delete { .. } | MultiOp::Check { .. } => Ok(()),
-        }),
-        Op::OpenSession { .. } | Op::CloseSession => Ok(()),
+        // Paths and modes inside a multi are judged by apply, which fails the multi at that
+        // op as ZooKeeper does; only the packet size is checked before the log.
+        Op::Multi { .. } | Op::OpenSession { .. } | Op::CloseSession => Ok(()),
+    }
+}
+
+/// Length of a jute string or buffer: a 4-byte length, then the bytes.
+fn jute(bytes: usize) -> usize {
+    4 + bytes
+}
+
+/// The open ACL `[world:anyone, ALL]` every request here is taken to carry: a vector of one
+/// (4) holding perms (4), scheme "world" and id "anyone".
+const OPEN_ACL_LEN: usize = 4 + 4 + 4 + 5 + 4 + 6;
+
+/// Body of a create request: path, data, ACL, flags, and the TTL of `createTTL`.
+fn create_body(path: &str, data: &[u8], mode: &CreateMode) -> usize {
+    let ttl = if mode.ttl_ms().is_some() { 8 } else { 0 };
+    jute(path.len()) + jute(data.len()) + OPEN_ACL_LEN + 4 + ttl
+}
+
+/// The length the op would have as a ZooKeeper request packet (xid, op code and body: what
+/// its length prefix counts), with the open ACL on creates. ZooKeeper refuses packets above
+/// [`crate::MAX_PACKET_LEN`], so this is what makes our limit the same as ZooKeeper's to the
+/// byte, whichever way a request arrives. Ops with no ZooKeeper packet of their own count
+/// their paths.
+pub fn packet_len(op: &Op) -> usize {
+    const HEADER: usize = 8;
+    // Each multi op is preceded by a `MultiHeader` (type, done, err), and one more ends it.
+    const MULTI_HEADER: usize = 4 + 1 + 4;
+    HEADER
+        + match op {
+            Op::Create { path, data, mode } => create_body(path, data, mode),
+            Op::SetData { path, data, .. } => jute(path.len()) + jute(data.len()) + 4,
+            Op::Delete { path, .. } => jute(path.len()) + 4,
+            Op::GetData { path, .. } | Op::Exists { path, .. } | Op::GetChildren { path, .. } => {
+                jute(path.len()) + 1
+            }
+            Op::AddWatch { path, .. } | Op::RemoveWatches { path, .. } => jute(path.len()) + 4,
+            Op::GetAllChildrenNumber { path } | Op::Sync { path } | Op::DeleteExpired { path } => {
+                jute(path.len())
+            }
+            Op::GetEphemerals { prefix } => jute(prefix.len()),
+            Op::SetWatches {
+                data, exist, child, ..
+            } => {
+                let list = |l: &Vec<String>| 4 + l.iter().map(|p| jute(p.len())).sum::<usize>();
+                8 + list(data) + list(exist) + list(child)
+            }
+            Op::Multi { ops } => {
+                MULTI_HEADER
+                    + ops
+                        .iter()
+                        .map(|o| {
+                            MULTI_HEADER
+                                + match o {
+                                    MultiOp::Create { path, data, mode } => {
+                                        create_body(path, data, mode)
+                                    }
+                                    MultiOp::SetData { path, data, .. } => {
+                                        jute(path.len()) + jute(data.len()) + 4
+                                    }
+                                    MultiOp::Delete { path, .. } | MultiOp::Check { path, .. } => {
+                                        jute(path.len()) + 4
+                                    }
+                                }
+                        })
+                        .sum::<usize>()
+            }
+            Op::OpenSession { notify, .. } => jute(notify.len()),
+            Op::CloseSession => 0,
+        }
+}
+
+fn check_packet(op: &Op) -> Result<(), (ZkError, String)> {
+    let len = packet_len(op);
+    if len > crate::MAX_PACKET_LEN {
+        Err((
+            ZkError::BadArguments,
+            format!(
+                "request is {len} bytes as a ZooKeeper packet, more than the {} byte limit \
+                 (jute.maxbuffer)",
+                crate::MAX_PACKET_LEN
+            ),
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -319,21 +408,6 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<(), (ZkError, String)> {
             ZkError::BadArguments,
             format!("ephemerals prefix must start with /, got {prefix:?}"),
         ))
-    }
-}
-
-fn check_len(data: &[u8]) -> Result<(), (ZkError, String)> {
-    if data.len() > crate::MAX_DATA_LEN {
-        Err((
-            ZkError::BadArguments,
-            format!(
-                "data is {} bytes, more than the {} byte limit (jute.maxbuffer)",
-                data.len(),
-                crate::MAX_DATA_LEN
-            ),
-        ))
-    } else {
-        Ok(())
     }
 }
 
@@ -648,18 +722,32 @@ mod tests {
 
     #[test]
     fn precheck_refuses_oversize_and_bad_paths() {
-        let big = Op::SetData {
-            path: "/a".into(),
-            data: vec![0; crate::MAX_DATA_LEN + 1],
+        // Measured on ZooKeeper 3.8.0: `setData("/x")` with 1,048,553 bytes is accepted
+        // (packet 1,048,575 bytes), one byte more closes the connection.
+        let set = |n| Op::SetData {
+            path: "/x".into(),
+            data: vec![0; n],
             version: -1,
         };
-        assert_eq!(precheck(&big).unwrap_err().0, ZkError::BadArguments);
-        let ok = Op::SetData {
-            path: "/a".into(),
-            data: vec![0; crate::MAX_DATA_LEN],
-            version: -1,
+        assert_eq!(packet_len(&set(1_048_553)), crate::MAX_PACKET_LEN);
+        assert!(precheck(&set(1_048_553)).is_ok());
+        assert_eq!(
+            precheck(&set(1_048_554)).unwrap_err().0,
+            ZkError::BadArguments
+        );
+        let create = |n, mode| Op::Create {
+            path: "/x".into(),
+            data: vec![0; n],
+            mode,
         };
-        assert!(precheck(&ok).is_ok());
+        // 8 + (4+2) + (4+n) + 27 + 4 (+ 8 for the TTL of createTTL), as the measured frames.
+        assert_eq!(packet_len(&create(0, CreateMode::Persistent)), 49);
+        assert_eq!(
+            packet_len(&create(0, CreateMode::PersistentWithTtl { ttl_ms: 1 })),
+            57
+        );
+        let bad_ttl = create(0, CreateMode::PersistentWithTtl { ttl_ms: 0 });
+        assert_eq!(precheck(&bad_ttl).unwrap_err().0, ZkError::BadArguments);
         let bad = Op::Delete {
             path: "/a/".into(),
             version: -1,

@@ -59,6 +59,10 @@ enum Command {
         /// Sequential (a 10-digit suffix is appended).
         #[arg(short = 's')]
         sequential: bool,
+        /// Time to live in ms: a persistent node the service deletes once it has gone this
+        /// long without a change or a child (as zkCli's `create -t`).
+        #[arg(short = 't', long = "ttl", conflicts_with = "ephemeral")]
+        ttl: Option<i64>,
         /// Path.
         path: String,
         /// Data.
@@ -238,10 +242,15 @@ async fn run_client(client: &Client, cmd: Command) -> anyhow::Result<()> {
         Command::Create {
             ephemeral,
             sequential,
+            ttl,
             path,
             data,
         } => {
-            let mode = CreateMode::from_flags(ephemeral, sequential);
+            let mode = match ttl {
+                Some(ttl_ms) if sequential => CreateMode::PersistentSequentialWithTtl { ttl_ms },
+                Some(ttl_ms) => CreateMode::PersistentWithTtl { ttl_ms },
+                None => CreateMode::from_flags(ephemeral, sequential),
+            };
             let created = client.create(&path, data.as_bytes(), mode).await?;
             println!("Created {created}");
         }

@@ -20,6 +20,7 @@ use faaskeeper_core::Zxid;
 use faaskeeper_core::apply::{NodeRecord, apply, initial_nodes};
 use faaskeeper_core::keys;
 use faaskeeper_core::session::{LiveSession, LiveSessions};
+use faaskeeper_core::ttl::TtlIndex;
 use faaskeeper_core::wire::{Delivery, DeliveryBatch, LogEntry, LogHead, b64};
 use faaskeeper_core::wire::{Op, OpResult};
 use faaskeeper_guest::kv::{Bucket, KvError};
@@ -287,6 +288,18 @@ fn decide(system: &Bucket, part: &[(String, LogEntry)]) -> Result<Pending, KvErr
         }
     }
     let changes = state.into_changes();
+    // The index of TTL nodes the heartbeat stage sweeps, read only when the batch creates or
+    // deletes one.
+    let ttl_index = if changes.ttl_written.is_empty() && changes.ttl_removed.is_empty() {
+        None
+    } else {
+        let mut index: TtlIndex = system.get_json(keys::TTL_NODES)?.unwrap_or_default();
+        index.paths.extend(changes.ttl_written.iter().cloned());
+        for p in &changes.ttl_removed {
+            index.paths.remove(p);
+        }
+        Some(index)
+    };
     let mut pending = Pending {
         to_zxid: part.last().map(|(_, e)| e.txn.zxid).unwrap_or(0),
         system_puts: Vec::new(),
@@ -313,6 +326,12 @@ fn decide(system: &Bucket, part: &[(String, LogEntry)]) -> Result<Pending, KvErr
                 pending.system_deletes.push(keys::node(&path));
             }
         }
+    }
+    if let Some(index) = ttl_index {
+        pending.system_puts.push(Put {
+            key: keys::TTL_NODES.to_string(),
+            value: encode(&index)?,
+        });
     }
     if live != live_before {
         pending.system_puts.push(Put {

@@ -3,7 +3,7 @@
 
 use faaskeeper_core::SessionId;
 use faaskeeper_core::apply::{NodeRecord, SessionRecord, State, WatchRecord};
-use faaskeeper_core::keys;
+use faaskeeper_core::{keys, ttl};
 use faaskeeper_guest::kv::{Bucket, KvError};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +15,8 @@ pub struct KvState<'a> {
     dirty_nodes: BTreeSet<String>,
     dirty_sessions: BTreeSet<SessionId>,
     dirty_watches: BTreeSet<String>,
+    /// TTL nodes this batch removed (known from the record read before the removal).
+    removed_ttl: BTreeSet<String>,
 }
 
 /// The staged writes of a batch (`None`: delete).
@@ -22,6 +24,10 @@ pub struct Changes {
     pub nodes: Vec<(String, Option<NodeRecord>)>,
     pub sessions: Vec<(SessionId, SessionRecord)>,
     pub watches: Vec<(String, WatchRecord)>,
+    /// TTL nodes created (or rewritten) by the batch, for the TTL index.
+    pub ttl_written: BTreeSet<String>,
+    /// TTL nodes deleted by the batch.
+    pub ttl_removed: BTreeSet<String>,
 }
 
 impl<'a> KvState<'a> {
@@ -34,11 +40,30 @@ impl<'a> KvState<'a> {
             dirty_nodes: BTreeSet::new(),
             dirty_sessions: BTreeSet::new(),
             dirty_watches: BTreeSet::new(),
+            removed_ttl: BTreeSet::new(),
         }
     }
 
     pub fn into_changes(mut self) -> Changes {
+        let is_ttl = |n: &NodeRecord| ttl::of_owner(n.stat.ephemeral_owner).is_some();
+        let ttl_written = self
+            .dirty_nodes
+            .iter()
+            .filter(|p| {
+                self.nodes
+                    .get(*p)
+                    .and_then(Option::as_ref)
+                    .is_some_and(is_ttl)
+            })
+            .cloned()
+            .collect();
+        let ttl_removed = std::mem::take(&mut self.removed_ttl)
+            .into_iter()
+            .filter(|p| matches!(self.nodes.get(p), Some(None)))
+            .collect();
         Changes {
+            ttl_written,
+            ttl_removed,
             nodes: self
                 .dirty_nodes
                 .iter()
@@ -76,6 +101,12 @@ impl State for KvState<'_> {
     }
 
     fn remove_node(&mut self, path: &str) {
+        // Apply reads a node before it removes one, so the old record is cached here.
+        if let Some(Some(old)) = self.nodes.get(path)
+            && ttl::of_owner(old.stat.ephemeral_owner).is_some()
+        {
+            self.removed_ttl.insert(path.to_string());
+        }
         self.nodes.insert(path.to_string(), None);
         self.dirty_nodes.insert(path.to_string());
     }

@@ -9,9 +9,16 @@
 //!   timeout is expired by appending a `close_session` (seq `EXPIRE_SEQ`) through the writer,
 //!   so its ephemerals are deleted, with their watch events, by the normal pipeline. Sweeping
 //!   twice is harmless: the distributor applies the expiry once.
+//!
+//!   The same sweep deletes expired TTL nodes (`faaskeeper_core::ttl`): every node in the
+//!   distributor's TTL index (`ttl/nodes`) that is childless and unmodified for longer than
+//!   its TTL gets a `delete_expired` under the service session. Apply checks expiry again at
+//!   the txn's time, so a node changed since this look stays, and a repeated one is a no-op.
 
+use faaskeeper_core::apply::NodeRecord;
 use faaskeeper_core::keys;
-use faaskeeper_core::session::{EXPIRE_SEQ, LiveSessions, lapsed};
+use faaskeeper_core::session::{EXPIRE_SEQ, LiveSessions, SERVICE_SESSION, lapsed};
+use faaskeeper_core::ttl::{self, TtlIndex};
 use faaskeeper_core::wire::{Op, Request, WriteBatch};
 use faaskeeper_guest::kv::{Bucket, KvError};
 use faaskeeper_guest::{Reply, Stage};
@@ -34,7 +41,9 @@ impl Stage for Heartbeat {
                 Err(e) => return Reply::error(400, &format!("malformed ping: {e}")),
             }
         } else if path.starts_with("/check") {
-            check().map(|expired| serde_json::json!({ "expired": expired }))
+            check().map(|(expired, reaped)| {
+                serde_json::json!({ "expired": expired, "ttl_expired": reaped })
+            })
         } else {
             return Reply::error(404, "unknown heartbeat endpoint");
         };
@@ -52,35 +61,30 @@ fn ping(session: i64) -> Result<(), KvError> {
     system.set_json(&keys::alive(session), &faaskeeper_guest::now_ms())
 }
 
-fn check() -> Result<Vec<i64>, KvError> {
+/// One sweep: the sessions expired and the TTL nodes found expired (both submitted).
+fn check() -> Result<(Vec<i64>, Vec<String>), KvError> {
     let system = Bucket::open(keys::SYSTEM_BUCKET)?;
-    let live: LiveSessions = system.get_json(keys::LIVE_SESSIONS)?.unwrap_or_default();
-    if live.sessions.is_empty() {
-        return Ok(Vec::new());
+    let now = faaskeeper_guest::now_ms();
+    let expired = lapsed_sessions(&system, now)?;
+    let reaped = expired_ttl_nodes(&system, now)?;
+    let mut requests: Vec<Request> = expired
+        .iter()
+        .map(|id| Request {
+            session: *id,
+            seq: EXPIRE_SEQ,
+            op: Op::CloseSession,
+        })
+        .collect();
+    requests.extend(reaped.iter().map(|path| Request {
+        session: SERVICE_SESSION,
+        seq: 0,
+        op: Op::DeleteExpired { path: path.clone() },
+    }));
+    if requests.is_empty() {
+        return Ok((expired, reaped));
     }
-    let ids: Vec<i64> = live.sessions.keys().copied().collect();
-    let values = system.get_many(ids.iter().map(|id| keys::alive(*id)).collect())?;
-    let mut alive = BTreeMap::new();
-    for (id, (_, v)) in ids.iter().zip(values) {
-        if let Some(ms) = v.and_then(|b| serde_json::from_slice::<i64>(&b).ok()) {
-            alive.insert(*id, ms);
-        }
-    }
-    let expired = lapsed(&live, &alive, faaskeeper_guest::now_ms());
-    if expired.is_empty() {
-        return Ok(expired);
-    }
-    let batch = WriteBatch {
-        requests: expired
-            .iter()
-            .map(|id| Request {
-                session: *id,
-                seq: EXPIRE_SEQ,
-                op: Op::CloseSession,
-            })
-            .collect(),
-    };
-    let body = serde_json::to_vec(&batch).map_err(|e| KvError::Corrupt(e.to_string()))?;
+    let body = serde_json::to_vec(&WriteBatch { requests })
+        .map_err(|e| KvError::Corrupt(e.to_string()))?;
     match faaskeeper_guest::post(WRITER_URL, &body) {
         Ok((200, _)) => {}
         Ok((status, b)) => {
@@ -93,6 +97,43 @@ fn check() -> Result<Vec<i64>, KvError> {
     }
     // Forget the pings of sessions that are gone; the index entry goes when the expiry is
     // applied.
-    system.delete_many(expired.iter().map(|id| keys::alive(*id)).collect())?;
-    Ok(expired)
+    if !expired.is_empty() {
+        system.delete_many(expired.iter().map(|id| keys::alive(*id)).collect())?;
+    }
+    Ok((expired, reaped))
+}
+
+fn lapsed_sessions(system: &Bucket, now: i64) -> Result<Vec<i64>, KvError> {
+    let live: LiveSessions = system.get_json(keys::LIVE_SESSIONS)?.unwrap_or_default();
+    if live.sessions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = live.sessions.keys().copied().collect();
+    let values = system.get_many(ids.iter().map(|id| keys::alive(*id)).collect())?;
+    let mut alive = BTreeMap::new();
+    for (id, (_, v)) in ids.iter().zip(values) {
+        if let Some(ms) = v.and_then(|b| serde_json::from_slice::<i64>(&b).ok()) {
+            alive.insert(*id, ms);
+        }
+    }
+    Ok(lapsed(&live, &alive, now))
+}
+
+fn expired_ttl_nodes(system: &Bucket, now: i64) -> Result<Vec<String>, KvError> {
+    let index: TtlIndex = system.get_json(keys::TTL_NODES)?.unwrap_or_default();
+    if index.paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let paths: Vec<String> = index.paths.into_iter().collect();
+    let records = system.get_many(paths.iter().map(|p| keys::node(p)).collect())?;
+    Ok(paths
+        .into_iter()
+        .zip(records)
+        .filter(|(_, (_, v))| {
+            v.as_deref()
+                .and_then(|b| serde_json::from_slice::<NodeRecord>(b).ok())
+                .is_some_and(|n| n.children.is_empty() && ttl::expired(&n.stat, now))
+        })
+        .map(|(p, _)| p)
+        .collect())
 }

@@ -139,7 +139,7 @@ pub(crate) async fn handle(gw: Arc<Gateway>, stream: TcpStream) -> anyhow::Resul
         wr.shutdown().await?;
         return Ok(());
     }
-    let mut decoder = FrameDecoder::new();
+    let mut decoder = FrameDecoder::for_requests();
     decoder.push(&first);
     let mut buf = vec![0u8; 64 * 1024];
     let payload = loop {

@@ -44,8 +44,8 @@ fn reply(xid: i32, zxid: i64, outcome: Result<Response, ZkError>) -> Reply {
     Reply::Send(encode_reply(&ReplyHeader { xid, zxid, err }, &body))
 }
 
-fn zk_mode(opcode: i32, flags: i32) -> Result<CreateMode, ZkError> {
-    CreateMode::for_request(flags, opcode == op::CREATE_CONTAINER)
+fn zk_mode(opcode: i32, flags: i32, ttl: Option<i64>) -> Result<CreateMode, ZkError> {
+    CreateMode::for_request(flags, opcode == op::CREATE_CONTAINER, ttl)
 }
 
 /// Run a pipeline op; `None` when the pipeline is unreachable (the connection is closed so
@@ -157,9 +157,13 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
     match req {
         Request::Ping => reply(xid, c.last_zxid(), Ok(Response::Empty)),
         Request::Create {
-            path, data, flags, ..
+            path,
+            data,
+            flags,
+            ttl,
+            ..
         } => {
-            let mode = match zk_mode(hdr.op, flags) {
+            let mode = match zk_mode(hdr.op, flags, ttl) {
                 Ok(m) => m,
                 Err(e) => return reply(xid, c.last_zxid(), Err(e)),
             };
@@ -330,8 +334,9 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
                         path,
                         data,
                         flags,
+                        ttl,
                         ..
-                    } => match zk_mode(opcode, flags) {
+                    } => match zk_mode(opcode, flags, ttl) {
                         Ok(mode) => WireMultiOp::Create { path, data, mode },
                         Err(e) => return reply(xid, c.last_zxid(), Err(e)),
                     },

@@ -11,6 +11,11 @@ use crate::error::{ProtoError, Result};
 /// the slack lets those through while still refusing anything absurd.
 pub const MAX_FRAME: usize = 0xfffff + 1024;
 
+/// Largest request frame a server reads: exactly ZooKeeper's default `jute.maxbuffer`
+/// (`NIOServerCnxn` closes the connection of a client whose length prefix is larger;
+/// measured against ZooKeeper 3.8.0 in `tests/zk_wire.rs`).
+pub const MAX_REQUEST_FRAME: usize = 0xfffff;
+
 /// Once the buffer drains, capacity above this is given back, so a connection that once
 /// received a large frame does not hold on to it forever.
 const IDLE_CAPACITY: usize = 64 * 1024;
@@ -37,9 +42,9 @@ pub fn try_frame(payload: &[u8]) -> Result<Vec<u8>> {
     Ok(frame(payload))
 }
 
-fn check_frame_len(len: i32) -> Result<usize> {
+fn check_frame_len(len: i32, max: usize) -> Result<usize> {
     let n = usize::try_from(len).map_err(|_| ProtoError::InvalidLength(len))?;
-    if n > MAX_FRAME {
+    if n > max {
         return Err(ProtoError::FrameTooLarge(n));
     }
     Ok(n)
@@ -54,18 +59,41 @@ fn check_frame_len(len: i32) -> Result<usize> {
 /// A bad length prefix poisons the decoder: the stream cannot be resynchronised, so
 /// every later call returns the same error and pushed bytes are dropped. The caller
 /// should close the connection, as ZooKeeper does.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameDecoder {
+    /// Longest payload accepted.
+    max: usize,
     buf: Vec<u8>,
     /// Bytes of `buf` already handed out; compacted lazily to avoid a memmove per frame.
     start: usize,
     failed: Option<ProtoError>,
 }
 
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder::new()
+    }
+}
+
 impl FrameDecoder {
-    /// An empty decoder.
+    /// An empty decoder for any frame up to [`MAX_FRAME`] (what a client reads).
     pub fn new() -> Self {
-        FrameDecoder::default()
+        FrameDecoder::with_limit(MAX_FRAME)
+    }
+
+    /// An empty decoder for request frames, up to [`MAX_REQUEST_FRAME`] (what a server
+    /// reads).
+    pub fn for_requests() -> Self {
+        FrameDecoder::with_limit(MAX_REQUEST_FRAME)
+    }
+
+    fn with_limit(max: usize) -> Self {
+        FrameDecoder {
+            max,
+            buf: Vec::new(),
+            start: 0,
+            failed: None,
+        }
     }
 
     /// Appends bytes read from the stream.
@@ -81,7 +109,7 @@ impl FrameDecoder {
         // Checking the prefix now, rather than in next_frame, means a hostile length is
         // refused before a caller that pushes without draining can pile up bytes.
         if let Some(len) = self.buf.first_chunk::<4>()
-            && let Err(e) = check_frame_len(i32::from_be_bytes(*len))
+            && let Err(e) = check_frame_len(i32::from_be_bytes(*len), self.max)
         {
             self.fail(e);
         }
@@ -102,7 +130,7 @@ impl FrameDecoder {
         let Some((len, rest)) = pending.split_first_chunk::<4>() else {
             return Ok(None);
         };
-        let n = match check_frame_len(i32::from_be_bytes(*len)) {
+        let n = match check_frame_len(i32::from_be_bytes(*len), self.max) {
             Ok(n) => n,
             Err(e) => {
                 self.fail(e.clone());

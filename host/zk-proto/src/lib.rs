@@ -53,7 +53,7 @@ pub use consts::{
     event_type, keeper_state, op, perms, watcher_type,
 };
 pub use error::{ProtoError, Result};
-pub use frame::{FrameDecoder, MAX_FRAME, frame, try_frame};
+pub use frame::{FrameDecoder, MAX_FRAME, MAX_REQUEST_FRAME, frame, try_frame};
 pub use jute::{Reader, Writer};
 pub use request::{
     Acl, MultiOp, Request, RequestHeader, decode_header, decode_request, decode_request_body,
