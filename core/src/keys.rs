@@ -8,6 +8,13 @@ pub const USER_BUCKET: &str = "user";
 
 /// The log head `{zxid, id}`; created at init, afterwards only changed by CAS.
 pub const LOG_HEAD: &str = "log/head";
+
+/// The keys from which everything else can be rebuilt, as `(bucket, key prefix)`: the log
+/// head (which makes the txn entries before it reachable) and the sessions' heartbeats. Every
+/// other key is derived by replaying the log (the distributor's records, the node objects,
+/// watches, sessions, indexes). A backend that keeps all writes in one order may fsync only
+/// writes to these keys (the embedded one does); see `docs/architecture.md`, "Durability".
+pub const DURABLE_KEYS: &[(&str, &str)] = &[(SYSTEM_BUCKET, LOG_HEAD), (SYSTEM_BUCKET, "alive/")];
 /// The distributor's lease `{owner, expires_ms, fence}`; created at init, CAS only.
 pub const DIST_LEASE: &str = "dist/lease";
 /// The last zxid whose effects are fully applied and notified.

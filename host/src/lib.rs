@@ -29,7 +29,7 @@ pub mod server;
 pub mod zk;
 
 use anyhow::Context;
-use faaskeeper_backend_embedded::EmbeddedDb;
+use faaskeeper_backend_embedded::{EmbeddedDb, SyncPolicy};
 use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
 use faaskeeper_storage::StoreManager;
 use runtime::{Limits, Runtime, StageName};
@@ -124,7 +124,15 @@ pub fn embedded_stages() -> Vec<(StageName, &'static [u8])> {
 /// start the distributor loop and the HTTP API.
 pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
     let db_path = opts.data_dir.join("faaskeeper.redb");
-    let db = EmbeddedDb::open(&db_path, &[SYSTEM_BUCKET, USER_BUCKET])
+    // Only the log head (and heartbeats) need an fsync: the rest is replayed from the log
+    // after a crash, before the API opens (see `faaskeeper_core::keys`).
+    let policy = SyncPolicy::Only(
+        faaskeeper_core::keys::DURABLE_KEYS
+            .iter()
+            .map(|(b, k)| (b.to_string(), k.to_string()))
+            .collect(),
+    );
+    let db = EmbeddedDb::open_with(&db_path, &[SYSTEM_BUCKET, USER_BUCKET], policy)
         .with_context(|| format!("opening {}", db_path.display()))?;
     let user = db.bucket(USER_BUCKET)?;
     let stores = StoreManager::new()
@@ -141,7 +149,11 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
     let runtime =
         tokio::task::spawn_blocking(move || Runtime::new(&stages, stores, hub, limits)).await??;
     runtime.init_store().await?;
+    // Replay whatever the log holds beyond the applied state before anyone can read: a crash
+    // may have lost derived state that was not yet on disk (see `SyncPolicy::Only`).
+    runtime.recover().await?;
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(runtime.clone().run_write_combiner()));
     tasks.push(tokio::spawn(
         runtime
             .clone()

@@ -33,6 +33,22 @@ enum Command {
         #[command(subcommand)]
         action: ComponentsCommand,
     },
+    /// Measure this service and Apache ZooKeeper 3.8 side by side (both started here, on
+    /// this machine, fsync on) and write docs/benchmarks.md, its plot and the JSON.
+    Bench {
+        /// A few seconds of each workload instead of the full run (a smoke check).
+        #[arg(long)]
+        quick: bool,
+        /// The Markdown report (its generated part is replaced, the prose kept).
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        report: PathBuf,
+        /// Everything measured, as JSON.
+        #[arg(long, default_value = "benches/results/compare.json")]
+        json: PathBuf,
+        /// The plot.
+        #[arg(long, default_value = "docs/benchmarks.svg")]
+        svg: PathBuf,
+    },
     /// Run the service on the embedded store.
     Serve {
         /// Directory of the store file.
@@ -221,8 +237,67 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("shutting down");
             Ok(())
         }
+        Command::Bench {
+            quick,
+            report,
+            json,
+            svg,
+        } => {
+            bench(
+                quick,
+                faaskeeper_bench::report::Outputs {
+                    markdown: report,
+                    json,
+                    svg,
+                },
+            )
+            .await
+        }
         cmd => client_command(&cli.server, cmd).await,
     }
+}
+
+/// `bench`: our service in this process on a fresh store (fsync on, as `serve`), Apache
+/// ZooKeeper as a child process, then the same workloads against both.
+async fn bench(quick: bool, out: faaskeeper_bench::report::Outputs) -> anyhow::Result<()> {
+    use faaskeeper_bench::{Config, Target, zookeeper::RealZooKeeper};
+    let dir = tempfile::tempdir()?;
+    let ours = faaskeeper_host::start(faaskeeper_host::ServeOptions {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse()?,
+        zk_listen: Some("127.0.0.1:0".parse()?),
+        ..Default::default()
+    })
+    .await?;
+    let ours_addr = ours
+        .zk_addr()
+        .context("the gateway is not listening")?
+        .to_string();
+    let zk = tokio::task::spawn_blocking(RealZooKeeper::try_start).await??;
+    let targets = [
+        Target {
+            name: "ZooKeeper".into(),
+            addr: zk.addr.clone(),
+        },
+        Target {
+            name: "FaaSKeeper".into(),
+            addr: ours_addr,
+        },
+    ];
+    let cfg = if quick {
+        Config::quick()
+    } else {
+        Config::full()
+    };
+    let report = faaskeeper_bench::run(&targets, &cfg, &out).await?;
+    println!("{}", faaskeeper_bench::report::markdown(&report));
+    println!(
+        "wrote {}, {} and {}",
+        out.markdown.display(),
+        out.json.display(),
+        out.svg.display()
+    );
+    Ok(())
 }
 
 async fn client_command(server: &str, cmd: Command) -> anyhow::Result<()> {
@@ -236,7 +311,7 @@ async fn client_command(server: &str, cmd: Command) -> anyhow::Result<()> {
 
 async fn run_client(client: &Client, cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Serve { .. } | Command::Components { .. } => {
+        Command::Serve { .. } | Command::Components { .. } | Command::Bench { .. } => {
             unreachable!("handled by run and main")
         }
         Command::Create {

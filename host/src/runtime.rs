@@ -6,7 +6,7 @@ use crate::kv::{KvCtx, KvCtxView, KvView};
 use crate::routing::StageRouter;
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use faaskeeper_core::wire::Delivery;
+use faaskeeper_core::wire::{Delivery, Request, Submission, WriteBatch};
 use faaskeeper_storage::StoreManager;
 use http_body_util::{BodyExt, Full};
 use std::collections::HashMap;
@@ -126,7 +126,18 @@ pub struct Runtime {
     hub: Arc<SessionHub>,
     distributor_wake: Notify,
     writes: Semaphore,
+    combiner: tokio::sync::mpsc::UnboundedSender<PendingWrite>,
+    combined: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<PendingWrite>>>,
 }
+
+/// One caller's requests waiting for the write combiner.
+struct PendingWrite {
+    requests: Vec<Request>,
+    reply: tokio::sync::oneshot::Sender<anyhow::Result<Vec<Submission>>>,
+}
+
+/// Most requests the combiner folds into one writer invocation.
+const MAX_COMBINED: usize = 1024;
 
 impl Runtime {
     /// Compile the stages (`(name, wasm bytes)`) and link them against WASI, `wasi:http` and
@@ -166,6 +177,7 @@ impl Runtime {
                 .with_context(|| format!("pre-instantiating the {} component", name.name()))?;
             pres.insert(*name, pre);
         }
+        let (combiner, combined) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Runtime {
             engine,
             pres,
@@ -173,6 +185,8 @@ impl Runtime {
             hub,
             distributor_wake: Notify::new(),
             writes: Semaphore::new(limits.concurrent_writes),
+            combiner,
+            combined: std::sync::Mutex::new(Some(combined)),
         }))
     }
 
@@ -255,10 +269,107 @@ impl Runtime {
         Ok((status, body))
     }
 
-    /// Invoke the writer, at most `Limits::concurrent_writes` at once.
+    /// Invoke the writer directly with a raw body, at most `Limits::concurrent_writes` at
+    /// once (stage-to-stage calls; clients go through [`Runtime::write_batch`]).
     pub async fn write(self: &Arc<Self>, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
         let _permit = self.writes.acquire().await?;
         self.invoke(StageName::Writer, "/", body).await
+    }
+
+    /// Append a session's requests through the write combiner: requests that arrive while a
+    /// writer invocation runs are appended together by the next one, so concurrent sessions
+    /// share one log append (one compare-and-swap of the head, one fsync) instead of racing
+    /// for the head. Returns one submission per request, in order.
+    pub async fn write_batch(&self, requests: Vec<Request>) -> anyhow::Result<Vec<Submission>> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.combiner
+            .send(PendingWrite { requests, reply })
+            .map_err(|_| anyhow::anyhow!("the write combiner stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the write combiner dropped the request"))?
+    }
+
+    /// The write combiner: one writer invocation at a time, each taking every request that
+    /// is waiting (up to [`MAX_COMBINED`]).
+    pub async fn run_write_combiner(self: Arc<Self>) {
+        let Some(mut rx) = self.combined.lock().ok().and_then(|mut r| r.take()) else {
+            tracing::error!("the write combiner was started twice");
+            return;
+        };
+        while let Some(first) = rx.recv().await {
+            let mut n = first.requests.len();
+            let mut group = vec![first];
+            while n < MAX_COMBINED {
+                match rx.try_recv() {
+                    Ok(w) => {
+                        n += w.requests.len();
+                        group.push(w);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let batch = WriteBatch {
+                requests: group.iter().flat_map(|w| w.requests.clone()).collect(),
+            };
+            let result = self.append(&batch).await;
+            match result {
+                Ok(mut subs) => {
+                    for w in group.into_iter().rev() {
+                        let mine = subs.split_off(subs.len() - w.requests.len());
+                        let _ = w.reply.send(Ok(mine));
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    for w in group {
+                        let _ = w.reply.send(Err(anyhow::anyhow!("{msg}")));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn append(self: &Arc<Self>, batch: &WriteBatch) -> anyhow::Result<Vec<Submission>> {
+        let (status, body) = self
+            .invoke(
+                StageName::Writer,
+                "/",
+                Bytes::from(serde_json::to_vec(batch)?),
+            )
+            .await?;
+        if status != 200 {
+            bail!(
+                "writer answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let subs: Vec<Submission> = serde_json::from_slice(&body).context("writer's answer")?;
+        if subs.len() != batch.requests.len() {
+            bail!(
+                "writer answered {} submissions for {} requests",
+                subs.len(),
+                batch.requests.len()
+            );
+        }
+        Ok(subs)
+    }
+
+    /// Apply everything in the log now (taking over any lease a killed process left).
+    pub async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
+        match self
+            .invoke(
+                StageName::Distributor,
+                "/recover",
+                Bytes::from_static(b"{}"),
+            )
+            .await?
+        {
+            (200, _) => Ok(()),
+            (status, body) => bail!(
+                "recovery: distributor answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
     }
 
     /// Ask for a distributor run. Runs are serialised by [`Runtime::run_distributor_loop`]; a

@@ -234,16 +234,8 @@ impl Api {
                 "request for another session",
             );
         }
-        match self.rt.write(body).await {
-            Ok((status, bytes)) => {
-                let mut r = hyper::Response::new(Full::new(bytes));
-                *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-                r.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/json"),
-                );
-                r
-            }
+        match self.rt.write_batch(batch.requests).await {
+            Ok(subs) => reply(StatusCode::OK, json!(subs)),
             Err(e) => {
                 tracing::error!(error = format!("{e:#}"), "writer invocation failed");
                 error(

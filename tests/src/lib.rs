@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-pub mod zookeeper;
+pub use faaskeeper_bench::zookeeper;
 
 struct Shared {
     url: String,

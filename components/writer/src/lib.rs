@@ -39,21 +39,29 @@ impl Stage for Writer {
 
 faaskeeper_guest::export_stage!(Writer);
 
+/// Append a batch; the answer has one submission per request, in request order (the bundled
+/// host's write combiner splits it back among the sessions whose requests it merged).
 fn write(batch: WriteBatch) -> Result<Vec<Submission>, KvError> {
-    let mut subs = Vec::with_capacity(batch.requests.len());
+    let mut subs: Vec<Option<Submission>> = batch.requests.iter().map(|_| None).collect();
     let mut accepted = Vec::new();
-    for req in batch.requests {
+    let mut positions = Vec::new();
+    for (i, req) in batch.requests.into_iter().enumerate() {
         match precheck(&req.op) {
-            Ok(()) => accepted.push(req),
-            Err((error, message)) => subs.push(Submission::Rejected {
-                seq: req.seq,
-                error,
-                message,
-            }),
+            Ok(()) => {
+                accepted.push(req);
+                positions.push(i);
+            }
+            Err((error, message)) => {
+                subs[i] = Some(Submission::Rejected {
+                    seq: req.seq,
+                    error,
+                    message,
+                })
+            }
         }
     }
     if accepted.is_empty() {
-        return Ok(subs);
+        return Ok(subs.into_iter().flatten().collect());
     }
     let system = Bucket::open(keys::SYSTEM_BUCKET)?;
     let ids: Vec<String> = accepted
@@ -94,10 +102,10 @@ fn write(batch: WriteBatch) -> Result<Vec<Submission>, KvError> {
             }
         }
     };
-    for (i, req) in accepted.iter().enumerate() {
-        subs.push(Submission::Appended {
+    for (k, (req, i)) in accepted.iter().zip(&positions).enumerate() {
+        subs[*i] = Some(Submission::Appended {
             seq: req.seq,
-            zxid: first_zxid + i as i64,
+            zxid: first_zxid + k as i64,
         });
     }
     // The txns are in the log whatever happens now; a failed wake-up is repaired by the next
@@ -105,5 +113,5 @@ fn write(batch: WriteBatch) -> Result<Vec<Submission>, KvError> {
     if let Err(e) = faaskeeper_guest::post(DISTRIBUTOR_URL, b"{}") {
         faaskeeper_guest::log(&format!("writer: distributor not reached: {e}"));
     }
-    Ok(subs)
+    Ok(subs.into_iter().flatten().collect())
 }

@@ -4,6 +4,15 @@
 //! the data directory. A write returns only after its transaction is committed with
 //! `Durability::Immediate` (fsynced), so an acknowledged write survives SIGKILL and power loss.
 //!
+//! **Durable keys only** ([`SyncPolicy::Only`]). All writes are committed in one order, and
+//! redb persists a commit made without fsync (`Durability::None`) with the next fsynced one,
+//! or loses it on a crash together with every later commit: what survives is always a prefix
+//! of the commit order. A caller that can rebuild everything except a few keys from those
+//! keys (the service rebuilds its state from the transaction log, whose head is such a key,
+//! as ZooKeeper rebuilds its tree from its txn log) names them, and only groups that write
+//! one of them wait for an fsync. Everything else is as fast as memory, and never newer on
+//! disk than the keys it derives from.
+//!
 //! **Group commit.** All writes go through one committer thread. It takes every write that is
 //! waiting, applies them in arrival order inside a single redb transaction, commits once, and
 //! then answers each caller. Concurrent writers therefore share one fsync, and a
@@ -63,17 +72,55 @@ struct Job {
     reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
 }
 
+/// Which writes are fsynced before they return.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Every write (the `Store` trait's plain promise).
+    #[default]
+    Every,
+    /// Only writes to these `(bucket, key prefix)` pairs; a group containing one makes the
+    /// whole commit order up to it durable. See the crate docs for when this is sound.
+    Only(Vec<(String, String)>),
+}
+
+impl SyncPolicy {
+    fn requires(&self, job: &Job) -> bool {
+        let SyncPolicy::Only(keys) = self else {
+            return true;
+        };
+        let hits = |k: &str| {
+            keys.iter()
+                .any(|(b, prefix)| *b == job.bucket && k.starts_with(prefix.as_str()))
+        };
+        match &job.op {
+            WriteOp::Set(items) => items.iter().any(|(k, _)| hits(k)),
+            WriteOp::Delete(keys) => keys.iter().any(|k| hits(k)),
+            WriteOp::Increment(k, _) | WriteOp::Cas(k, _, _) => hits(k),
+        }
+    }
+}
+
 /// One redb file holding every bucket.
 pub struct EmbeddedDb {
     db: Arc<Database>,
     path: PathBuf,
     jobs: mpsc::Sender<Job>,
     buckets: Vec<String>,
+    policy: SyncPolicy,
 }
 
 impl EmbeddedDb {
-    /// Open (or create) the file at `path` with the given buckets.
+    /// Open (or create) the file at `path` with the given buckets; every write is fsynced.
     pub fn open(path: &Path, buckets: &[&str]) -> Result<Arc<EmbeddedDb>, StoreError> {
+        EmbeddedDb::open_with(path, buckets, SyncPolicy::Every)
+    }
+
+    /// Like [`EmbeddedDb::open`], fsyncing as `policy` says.
+    pub fn open_with(
+        path: &Path,
+        buckets: &[&str],
+        policy: SyncPolicy,
+    ) -> Result<Arc<EmbeddedDb>, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(unavailable)?;
         }
@@ -85,15 +132,17 @@ impl EmbeddedDb {
         txn.commit().map_err(unavailable)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let committer = db.clone();
+        let committer_policy = policy.clone();
         std::thread::Builder::new()
             .name("faaskeeper-commit".into())
-            .spawn(move || commit_loop(&committer, rx))
+            .spawn(move || commit_loop(&committer, &committer_policy, rx))
             .map_err(unavailable)?;
         Ok(Arc::new(EmbeddedDb {
             db,
             path: path.to_path_buf(),
             jobs: tx,
             buckets: buckets.iter().map(|b| b.to_string()).collect(),
+            policy,
         }))
     }
 
@@ -122,7 +171,7 @@ impl EmbeddedDb {
     }
 }
 
-fn commit_loop(db: &Database, rx: mpsc::Receiver<Job>) {
+fn commit_loop(db: &Database, policy: &SyncPolicy, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -131,7 +180,8 @@ fn commit_loop(db: &Database, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        match run_group(db, &group) {
+        let durable = group.iter().any(|j| policy.requires(j));
+        match run_group(db, &group, durable) {
             Ok(results) => {
                 for (job, r) in group.into_iter().zip(results) {
                     let _ = job.reply.send(r);
@@ -151,8 +201,13 @@ fn commit_loop(db: &Database, rx: mpsc::Receiver<Job>) {
 fn run_group(
     db: &Database,
     group: &[Job],
+    durable: bool,
 ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
-    let txn = db.begin_write().map_err(unavailable)?;
+    let mut txn = db.begin_write().map_err(unavailable)?;
+    if !durable {
+        txn.set_durability(redb::Durability::None)
+            .map_err(unavailable)?;
+    }
     let mut results = Vec::with_capacity(group.len());
     for job in group {
         let mut t = txn.open_table(table(&job.bucket)).map_err(unavailable)?;
@@ -318,8 +373,19 @@ impl Store for RedbBucket {
     }
 
     fn summary(&self) -> String {
+        let sync = match &self.db.policy {
+            SyncPolicy::Every => "fsync on every commit".to_string(),
+            SyncPolicy::Only(keys) => format!(
+                "fsync on commits writing {}; the rest persisted in order with them",
+                keys.iter()
+                    .filter(|(b, _)| *b == self.name)
+                    .map(|(_, k)| format!("{k}*"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         format!(
-            "embedded redb table {:?} in {} (fsync on commit, group commit)",
+            "embedded redb table {:?} in {} ({sync}, group commit)",
             self.name,
             self.db.path.display()
         )

@@ -1,6 +1,6 @@
-//! A real Apache ZooKeeper 3.8 (Debian package `zookeeper`) started by the tests:
-//! `ZooKeeperServerMain` with a `zoo.cfg` in a temp dir, on 127.0.0.1, admin server off,
-//! every four-letter word allowed.
+//! A real Apache ZooKeeper 3.8 (Debian package `zookeeper`), started by the benchmarks and
+//! by the differential test suites: `ZooKeeperServerMain` with a `zoo.cfg` in a temp dir, on
+//! 127.0.0.1, admin server off, every four-letter word allowed.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,11 +18,10 @@ pub struct RealZooKeeper {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+fn free_port() -> std::io::Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Send a four-letter word and read the whole answer.
@@ -39,22 +38,28 @@ impl RealZooKeeper {
     /// Start one and wait until it answers `ruok`. Panics with a clear message when the
     /// package is missing (CI installs it; see `.ci/run`).
     pub fn start() -> RealZooKeeper {
-        assert!(
+        RealZooKeeper::try_start().unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Start one (standalone, `forceSync=yes` as by default: every txn fsynced before it is
+    /// acknowledged) and wait until it answers `ruok`.
+    pub fn try_start() -> anyhow::Result<RealZooKeeper> {
+        anyhow::ensure!(
             std::path::Path::new("/usr/share/java/zookeeper.jar").exists(),
             "Apache ZooKeeper is not installed: apt-get install zookeeper (done by .ci/run)"
         );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
         let cfg = dir.path().join("zoo.cfg");
         std::fs::write(
             &cfg,
             format!(
                 "tickTime=2000\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
-                 admin.enableServer=false\n4lw.commands.whitelist=*\nmaxClientCnxns=0\n",
+                 admin.enableServer=false\n4lw.commands.whitelist=*\nmaxClientCnxns=0\n\
+                 forceSync=yes\n",
                 dir.path().join("data").display()
             ),
-        )
-        .expect("write zoo.cfg");
+        )?;
         let child = Command::new("java")
             .args([
                 "-Xmx256m",
@@ -71,28 +76,23 @@ impl RealZooKeeper {
             .arg(&cfg)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .expect("start java");
-        let addr = format!("127.0.0.1:{port}");
+            .spawn()?;
+        let mut zk = RealZooKeeper {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if four_letter_word(&addr, "ruok")
-                .map(|a| a == "imok")
-                .unwrap_or(false)
-            {
-                break;
+        while !four_letter_word(&zk.addr, "ruok")
+            .map(|a| a == "imok")
+            .unwrap_or(false)
+        {
+            if Instant::now() > deadline || zk.child.try_wait()?.is_some() {
+                anyhow::bail!("ZooKeeper did not start on {}", zk.addr);
             }
-            assert!(
-                Instant::now() < deadline,
-                "ZooKeeper did not start on {addr}"
-            );
             std::thread::sleep(Duration::from_millis(200));
         }
-        RealZooKeeper {
-            child,
-            addr,
-            _dir: dir,
-        }
+        Ok(zk)
     }
 }
 
