@@ -50,6 +50,9 @@ pub struct ServeOptions {
     pub zk_listen: Option<SocketAddr>,
     /// Instance pool limits.
     pub limits: Limits,
+    /// The `system` and `user` buckets, e.g. on AWS (`faaskeeper_backend_aws`); `None`: the
+    /// embedded store under `data_dir`.
+    pub stores: Option<StoreManager>,
 }
 
 impl Default for ServeOptions {
@@ -59,6 +62,7 @@ impl Default for ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8181)),
             zk_listen: Some(SocketAddr::from(([127, 0, 0, 1], 2181))),
             limits: Limits::default(),
+            stores: None,
         }
     }
 }
@@ -120,24 +124,29 @@ pub fn embedded_stages() -> Vec<(StageName, &'static [u8])> {
     ]
 }
 
-/// Start the embedded service: open the store, compile the stages, initialise the store,
-/// start the distributor loop and the HTTP API.
+/// Start the service: open the store (embedded unless `opts.stores` gives one), compile the
+/// stages, initialise the store, start the distributor loop and the HTTP API.
 pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
-    let db_path = opts.data_dir.join("faaskeeper.redb");
-    // Only the log head (and heartbeats) need an fsync: the rest is replayed from the log
-    // after a crash, before the API opens (see `faaskeeper_core::keys`).
-    let policy = SyncPolicy::Only(
-        faaskeeper_core::keys::DURABLE_KEYS
-            .iter()
-            .map(|(b, k)| (b.to_string(), k.to_string()))
-            .collect(),
-    );
-    let db = EmbeddedDb::open_with(&db_path, &[SYSTEM_BUCKET, USER_BUCKET], policy)
-        .with_context(|| format!("opening {}", db_path.display()))?;
-    let user = db.bucket(USER_BUCKET)?;
-    let stores = StoreManager::new()
-        .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET)?)
-        .with_bucket(USER_BUCKET, user.clone());
+    let stores = match opts.stores.clone() {
+        Some(stores) => stores,
+        None => {
+            let db_path = opts.data_dir.join("faaskeeper.redb");
+            // Only the log head (and heartbeats) need an fsync: the rest is replayed from the
+            // log after a crash, before the API opens (see `faaskeeper_core::keys`).
+            let policy = SyncPolicy::Only(
+                faaskeeper_core::keys::DURABLE_KEYS
+                    .iter()
+                    .map(|(b, k)| (b.to_string(), k.to_string()))
+                    .collect(),
+            );
+            let db = EmbeddedDb::open_with(&db_path, &[SYSTEM_BUCKET, USER_BUCKET], policy)
+                .with_context(|| format!("opening {}", db_path.display()))?;
+            StoreManager::new()
+                .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET)?)
+                .with_bucket(USER_BUCKET, db.bucket(USER_BUCKET)?)
+        }
+    };
+    let user = stores.open(USER_BUCKET)?;
     let summary = stores.summary();
     let hub = Arc::new(hub::SessionHub::default());
     let stages = embedded_stages();

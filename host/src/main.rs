@@ -49,11 +49,23 @@ enum Command {
         #[arg(long, default_value = "docs/benchmarks.svg")]
         svg: PathBuf,
     },
-    /// Run the service on the embedded store.
+    /// Run the service (on the embedded store, or on AWS with `--backend aws`).
     Serve {
-        /// Directory of the store file.
+        /// Directory of the store file (and of the compiled-component cache).
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Where the `system` and `user` buckets live.
+        #[arg(long, value_enum, default_value_t = Backend::Embedded)]
+        backend: Backend,
+        /// AWS endpoint override, e.g. a local moto (`http://127.0.0.1:5000`); default: AWS.
+        #[arg(long, env = "FAASKEEPER_AWS_ENDPOINT")]
+        aws_endpoint: Option<String>,
+        /// AWS region.
+        #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+        aws_region: String,
+        /// Names the AWS resources: table `<prefix>-system`, bucket `<prefix>-user`.
+        #[arg(long, default_value = "faaskeeper")]
+        aws_prefix: String,
         /// HTTP API port.
         #[arg(long, default_value_t = 8181)]
         port: u16,
@@ -129,6 +141,16 @@ enum Command {
         #[arg(short = 'c')]
         children: bool,
     },
+}
+
+/// Where `serve` keeps its buckets.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Backend {
+    /// One redb file under `--data-dir`.
+    Embedded,
+    /// `system` on DynamoDB, `user` on S3 (created if missing; credentials from the default
+    /// AWS chain, e.g. `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`).
+    Aws,
 }
 
 #[derive(Subcommand)]
@@ -207,6 +229,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
             data_dir,
+            backend,
+            aws_endpoint,
+            aws_region,
+            aws_prefix,
             port,
             host,
             zk_port,
@@ -219,10 +245,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .with_writer(std::io::stderr)
                 .init();
+            let stores = match backend {
+                Backend::Embedded => None,
+                Backend::Aws => Some(aws_stores(aws_endpoint, aws_region, aws_prefix).await?),
+            };
             let opts = faaskeeper_host::ServeOptions {
                 data_dir,
                 listen: SocketAddr::new(host, port),
                 zk_listen: (!no_zk).then(|| SocketAddr::new(host, zk_port)),
+                stores,
                 ..Default::default()
             };
             let host = faaskeeper_host::start(opts).await?;
@@ -298,6 +329,41 @@ async fn bench(quick: bool, out: faaskeeper_bench::report::Outputs) -> anyhow::R
         out.svg.display()
     );
     Ok(())
+}
+
+/// The buckets of `serve --backend aws`: connect, creating the table and bucket if missing.
+#[cfg(feature = "aws")]
+async fn aws_stores(
+    endpoint: Option<String>,
+    region: String,
+    prefix: String,
+) -> anyhow::Result<faaskeeper_storage::StoreManager> {
+    use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
+    let opts = faaskeeper_backend_aws::AwsOptions {
+        endpoint,
+        region,
+        prefix,
+        credentials: None,
+    };
+    let aws = faaskeeper_backend_aws::AwsBackend::connect(&opts)
+        .await
+        .with_context(|| {
+            format!(
+                "setting up DynamoDB table {} and S3 bucket {}",
+                opts.table_name(),
+                opts.bucket_name()
+            )
+        })?;
+    Ok(aws.store_manager(SYSTEM_BUCKET, USER_BUCKET))
+}
+
+#[cfg(not(feature = "aws"))]
+async fn aws_stores(
+    _endpoint: Option<String>,
+    _region: String,
+    _prefix: String,
+) -> anyhow::Result<faaskeeper_storage::StoreManager> {
+    anyhow::bail!("this faaskeeper was built without the `aws` feature")
 }
 
 async fn client_command(server: &str, cmd: Command) -> anyhow::Result<()> {

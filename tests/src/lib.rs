@@ -58,6 +58,90 @@ pub fn zk_addr() -> String {
     shared().zk.clone()
 }
 
+struct AwsShared {
+    url: String,
+    backend: std::sync::Arc<faaskeeper_backend_aws::AwsBackend>,
+    moto: faaskeeper_backend_aws::moto::MotoServer,
+    _dir: tempfile::TempDir,
+}
+
+static AWS_HOST: OnceLock<AwsShared> = OnceLock::new();
+
+fn aws_shared() -> &'static AwsShared {
+    AWS_HOST.get_or_init(|| {
+        // Never stopped by drop (a static): moto exits when this process does, as its stdin
+        // closes.
+        let moto = faaskeeper_backend_aws::moto::MotoServer::start()
+            .expect("moto starts (pip install 'moto[server]')");
+        let opts = moto.options(&format!("e2e-{}", std::process::id()));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let (host, backend) = start_aws_host(&opts, data_dir).await;
+                tx.send((host.url(), backend)).expect("send url");
+                std::future::pending::<()>().await;
+                drop(host);
+            });
+        });
+        let (url, backend) = rx.recv().expect("host url");
+        AwsShared {
+            url,
+            backend,
+            moto,
+            _dir: dir,
+        }
+    })
+}
+
+/// Start a host whose `system` bucket is DynamoDB and `user` bucket S3, as `opts` say.
+pub async fn start_aws_host(
+    opts: &faaskeeper_backend_aws::AwsOptions,
+    data_dir: std::path::PathBuf,
+) -> (
+    faaskeeper_host::RunningHost,
+    std::sync::Arc<faaskeeper_backend_aws::AwsBackend>,
+) {
+    use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
+    let backend = std::sync::Arc::new(
+        faaskeeper_backend_aws::AwsBackend::connect(opts)
+            .await
+            .expect("AWS backend on moto"),
+    );
+    let host = faaskeeper_host::start(faaskeeper_host::ServeOptions {
+        data_dir,
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        zk_listen: None,
+        stores: Some(backend.store_manager(SYSTEM_BUCKET, USER_BUCKET)),
+        ..Default::default()
+    })
+    .await
+    .expect("host starts on AWS");
+    (host, backend)
+}
+
+/// Base URL of the AWS-backed shared host (DynamoDB + S3 on a local moto), starting moto and
+/// the host on first use.
+pub fn aws_host_url() -> String {
+    aws_shared().url.clone()
+}
+
+/// What the AWS-backed shared host's buckets have counted so far.
+pub fn aws_usage() -> faaskeeper_backend_aws::AwsUsage {
+    aws_shared().backend.usage()
+}
+
+/// Options for another backend on the shared moto (`prefix` names its table and bucket).
+pub fn aws_options(prefix: &str) -> faaskeeper_backend_aws::AwsOptions {
+    aws_shared().moto.options(prefix)
+}
+
 /// A fresh unique path prefix so tests sharing the host do not collide.
 pub fn unique(name: &str) -> String {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -128,6 +128,12 @@ pub struct StoreManager {
     buckets: BTreeMap<String, Arc<dyn Store>>,
 }
 
+impl std::fmt::Debug for StoreManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.summary()).finish()
+    }
+}
+
 impl StoreManager {
     /// An empty manager.
     pub fn new() -> StoreManager {

@@ -1,0 +1,313 @@
+//! # faaskeeper-backend-aws
+//!
+//! The AWS backend of the bundled host (`faaskeeper serve --backend aws`): the `system` bucket
+//! on one DynamoDB table ([`DynamoSystemStore`]), the `user` bucket on one S3 bucket
+//! ([`S3UserStore`]), one object per node so that clients can read nodes from S3 directly.
+//! Both implement [`faaskeeper_storage::Store`] and pass its conformance suite against moto.
+//! Every request is counted per bucket in a [`Meter`] (DynamoDB request units by item size,
+//! S3 requests by kind) for the cost model. `docs/aws.md` describes the mapping.
+//!
+//! This is the only crate of the workspace that depends on the AWS SDK.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use faaskeeper_backend_aws::{AwsBackend, AwsOptions};
+//! # async fn run() -> Result<(), faaskeeper_storage::StoreError> {
+//! let aws = AwsBackend::connect(&AwsOptions {
+//!     endpoint: Some("http://127.0.0.1:5000".into()), // moto; None: the real AWS endpoints
+//!     region: "us-east-1".into(),
+//!     prefix: "faaskeeper".into(), // table faaskeeper-system, bucket faaskeeper-user
+//!     credentials: None,           // the default AWS credential chain
+//! })
+//! .await?;
+//! let system = aws.system();
+//! system.set("k", b"v".to_vec()).await?;
+//! assert_eq!(system.get("k").await?, Some(b"v".to_vec()));
+//! println!("{:?}", aws.usage().system);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod dynamo;
+mod meter;
+pub mod moto;
+mod s3;
+
+pub use dynamo::{DynamoSystemStore, INLINE_MAX};
+pub use meter::{Meter, Usage};
+pub use s3::{OBJECT_PREFIX, S3UserStore};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+};
+use faaskeeper_storage::{Store, StoreError, StoreManager};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where and how to reach AWS (or moto).
+#[derive(Debug, Clone)]
+pub struct AwsOptions {
+    /// Endpoint override for every service (e.g. moto on `http://127.0.0.1:5000`); `None`: AWS.
+    pub endpoint: Option<String>,
+    /// Region, e.g. `us-east-1`.
+    pub region: String,
+    /// Names the resources: table `<prefix>-system`, bucket `<prefix>-user`. Lowercase
+    /// letters, digits and `-` (S3's bucket-name rules).
+    pub prefix: String,
+    /// Fixed credentials (tests against moto); `None`: the default AWS credential chain
+    /// (environment, profile, web identity, container, instance metadata).
+    pub credentials: Option<StaticCredentials>,
+}
+
+impl Default for AwsOptions {
+    fn default() -> Self {
+        AwsOptions {
+            endpoint: None,
+            region: "us-east-1".into(),
+            prefix: "faaskeeper".into(),
+            credentials: None,
+        }
+    }
+}
+
+/// An access key pair given directly instead of through the credential chain.
+#[derive(Clone)]
+pub struct StaticCredentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsOptions {
+    /// The DynamoDB table of the `system` bucket.
+    pub fn table_name(&self) -> String {
+        format!("{}-system", self.prefix)
+    }
+
+    /// The S3 bucket of the `user` bucket (and of `system` values too large for DynamoDB).
+    pub fn bucket_name(&self) -> String {
+        format!("{}-user", self.prefix)
+    }
+}
+
+/// Both buckets on AWS, with their meters.
+pub struct AwsBackend {
+    system: Arc<DynamoSystemStore>,
+    user: Arc<S3UserStore>,
+}
+
+/// What both buckets have counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AwsUsage {
+    /// The `system` bucket: DynamoDB, and S3 for values too large for an item.
+    pub system: Usage,
+    /// The `user` bucket: S3.
+    pub user: Usage,
+}
+
+impl AwsUsage {
+    /// What was counted between `earlier` and `self`.
+    pub fn since(&self, earlier: &AwsUsage) -> AwsUsage {
+        AwsUsage {
+            system: self.system.since(&earlier.system),
+            user: self.user.since(&earlier.user),
+        }
+    }
+}
+
+pub(crate) fn unavailable<E: std::error::Error>(e: E) -> StoreError {
+    StoreError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+}
+
+/// Exponential backoff for retrying unprocessed batch items: 10 ms doubling up to ~1 s.
+pub(crate) async fn backoff(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(10u64 << attempt.min(7))).await;
+}
+
+impl AwsBackend {
+    /// Connect, and create the table and the bucket if they do not exist yet.
+    pub async fn connect(opts: &AwsOptions) -> Result<AwsBackend, StoreError> {
+        let valid = opts.prefix.len() >= 3
+            && opts.prefix.len() <= 50
+            && opts
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !opts.prefix.starts_with('-');
+        if !valid {
+            return Err(StoreError::InvalidValue(format!(
+                "AWS resource prefix {:?}: use 3 to 50 lowercase letters, digits or '-'",
+                opts.prefix
+            )));
+        }
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(opts.region.clone()))
+            .http_client(http);
+        if let Some(endpoint) = &opts.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(c) = &opts.credentials {
+            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.clone(),
+                None,
+                None,
+                "faaskeeper-static",
+            ));
+        }
+        let sdk = loader.load().await;
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let s3_config = aws_sdk_s3::config::Builder::from(&sdk)
+            // moto and other local endpoints serve buckets by path, not by host name.
+            .force_path_style(opts.endpoint.is_some())
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
+            .build();
+        let s3 = aws_sdk_s3::Client::from_conf(s3_config);
+        let table = opts.table_name();
+        let bucket = opts.bucket_name();
+        ensure_table(&ddb, &table).await?;
+        ensure_bucket(&s3, &bucket, &opts.region).await?;
+        let system = Arc::new(DynamoSystemStore {
+            ddb,
+            s3: s3.clone(),
+            table,
+            bucket: bucket.clone(),
+            meter: Arc::new(Meter::default()),
+        });
+        let user = Arc::new(S3UserStore {
+            s3,
+            bucket,
+            meter: Arc::new(Meter::default()),
+        });
+        Ok(AwsBackend { system, user })
+    }
+
+    /// The `system` bucket.
+    pub fn system(&self) -> Arc<dyn Store> {
+        self.system.clone()
+    }
+
+    /// The `user` bucket.
+    pub fn user(&self) -> Arc<dyn Store> {
+        self.user.clone()
+    }
+
+    /// The two buckets under the names the stages open (`system`, `user`).
+    pub fn store_manager(&self, system_name: &str, user_name: &str) -> StoreManager {
+        StoreManager::new()
+            .with_bucket(system_name, self.system())
+            .with_bucket(user_name, self.user())
+    }
+
+    /// What each bucket has counted since connecting.
+    pub fn usage(&self) -> AwsUsage {
+        AwsUsage {
+            system: self.system.meter.snapshot(),
+            user: self.user.meter.snapshot(),
+        }
+    }
+
+    /// The live counters of the `system` bucket.
+    pub fn system_meter(&self) -> Arc<Meter> {
+        self.system.meter.clone()
+    }
+
+    /// The live counters of the `user` bucket.
+    pub fn user_meter(&self) -> Arc<Meter> {
+        self.user.meter.clone()
+    }
+}
+
+async fn ensure_table(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), StoreError> {
+    let created = ddb
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(dynamo::KEY)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(unavailable)?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(dynamo::KEY)
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(unavailable)?,
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+        Err(e) => return Err(unavailable(e)),
+    }
+    // A new table takes a while to become usable on AWS (moto: at once).
+    for attempt in 0..120u32 {
+        let d = ddb
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(if attempt < 5 { 100 } else { 1000 })).await;
+    }
+    Err(StoreError::Unavailable(format!(
+        "DynamoDB table {table} did not become active"
+    )))
+}
+
+async fn ensure_bucket(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    region: &str,
+) -> Result<(), StoreError> {
+    if s3.head_bucket().bucket(bucket).send().await.is_ok() {
+        return Ok(());
+    }
+    let mut req = s3.create_bucket().bucket(bucket);
+    if region != "us-east-1" {
+        req = req.create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
+                .build(),
+        );
+    }
+    match req.send().await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_bucket_already_owned_by_you()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(unavailable(e)),
+    }
+}

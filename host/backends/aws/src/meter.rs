@@ -1,0 +1,162 @@
+//! Counting billable requests, in one place per bucket.
+//!
+//! DynamoDB on-demand bills *request units*, not requests: a strongly consistent read of an
+//! item costs one read unit per started 4 KiB of the item (a missing item costs one), a write
+//! one write unit per started 1 KiB of the item written (a failed condition still costs the
+//! write). S3 bills per request: GET, PUT, LIST; DELETE is free but counted anyway. The units
+//! are computed here from the item sizes this crate sends and receives (DynamoDB's own
+//! `ConsumedCapacity` is not trusted because moto reports fixed numbers). Writes are counted by
+//! the size of the new item; DynamoDB bills the larger of the old and the new item, so a write
+//! that shrinks an item is undercounted.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters of one bucket; cheap to update from many tasks at once.
+#[derive(Debug, Default)]
+pub struct Meter {
+    dynamo_requests: AtomicU64,
+    dynamo_read_units: AtomicU64,
+    dynamo_write_units: AtomicU64,
+    s3_get: AtomicU64,
+    s3_put: AtomicU64,
+    s3_list: AtomicU64,
+    s3_delete: AtomicU64,
+}
+
+/// A copy of a [`Meter`]'s counters at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// DynamoDB API calls (any operation, retries of unprocessed batch items included).
+    pub dynamo_requests: u64,
+    /// DynamoDB read request units (strongly consistent: 1 per started 4 KiB per item).
+    pub dynamo_read_units: u64,
+    /// DynamoDB write request units (1 per started 1 KiB per item written).
+    pub dynamo_write_units: u64,
+    /// S3 GET requests.
+    pub s3_get: u64,
+    /// S3 PUT requests.
+    pub s3_put: u64,
+    /// S3 LIST requests.
+    pub s3_list: u64,
+    /// S3 DELETE requests (single or multi-object; free on S3).
+    pub s3_delete: u64,
+}
+
+impl Usage {
+    /// What was counted between `earlier` and `self`.
+    pub fn since(&self, earlier: &Usage) -> Usage {
+        Usage {
+            dynamo_requests: self.dynamo_requests - earlier.dynamo_requests,
+            dynamo_read_units: self.dynamo_read_units - earlier.dynamo_read_units,
+            dynamo_write_units: self.dynamo_write_units - earlier.dynamo_write_units,
+            s3_get: self.s3_get - earlier.s3_get,
+            s3_put: self.s3_put - earlier.s3_put,
+            s3_list: self.s3_list - earlier.s3_list,
+            s3_delete: self.s3_delete - earlier.s3_delete,
+        }
+    }
+
+    /// The sum of two usages.
+    pub fn plus(&self, other: &Usage) -> Usage {
+        Usage {
+            dynamo_requests: self.dynamo_requests + other.dynamo_requests,
+            dynamo_read_units: self.dynamo_read_units + other.dynamo_read_units,
+            dynamo_write_units: self.dynamo_write_units + other.dynamo_write_units,
+            s3_get: self.s3_get + other.s3_get,
+            s3_put: self.s3_put + other.s3_put,
+            s3_list: self.s3_list + other.s3_list,
+            s3_delete: self.s3_delete + other.s3_delete,
+        }
+    }
+}
+
+impl Meter {
+    /// The counters now.
+    pub fn snapshot(&self) -> Usage {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Usage {
+            dynamo_requests: r(&self.dynamo_requests),
+            dynamo_read_units: r(&self.dynamo_read_units),
+            dynamo_write_units: r(&self.dynamo_write_units),
+            s3_get: r(&self.s3_get),
+            s3_put: r(&self.s3_put),
+            s3_list: r(&self.s3_list),
+            s3_delete: r(&self.s3_delete),
+        }
+    }
+
+    pub(crate) fn dynamo_request(&self) {
+        self.dynamo_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A strongly consistent read of an item of `size` bytes (`None`: not found).
+    pub(crate) fn read_item(&self, size: Option<usize>) {
+        let units = size.map_or(1, |s| s.div_ceil(4096).max(1));
+        self.dynamo_read_units
+            .fetch_add(units as u64, Ordering::Relaxed);
+    }
+
+    /// A write (put, update, delete; failed conditions included) of an item of `size` bytes.
+    pub(crate) fn write_item(&self, size: usize) {
+        let units = size.div_ceil(1024).max(1);
+        self.dynamo_write_units
+            .fetch_add(units as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn s3_get(&self) {
+        self.s3_get.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn s3_put(&self) {
+        self.s3_put.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn s3_list(&self) {
+        self.s3_list.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn s3_delete(&self) {
+        self.s3_delete.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// DynamoDB's size of an item: attribute names plus values (strings and binaries by length,
+/// numbers by about one byte per two digits plus one).
+pub(crate) fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+    item.iter()
+        .map(|(name, v)| name.len() + value_size(v))
+        .sum()
+}
+
+fn value_size(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::N(n) => n.trim_start_matches('-').len().div_ceil(2) + 1,
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_round_up_per_item() {
+        let m = Meter::default();
+        m.read_item(None);
+        m.read_item(Some(1));
+        m.read_item(Some(4096));
+        m.read_item(Some(4097));
+        m.write_item(0);
+        m.write_item(1024);
+        m.write_item(1025);
+        let u = m.snapshot();
+        assert_eq!(u.dynamo_read_units, 1 + 1 + 1 + 2);
+        assert_eq!(u.dynamo_write_units, 1 + 1 + 2);
+        assert_eq!(u.since(&u), Usage::default());
+    }
+}
