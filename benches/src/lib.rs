@@ -188,19 +188,6 @@ pub async fn compare(
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let sample: Vec<Duration> = (1..=1000).map(Duration::from_millis).collect();
-        let p = Percentiles::of(sample);
-        assert_eq!((p.p50_ms, p.p99_ms, p.p999_ms), (500.0, 990.0, 999.0));
-        assert_eq!(Percentiles::of(Vec::new()).samples, 0);
-    }
-}
-
 /// [`compare`] with a progress bar on stderr (hidden when it is not a terminal), then the
 /// report written to `out`.
 pub async fn run(
@@ -226,4 +213,17 @@ pub async fn run(
     let report = report::Report::new(cfg, results);
     report::write(&report, out)?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let sample: Vec<Duration> = (1..=1000).map(Duration::from_millis).collect();
+        let p = Percentiles::of(sample);
+        assert_eq!((p.p50_ms, p.p99_ms, p.p999_ms), (500.0, 990.0, 999.0));
+        assert_eq!(Percentiles::of(Vec::new()).samples, 0);
+    }
 }

@@ -109,6 +109,25 @@ pub struct Options {
     /// that relays another client's pings (the ZooKeeper gateway) turns this off and calls
     /// [`Client::heartbeat`] itself.
     pub auto_heartbeat: bool,
+    /// Read node objects with this instead of the HTTP API (a front end in the service's own
+    /// process reads the user bucket directly; see [`DirectReader`]).
+    pub reader: Option<DirectReader>,
+}
+
+/// The future a [`DirectReader`] returns: the node object at a path, if any.
+pub type ReadFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<NodeView>, String>> + Send>>;
+
+/// Reads the node object of a path straight from the user bucket, bypassing the HTTP API.
+/// Every other guarantee of [`Client`] reads (ordered notifications, read-your-writes) still
+/// applies: the reader only replaces the transport.
+#[derive(Clone)]
+pub struct DirectReader(pub std::sync::Arc<dyn Fn(String) -> ReadFuture + Send + Sync>);
+
+impl std::fmt::Debug for DirectReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirectReader")
+    }
 }
 
 impl Default for Options {
@@ -117,6 +136,7 @@ impl Default for Options {
             session_timeout_ms: 10_000,
             request_timeout: Duration::from_secs(30),
             auto_heartbeat: true,
+            reader: None,
         }
     }
 }
@@ -404,7 +424,10 @@ impl Client {
     async fn read(&self, path: &str) -> Result<Option<NodeView>, Error> {
         faaskeeper_core::path::validate(path)
             .map_err(|e| Error::zk(ZkError::BadArguments, e.to_string()))?;
-        let node = self.inner.transport.read_node(path).await?;
+        let node = match &self.inner.options.reader {
+            Some(DirectReader(read)) => read(path.to_string()).await.map_err(Error::Transport)?,
+            None => self.inner.transport.read_node(path).await?,
+        };
         let newest = node.as_ref().map(|n| n.stat.newest_zxid());
         let told = newest.is_some_and(|z| z <= self.last_zxid());
         if !told && lock(&self.inner.watchers).has_any() {

@@ -9,12 +9,15 @@ pub const USER_BUCKET: &str = "user";
 /// The log head `{zxid, id}`; created at init, afterwards only changed by CAS.
 pub const LOG_HEAD: &str = "log/head";
 
-/// The keys from which everything else can be rebuilt, as `(bucket, key prefix)`: the log
-/// head (which makes the txn entries before it reachable) and the sessions' heartbeats. Every
-/// other key is derived by replaying the log (the distributor's records, the node objects,
-/// watches, sessions, indexes). A backend that keeps all writes in one order may fsync only
-/// writes to these keys (the embedded one does); see `docs/architecture.md`, "Durability".
-pub const DURABLE_KEYS: &[(&str, &str)] = &[(SYSTEM_BUCKET, LOG_HEAD), (SYSTEM_BUCKET, "alive/")];
+/// Prefix of the txn entries ([`txn`]).
+pub const TXN_PREFIX: &str = "txn/";
+
+/// The transaction log, as `(bucket, key prefix)`: its head and its entries. Everything else
+/// is derived by replaying the log (the distributor's records and redo record, node objects,
+/// watches, sessions, indexes), so a backend may persist the rest lazily as long as it never
+/// loses a log entry whose effects are not yet on disk (the embedded backend's log mode; see
+/// `docs/architecture.md`, "Durability").
+pub const LOG_KEYS: &[(&str, &str)] = &[(SYSTEM_BUCKET, LOG_HEAD), (SYSTEM_BUCKET, TXN_PREFIX)];
 /// The distributor's lease `{owner, expires_ms, fence}`; created at init, CAS only.
 pub const DIST_LEASE: &str = "dist/lease";
 /// The last zxid whose effects are fully applied and notified.
@@ -36,7 +39,7 @@ pub fn alive(id: i64) -> String {
 
 /// A txn record appended by a writer, under the writer's own unique id.
 pub fn txn(id: &str) -> String {
-    format!("txn/{id}")
+    format!("{TXN_PREFIX}{id}")
 }
 
 /// Index from zxid to txn id, written by the distributor once a txn is in the chain.

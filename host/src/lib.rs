@@ -29,7 +29,7 @@ pub mod server;
 pub mod zk;
 
 use anyhow::Context;
-use faaskeeper_backend_embedded::{EmbeddedDb, SyncPolicy};
+use faaskeeper_backend_embedded::{EmbeddedDb, LogKeys};
 use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
 use faaskeeper_storage::StoreManager;
 use runtime::{Limits, Runtime, StageName};
@@ -124,6 +124,22 @@ pub fn embedded_stages() -> Vec<(StageName, &'static [u8])> {
     ]
 }
 
+/// Reads node objects from the user bucket as `GET /v1/node` does, without the HTTP hop.
+fn direct_reader(user: Arc<dyn faaskeeper_storage::Store>) -> faaskeeper_client::DirectReader {
+    faaskeeper_client::DirectReader(Arc::new(move |path: String| {
+        let user = user.clone();
+        Box::pin(async move {
+            match user.get(&faaskeeper_core::keys::user_node(&path)).await {
+                Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| format!("node object of {path}: {e}")),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }))
+}
+
 /// Start the service: open the store (embedded unless `opts.stores` gives one), compile the
 /// stages, initialise the store, start the distributor loop and the HTTP API.
 pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
@@ -131,16 +147,22 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
         Some(stores) => stores,
         None => {
             let db_path = opts.data_dir.join("faaskeeper.redb");
-            // Only the log head (and heartbeats) need an fsync: the rest is replayed from the
-            // log after a crash, before the API opens (see `faaskeeper_core::keys`).
-            let policy = SyncPolicy::Only(
-                faaskeeper_core::keys::DURABLE_KEYS
+            // Only the transaction log is fsynced on every write; the rest is checkpointed
+            // and, after a crash, rebuilt from the log before the API opens.
+            let log = LogKeys {
+                keys: faaskeeper_core::keys::LOG_KEYS
                     .iter()
                     .map(|(b, k)| (b.to_string(), k.to_string()))
                     .collect(),
-            );
-            let db = EmbeddedDb::open_with(&db_path, &[SYSTEM_BUCKET, USER_BUCKET], policy)
-                .with_context(|| format!("opening {}", db_path.display()))?;
+                checkpoint: Duration::from_millis(100),
+            };
+            let db = EmbeddedDb::open_with_log(
+                &db_path,
+                &opts.data_dir.join("faaskeeper-log.redb"),
+                &[SYSTEM_BUCKET, USER_BUCKET],
+                log,
+            )
+            .with_context(|| format!("opening {}", db_path.display()))?;
             StoreManager::new()
                 .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET)?)
                 .with_bucket(USER_BUCKET, db.bucket(USER_BUCKET)?)
@@ -159,7 +181,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
         tokio::task::spawn_blocking(move || Runtime::new(&stages, stores, hub, limits)).await??;
     runtime.init_store().await?;
     // Replay whatever the log holds beyond the applied state before anyone can read: a crash
-    // may have lost derived state that was not yet on disk (see `SyncPolicy::Only`).
+    // may have lost derived state that was not yet on disk (see `faaskeeper_backend_embedded`, log mode).
     runtime.recover().await?;
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(runtime.clone().run_write_combiner()));
@@ -180,7 +202,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
     let addr = listener.local_addr()?;
     let api = Arc::new(server::Api {
         rt: runtime.clone(),
-        user,
+        user: user.clone(),
     });
     tasks.push(tokio::spawn(server::serve(listener, api)));
     let zk_addr = match opts.zk_listen {
@@ -189,7 +211,11 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
                 .await
                 .with_context(|| format!("binding the ZooKeeper port {zk_listen}"))?;
             let zk_addr = listener.local_addr()?;
-            let gw = zk::Gateway::new(format!("http://{addr}"), zk_addr.port());
+            let gw = zk::Gateway::new(
+                format!("http://{addr}"),
+                zk_addr.port(),
+                Some(direct_reader(user.clone())),
+            );
             tasks.push(tokio::spawn(zk::serve(listener, gw)));
             Some(zk_addr)
         }

@@ -61,6 +61,7 @@ async fn establish(
     let options = Options {
         session_timeout_ms: req.timeout_ms,
         auto_heartbeat: false,
+        reader: gw.reader.clone(),
         ..Options::default()
     };
     let client = match Client::connect(&gw.api_url, options).await {

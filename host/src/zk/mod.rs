@@ -42,6 +42,8 @@ pub(crate) struct Stats {
 /// The gateway: its sessions and where the pipeline's HTTP API is.
 pub struct Gateway {
     pub(crate) api_url: String,
+    /// Reads node objects straight from the user bucket (no HTTP hop on the read path).
+    pub(crate) reader: Option<faaskeeper_client::DirectReader>,
     pub(crate) port: u16,
     pub(crate) sessions: Mutex<HashMap<i64, Arc<GwSession>>>,
     pub(crate) stats: Stats,
@@ -51,9 +53,14 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway that opens pipeline sessions at `api_url` and reports `port` in `conf`.
-    pub fn new(api_url: String, port: u16) -> Arc<Gateway> {
+    pub fn new(
+        api_url: String,
+        port: u16,
+        reader: Option<faaskeeper_client::DirectReader>,
+    ) -> Arc<Gateway> {
         Arc::new(Gateway {
             api_url,
+            reader,
             port,
             sessions: Mutex::new(HashMap::new()),
             stats: Stats::default(),

@@ -1,24 +1,32 @@
 //! # faaskeeper-backend-embedded
 //!
-//! The default backend: every bucket is a table in one [redb](https://docs.rs/redb) file under
-//! the data directory. A write returns only after its transaction is committed with
-//! `Durability::Immediate` (fsynced), so an acknowledged write survives SIGKILL and power loss.
+//! The default backend: every bucket is a table in a [redb](https://docs.rs/redb) file under
+//! the data directory.
 //!
-//! **Durable keys only** ([`SyncPolicy::Only`]). All writes are committed in one order, and
-//! redb persists a commit made without fsync (`Durability::None`) with the next fsynced one,
-//! or loses it on a crash together with every later commit: what survives is always a prefix
-//! of the commit order. A caller that can rebuild everything except a few keys from those
-//! keys (the service rebuilds its state from the transaction log, whose head is such a key,
-//! as ZooKeeper rebuilds its tree from its txn log) names them, and only groups that write
-//! one of them wait for an fsync. Everything else is as fast as memory, and never newer on
-//! disk than the keys it derives from.
+//! **Plain mode** ([`EmbeddedDb::open`]): one file, and a write returns only after its
+//! transaction is committed with `Durability::Immediate` (fsynced), so an acknowledged write
+//! survives SIGKILL and power loss.
 //!
-//! **Group commit.** All writes go through one committer thread. It takes every write that is
-//! waiting, applies them in arrival order inside a single redb transaction, commits once, and
-//! then answers each caller. Concurrent writers therefore share one fsync, and a
-//! compare-and-swap is decided against the state left by the writes queued before it, exactly
-//! as if the writes had run one by one. Reads use redb's MVCC snapshots and never wait for the
-//! committer.
+//! **Log mode** ([`EmbeddedDb::open_with_log`]), what the service runs. The service's state
+//! is derived from its transaction log, as ZooKeeper's tree is derived from its txn log: only
+//! the log must be on disk before a write is acknowledged; everything else can be rebuilt by
+//! replaying it. So the keys the caller names as the log ([`LogKeys`]) live in a second file
+//! with its own committer that fsyncs every commit, and the rest is committed without fsync
+//! (`Durability::None`) and made durable by a checkpoint commit every
+//! [`LogKeys::checkpoint`]. A crash loses at most the state written since the last checkpoint
+//! — always a prefix of the commit order, because redb persists a non-durable commit only with
+//! a later durable one — and that state is rebuilt from the log. For that to work, deleting a
+//! log key (the distributor drops a txn entry once applied) is *deferred*: it is carried out
+//! after the next checkpoint, when the state that made the entry unnecessary is on disk.
+//! Until then a read still sees the entry. The log's fsyncs never hold up the state's
+//! commits, which is what makes this fast.
+//!
+//! **Group commit**, in both modes: all writes to a file go through one committer thread. It
+//! takes every write that is waiting, applies them in arrival order inside a single redb
+//! transaction, commits once, and then answers each caller. Concurrent writers therefore
+//! share one fsync, and a compare-and-swap is decided against the state left by the writes
+//! queued before it, exactly as if the writes had run one by one. Reads use redb's MVCC
+//! snapshots and never wait for a committer.
 //!
 //! ## Example
 //!
@@ -41,10 +49,13 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Most writes folded into one commit.
 const MAX_GROUP: usize = 1024;
+/// The table a checkpoint writes, so that its commit is never empty.
+const META_TABLE: &str = "__faaskeeper_meta";
 
 fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
     TableDefinition::new(name)
@@ -59,6 +70,8 @@ enum WriteOp {
     Delete(Vec<String>),
     Increment(String, i64),
     Cas(String, Option<Vec<u8>>, Vec<u8>),
+    /// Deletes of log keys, to be sent to the log's committer after the next checkpoint.
+    DeferLogDelete(Vec<String>),
 }
 
 enum WriteOutcome {
@@ -69,80 +82,132 @@ enum WriteOutcome {
 struct Job {
     bucket: String,
     op: WriteOp,
-    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+    reply: Option<oneshot::Sender<Result<WriteOutcome, StoreError>>>,
 }
 
-/// Which writes are fsynced before they return.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum SyncPolicy {
-    /// Every write (the `Store` trait's plain promise).
-    #[default]
-    Every,
-    /// Only writes to these `(bucket, key prefix)` pairs; a group containing one makes the
-    /// whole commit order up to it durable. See the crate docs for when this is sound.
-    Only(Vec<(String, String)>),
+/// The keys that form the log in [`EmbeddedDb::open_with_log`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogKeys {
+    /// `(bucket, key prefix)` pairs.
+    pub keys: Vec<(String, String)>,
+    /// How often the rest of the state is made durable.
+    pub checkpoint: Duration,
 }
 
-impl SyncPolicy {
-    fn requires(&self, job: &Job) -> bool {
-        let SyncPolicy::Only(keys) = self else {
-            return true;
-        };
-        let hits = |k: &str| {
-            keys.iter()
-                .any(|(b, prefix)| *b == job.bucket && k.starts_with(prefix.as_str()))
-        };
-        match &job.op {
-            WriteOp::Set(items) => items.iter().any(|(k, _)| hits(k)),
-            WriteOp::Delete(keys) => keys.iter().any(|k| hits(k)),
-            WriteOp::Increment(k, _) | WriteOp::Cas(k, _, _) => hits(k),
-        }
+impl LogKeys {
+    fn contains(&self, bucket: &str, key: &str) -> bool {
+        self.keys
+            .iter()
+            .any(|(b, prefix)| b == bucket && key.starts_with(prefix.as_str()))
     }
 }
 
-/// One redb file holding every bucket.
-pub struct EmbeddedDb {
+/// When a file's committer fsyncs.
+enum Sync {
+    /// Every commit.
+    Every,
+    /// Every commit with a write other than a plain set: sets are persisted with the next
+    /// such commit, which is how the writer's txn entries reach the disk with the head that
+    /// points at them, in one fsync.
+    ExceptSets,
+    /// Every so often, then forwarding the deferred log deletes to the log's committer.
+    Checkpoint(Duration, mpsc::Sender<Job>),
+}
+
+/// One redb file and its committer thread.
+struct File {
     db: Arc<Database>,
     path: PathBuf,
     jobs: mpsc::Sender<Job>,
-    buckets: Vec<String>,
-    policy: SyncPolicy,
 }
 
-impl EmbeddedDb {
-    /// Open (or create) the file at `path` with the given buckets; every write is fsynced.
-    pub fn open(path: &Path, buckets: &[&str]) -> Result<Arc<EmbeddedDb>, StoreError> {
-        EmbeddedDb::open_with(path, buckets, SyncPolicy::Every)
-    }
-
-    /// Like [`EmbeddedDb::open`], fsyncing as `policy` says.
-    pub fn open_with(
-        path: &Path,
-        buckets: &[&str],
-        policy: SyncPolicy,
-    ) -> Result<Arc<EmbeddedDb>, StoreError> {
+impl File {
+    fn open(path: &Path, buckets: &[&str], sync: Sync) -> Result<File, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(unavailable)?;
         }
         let db = Arc::new(Database::create(path).map_err(unavailable)?);
         let txn = db.begin_write().map_err(unavailable)?;
-        for b in buckets {
+        for b in buckets.iter().copied().chain([META_TABLE]) {
             txn.open_table(table(b)).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let committer = db.clone();
-        let committer_policy = policy.clone();
         std::thread::Builder::new()
             .name("faaskeeper-commit".into())
-            .spawn(move || commit_loop(&committer, &committer_policy, rx))
+            .spawn(move || commit_loop(&committer, &sync, rx))
             .map_err(unavailable)?;
-        Ok(Arc::new(EmbeddedDb {
+        Ok(File {
             db,
             path: path.to_path_buf(),
             jobs: tx,
+        })
+    }
+
+    async fn write(&self, bucket: &str, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                bucket: bucket.to_string(),
+                op,
+                reply: Some(reply),
+            })
+            .map_err(|_| StoreError::Unavailable("committer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("committer stopped".into()))?
+    }
+
+    fn read<T>(
+        &self,
+        bucket: &str,
+        f: impl FnOnce(
+            &redb::ReadOnlyTable<&'static str, &'static [u8]>,
+        ) -> Result<T, redb::StorageError>,
+    ) -> Result<T, StoreError> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let t = txn.open_table(table(bucket)).map_err(unavailable)?;
+        f(&t).map_err(unavailable)
+    }
+}
+
+/// The buckets of one data directory.
+pub struct EmbeddedDb {
+    /// Every key, or every key but the log's.
+    state: File,
+    /// The log's keys, in log mode.
+    log: Option<(File, LogKeys)>,
+    buckets: Vec<String>,
+}
+
+impl EmbeddedDb {
+    /// Open (or create) the file at `path` with the given buckets; every write is fsynced.
+    pub fn open(path: &Path, buckets: &[&str]) -> Result<Arc<EmbeddedDb>, StoreError> {
+        Ok(Arc::new(EmbeddedDb {
+            state: File::open(path, buckets, Sync::Every)?,
+            log: None,
             buckets: buckets.iter().map(|b| b.to_string()).collect(),
-            policy,
+        }))
+    }
+
+    /// Log mode (see the crate docs): the keys `log` names live in `log_path` and are
+    /// fsynced on every commit; the rest lives in `state_path` and is checkpointed.
+    pub fn open_with_log(
+        state_path: &Path,
+        log_path: &Path,
+        buckets: &[&str],
+        log: LogKeys,
+    ) -> Result<Arc<EmbeddedDb>, StoreError> {
+        let log_file = File::open(log_path, buckets, Sync::ExceptSets)?;
+        let state = File::open(
+            state_path,
+            buckets,
+            Sync::Checkpoint(log.checkpoint, log_file.jobs.clone()),
+        )?;
+        Ok(Arc::new(EmbeddedDb {
+            state,
+            log: Some((log_file, log)),
+            buckets: buckets.iter().map(|b| b.to_string()).collect(),
         }))
     }
 
@@ -157,42 +222,105 @@ impl EmbeddedDb {
         }))
     }
 
-    async fn write(&self, bucket: &str, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.jobs
-            .send(Job {
-                bucket: bucket.to_string(),
-                op,
-                reply,
-            })
-            .map_err(|_| StoreError::Unavailable("committer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("committer stopped".into()))?
+    /// The file holding `key` of `bucket`.
+    fn file(&self, bucket: &str, key: &str) -> &File {
+        match &self.log {
+            Some((file, keys)) if keys.contains(bucket, key) => file,
+            _ => &self.state,
+        }
     }
 }
 
-fn commit_loop(db: &Database, policy: &SyncPolicy, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+fn commit_loop(db: &Database, sync: &Sync, rx: mpsc::Receiver<Job>) {
+    // Checkpointing state: when the last durable commit was, whether anything was committed
+    // since, and the log deletes waiting for the next durable commit.
+    let mut last_durable = Instant::now();
+    let mut dirty = false;
+    let mut deferred: Vec<(String, String)> = Vec::new();
+    loop {
+        let pending = dirty || !deferred.is_empty();
+        let first = match sync {
+            Sync::Checkpoint(every, _) if pending => {
+                match rx.recv_timeout(every.saturating_sub(last_durable.elapsed())) {
+                    Ok(j) => Some(j),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            _ => match rx.recv() {
+                Ok(j) => Some(j),
+                Err(_) => return,
+            },
+        };
+        let mut group: Vec<Job> = first.into_iter().collect();
+        while !group.is_empty() && group.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(j) => group.push(j),
                 Err(_) => break,
             }
         }
-        let durable = group.iter().any(|j| policy.requires(j));
+        let durable = match sync {
+            Sync::Every => true,
+            Sync::ExceptSets => group.iter().any(|j| !matches!(j.op, WriteOp::Set(_))),
+            Sync::Checkpoint(every, _) => last_durable.elapsed() >= *every,
+        };
+        if group.is_empty() && !durable {
+            continue;
+        }
+        // Deletes deferred in this group follow every write queued before them, so they may
+        // go out after this commit if it is durable, else after the next durable one.
+        let mut deferred_here = Vec::new();
+        for job in &mut group {
+            if let WriteOp::DeferLogDelete(keys) = &mut job.op {
+                deferred_here.extend(keys.drain(..).map(|k| (job.bucket.clone(), k)));
+            }
+        }
         match run_group(db, &group, durable) {
             Ok(results) => {
                 for (job, r) in group.into_iter().zip(results) {
-                    let _ = job.reply.send(r);
+                    if let Some(reply) = job.reply {
+                        let _ = reply.send(r);
+                    }
+                }
+                deferred.append(&mut deferred_here);
+                if durable {
+                    last_durable = Instant::now();
+                    dirty = false;
+                    if let Sync::Checkpoint(_, log) = sync {
+                        forward_deletes(log, std::mem::take(&mut deferred));
+                    }
+                } else {
+                    dirty = true;
                 }
             }
             Err(e) => {
+                // Nothing of the group was committed, its deferred deletes included.
                 for job in group {
-                    let _ = job.reply.send(Err(e.clone()));
+                    if let Some(reply) = job.reply {
+                        let _ = reply.send(Err(e.clone()));
+                    }
                 }
             }
         }
+    }
+}
+
+/// Hand deletes of log keys to the log's committer, unanswered: a lost one leaves a txn entry
+/// nobody reads, never a missing one.
+fn forward_deletes(log: &mpsc::Sender<Job>, deletes: Vec<(String, String)>) {
+    let mut by_bucket: Vec<(String, Vec<String>)> = Vec::new();
+    for (bucket, key) in deletes {
+        match by_bucket.iter_mut().find(|(b, _)| *b == bucket) {
+            Some((_, keys)) => keys.push(key),
+            None => by_bucket.push((bucket, vec![key])),
+        }
+    }
+    for (bucket, keys) in by_bucket {
+        let _ = log.send(Job {
+            bucket,
+            op: WriteOp::Delete(keys),
+            reply: None,
+        });
     }
 }
 
@@ -222,6 +350,7 @@ fn run_group(
                 .try_for_each(|k| t.remove(k.as_str()).map(|_| ()))
                 .map(|()| WriteOutcome::Done)
                 .map_err(unavailable),
+            WriteOp::DeferLogDelete(_) => Ok(WriteOutcome::Done),
             WriteOp::Increment(k, delta) => {
                 let cur = match t.get(k.as_str()).map_err(unavailable)? {
                     Some(v) => decode_counter(v.value()),
@@ -252,6 +381,12 @@ fn run_group(
         };
         results.push(r);
     }
+    if group.is_empty() {
+        // A checkpoint with nothing queued must still write something to be a commit.
+        let mut meta = txn.open_table(table(META_TABLE)).map_err(unavailable)?;
+        meta.insert("checkpoint", [].as_slice())
+            .map_err(unavailable)?;
+    }
     txn.commit().map_err(unavailable)?;
     Ok(results)
 }
@@ -262,59 +397,88 @@ struct RedbBucket {
 }
 
 impl RedbBucket {
-    fn read<T>(
-        &self,
-        f: impl FnOnce(
-            &redb::ReadOnlyTable<&'static str, &'static [u8]>,
-        ) -> Result<T, redb::StorageError>,
-    ) -> Result<T, StoreError> {
-        let txn = self.db.db.begin_read().map_err(unavailable)?;
-        let t = txn.open_table(table(&self.name)).map_err(unavailable)?;
-        f(&t).map_err(unavailable)
+    /// Split keys (with their positions) by the file holding them.
+    fn split<T>(&self, items: Vec<(String, T)>) -> [Vec<(String, T)>; 2] {
+        let mut state = Vec::new();
+        let mut log = Vec::new();
+        for (k, v) in items {
+            match &self.db.log {
+                Some((_, keys)) if keys.contains(&self.name, &k) => log.push((k, v)),
+                _ => state.push((k, v)),
+            }
+        }
+        [state, log]
     }
 }
 
 #[async_trait]
 impl Store for RedbBucket {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(|t| Ok(t.get(key)?.map(|v| v.value().to_vec())))
+        self.db
+            .file(&self.name, key)
+            .read(&self.name, |t| Ok(t.get(key)?.map(|v| v.value().to_vec())))
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        self.read(|t| {
-            keys.iter()
-                .map(|k| Ok(t.get(k.as_str())?.map(|v| v.value().to_vec())))
-                .collect()
-        })
+        let mut out = vec![None; keys.len()];
+        let indexed = keys.iter().cloned().zip(0..keys.len()).collect();
+        for part in self.split(indexed) {
+            let Some((first, _)) = part.first() else {
+                continue;
+            };
+            let file = self.db.file(&self.name, first);
+            file.read(&self.name, |t| {
+                for (k, i) in &part {
+                    out[*i] = t.get(k.as_str())?.map(|v| v.value().to_vec());
+                }
+                Ok(())
+            })?;
+        }
+        Ok(out)
     }
 
     async fn set(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        self.db
-            .write(&self.name, WriteOp::Set(vec![(key.to_string(), value)]))
-            .await
-            .map(|_| ())
+        self.set_many(vec![(key.to_string(), value)]).await
     }
 
-    /// On this backend the whole batch is one transaction (stronger than the trait promises).
+    /// Each file's part of the batch is one transaction (stronger than the trait promises).
     async fn set_many(&self, items: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
-        self.db
-            .write(&self.name, WriteOp::Set(items))
-            .await
-            .map(|_| ())
+        for part in self.split(items) {
+            let Some((first, _)) = part.first() else {
+                continue;
+            };
+            let file = self.db.file(&self.name, first);
+            file.write(&self.name, WriteOp::Set(part)).await?;
+        }
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.db
-            .write(&self.name, WriteOp::Delete(vec![key.to_string()]))
-            .await
-            .map(|_| ())
+        self.delete_many(vec![key.to_string()]).await
     }
 
     async fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
-        self.db
-            .write(&self.name, WriteOp::Delete(keys))
-            .await
-            .map(|_| ())
+        let [state, log] = self.split(keys.into_iter().map(|k| (k, ())).collect());
+        if !state.is_empty() {
+            self.db
+                .state
+                .write(
+                    &self.name,
+                    WriteOp::Delete(state.into_iter().map(|(k, ())| k).collect()),
+                )
+                .await?;
+        }
+        if !log.is_empty() {
+            // Through the state's committer, after everything written before (crate docs).
+            self.db
+                .state
+                .write(
+                    &self.name,
+                    WriteOp::DeferLogDelete(log.into_iter().map(|(k, ())| k).collect()),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     async fn list_keys(
@@ -323,21 +487,34 @@ impl Store for RedbBucket {
         limit: usize,
     ) -> Result<(Vec<String>, Option<String>), StoreError> {
         let limit = limit.max(1);
-        let keys = self.read(|t| {
-            let range = match &cursor {
-                Some(c) => t.range::<&str>((
-                    std::ops::Bound::Excluded(c.as_str()),
-                    std::ops::Bound::Unbounded,
-                ))?,
-                None => t.range::<&str>(..)?,
-            };
-            let mut keys = Vec::new();
-            for item in range.take(limit) {
-                let (k, _) = item?;
-                keys.push(k.value().to_string());
-            }
-            Ok(keys)
-        })?;
+        let list = |file: &File| {
+            file.read(&self.name, |t| {
+                let range = match &cursor {
+                    Some(c) => t.range::<&str>((
+                        std::ops::Bound::Excluded(c.as_str()),
+                        std::ops::Bound::Unbounded,
+                    ))?,
+                    None => t.range::<&str>(..)?,
+                };
+                let mut keys = Vec::new();
+                for item in range.take(limit) {
+                    let (k, _) = item?;
+                    keys.push(k.value().to_string());
+                }
+                Ok(keys)
+            })
+        };
+        let mut keys = list(&self.db.state)?;
+        if let Some((file, log)) = &self.db.log {
+            keys.retain(|k| !log.contains(&self.name, k));
+            keys.extend(
+                list(file)?
+                    .into_iter()
+                    .filter(|k| log.contains(&self.name, k)),
+            );
+            keys.sort();
+            keys.truncate(limit);
+        }
         let next = if keys.len() == limit {
             keys.last().cloned()
         } else {
@@ -349,6 +526,7 @@ impl Store for RedbBucket {
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         match self
             .db
+            .file(&self.name, key)
             .write(&self.name, WriteOp::Increment(key.to_string(), delta))
             .await?
         {
@@ -364,6 +542,7 @@ impl Store for RedbBucket {
         new: Vec<u8>,
     ) -> Result<(), StoreError> {
         self.db
+            .file(&self.name, key)
             .write(
                 &self.name,
                 WriteOp::Cas(key.to_string(), expected.map(<[u8]>::to_vec), new),
@@ -373,21 +552,26 @@ impl Store for RedbBucket {
     }
 
     fn summary(&self) -> String {
-        let sync = match &self.db.policy {
-            SyncPolicy::Every => "fsync on every commit".to_string(),
-            SyncPolicy::Only(keys) => format!(
-                "fsync on commits writing {}; the rest persisted in order with them",
-                keys.iter()
+        match &self.db.log {
+            None => format!(
+                "embedded redb table {:?} in {} (fsync on every commit, group commit)",
+                self.name,
+                self.db.state.path.display()
+            ),
+            Some((file, log)) => format!(
+                "embedded redb table {:?}: log keys {} in {} (fsync on every commit), the rest \
+                 in {} (checkpointed every {:?}, rebuilt from the log after a crash); group commit",
+                self.name,
+                log.keys
+                    .iter()
                     .filter(|(b, _)| *b == self.name)
                     .map(|(_, k)| format!("{k}*"))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                file.path.display(),
+                self.db.state.path.display(),
+                log.checkpoint
             ),
-        };
-        format!(
-            "embedded redb table {:?} in {} ({sync}, group commit)",
-            self.name,
-            self.db.path.display()
-        )
+        }
     }
 }
