@@ -178,6 +178,19 @@ async fn scenario(runner: &Runner) {
         }
         other => panic!("create: {other:?}"),
     }
+    // The read route (Spin's `/node`): the node object straight from the user bucket.
+    let (status, body) = runner
+        .invoke("writer", "/node?path=%2Fp", Bytes::new())
+        .await
+        .expect("read route");
+    let node: faaskeeper_core::wire::NodeView =
+        serde_json::from_slice(&body).expect("a node object");
+    assert_eq!((status, node.data.as_slice()), (200, b"one".as_slice()));
+    let (status, _) = runner
+        .invoke("writer", "/node?path=%2Fnone", Bytes::new())
+        .await
+        .expect("read route");
+    assert_eq!(status, 404);
     // A duplicate create fails in the pipeline with ZooKeeper's error.
     match a
         .call(runner, create("/p", b"", CreateMode::Persistent))

@@ -155,8 +155,9 @@ enum Backend {
 
 #[derive(Subcommand)]
 enum ComponentsCommand {
-    /// Write every stage as DIR/faaskeeper_<stage>.wasm (for Spin's `spin.toml`, wasmCloud,
-    /// any WASI 0.2 runtime) and print its size and sha256.
+    /// Write every stage as DIR/faaskeeper_<stage>.wasm (for Spin's `spin.toml`, any WASI 0.2
+    /// runtime) and DIR/faaskeeper_<stage>.wasmcloud.wasm (composed with the wasmCloud
+    /// key-value adapter), and print each file's size and sha256.
     Export {
         /// Directory to write to (created if missing).
         dir: PathBuf,
@@ -172,14 +173,27 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// `components export DIR`: the embedded stage bytes, unchanged, one file per stage.
+/// `components export DIR`: the embedded stage bytes, unchanged, one file per stage, and each
+/// stage composed with the wasmCloud key-value adapter (`<stage>.wasmcloud.wasm`).
 fn export_components(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (name, _, bytes) in faaskeeper_artifacts::STAGES {
-        let file = dir.join(format!("faaskeeper_{name}.wasm"));
+    let plain = faaskeeper_artifacts::STAGES
+        .iter()
+        .map(|(name, _, bytes)| (name.to_string(), format!("faaskeeper_{name}.wasm"), *bytes));
+    let wasmcloud = faaskeeper_artifacts::WASMCLOUD_STAGES
+        .iter()
+        .map(|(name, _, bytes)| {
+            (
+                format!("{name}.wasmcloud"),
+                format!("faaskeeper_{name}.wasmcloud.wasm"),
+                *bytes,
+            )
+        });
+    for (name, file_name, bytes) in plain.chain(wasmcloud) {
+        let file = dir.join(file_name);
         std::fs::write(&file, bytes).with_context(|| format!("writing {}", file.display()))?;
         println!(
-            "{name:<12} {:>9} bytes  sha256:{}  {}",
+            "{name:<22} {:>9} bytes  sha256:{}  {}",
             bytes.len(),
             sha256_hex(bytes),
             file.display()

@@ -104,6 +104,7 @@ fn spin_manifest_has_every_stage_with_its_dist_file() {
     };
     for (route, stage) in [
         ("/writer", "writer"),
+        ("/node", "writer"),
         ("/init", "distributor"),
         ("/wake", "distributor"),
         ("/ping", "heartbeat"),
@@ -139,14 +140,33 @@ fn exported_files_are_the_bytes_the_host_runs() {
         "export failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for (stage, _, bytes) in faaskeeper_artifacts::STAGES {
-        let file = dir.path().join(format!("faaskeeper_{stage}.wasm"));
+    let plain = faaskeeper_artifacts::STAGES
+        .iter()
+        .map(|(stage, _, bytes)| {
+            (
+                stage.to_string(),
+                format!("faaskeeper_{stage}.wasm"),
+                *bytes,
+            )
+        });
+    let wasmcloud = faaskeeper_artifacts::WASMCLOUD_STAGES
+        .iter()
+        .map(|(stage, _, bytes)| {
+            (
+                format!("{stage}.wasmcloud"),
+                format!("faaskeeper_{stage}.wasmcloud.wasm"),
+                *bytes,
+            )
+        });
+    for (stage, file_name, bytes) in plain.chain(wasmcloud) {
+        let stage = stage.as_str();
+        let file = dir.path().join(file_name);
         let written = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let want = sha256_hex(bytes);
         assert_eq!(sha256_hex(&written), want, "{stage}: exported bytes differ");
         let line = stdout
             .lines()
-            .find(|l| l.split_whitespace().next() == Some(*stage))
+            .find(|l| l.split_whitespace().next() == Some(stage))
             .unwrap_or_else(|| panic!("no line for {stage} in {stdout}"));
         assert!(
             line.contains(&format!("sha256:{want}")) && line.contains(&bytes.len().to_string()),

@@ -16,34 +16,49 @@ struct Shared {
 
 static HOST: OnceLock<Shared> = OnceLock::new();
 
+/// Run `start` on a runtime thread of its own that lives as long as the test process (so
+/// every `#[tokio::test]` can talk to the host it starts), and return what it reports once
+/// the host is up. The host is never stopped: it serves until the process exits.
+fn on_own_runtime<T, F, Fut>(start: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = (faaskeeper_host::RunningHost, T)>,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let (host, out) = start().await;
+            tx.send(out).expect("report the started host");
+            std::future::pending::<()>().await;
+            drop(host);
+        });
+    });
+    rx.recv().expect("host started")
+}
+
 fn shared() -> &'static Shared {
     HOST.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().to_path_buf();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let host = faaskeeper_host::start(faaskeeper_host::ServeOptions {
-                    data_dir,
-                    listen: "127.0.0.1:0".parse().expect("addr"),
-                    zk_listen: Some("127.0.0.1:0".parse().expect("addr")),
-                    ..Default::default()
-                })
-                .await
-                .expect("host starts");
-                let zk = host.zk_addr().expect("gateway on").to_string();
-                tx.send((host.url(), zk)).expect("send url");
-                // Serve until the test process exits.
-                std::future::pending::<()>().await;
-                drop(host);
-            });
+        let (url, zk) = on_own_runtime(move || async move {
+            let host = faaskeeper_host::start(faaskeeper_host::ServeOptions {
+                data_dir,
+                listen: "127.0.0.1:0".parse().expect("addr"),
+                zk_listen: Some("127.0.0.1:0".parse().expect("addr")),
+                ..Default::default()
+            })
+            .await
+            .expect("host starts");
+            let zk = host.zk_addr().expect("gateway on").to_string();
+            let url = host.url();
+            (host, (url, zk))
         });
-        let (url, zk) = rx.recv().expect("host url");
         Shared { url, zk, _dir: dir }
     })
 }
@@ -76,21 +91,11 @@ fn aws_shared() -> &'static AwsShared {
         let opts = moto.options(&format!("e2e-{}", std::process::id()));
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().to_path_buf();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let (host, backend) = start_aws_host(&opts, data_dir).await;
-                tx.send((host.url(), backend)).expect("send url");
-                std::future::pending::<()>().await;
-                drop(host);
-            });
+        let (url, backend) = on_own_runtime(move || async move {
+            let (host, backend) = start_aws_host(&opts, data_dir).await;
+            let url = host.url();
+            (host, (url, backend))
         });
-        let (url, backend) = rx.recv().expect("host url");
         AwsShared {
             url,
             backend,

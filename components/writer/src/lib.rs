@@ -11,6 +11,10 @@
 //! a writer that crashes anywhere leaves at most unreachable records behind.
 //!
 //! After appending, the writer wakes the distributor by service chaining.
+//!
+//! It also serves reads, which need no pipeline: `/node?path=<path>` answers the node object
+//! of a path from the `user` bucket (what the bundled host's `GET /v1/node` answers), so that
+//! a platform without the bundled host (Spin) has a read route for clients.
 
 use faaskeeper_core::keys;
 use faaskeeper_core::wire::{LogEntry, LogHead, Submission, Txn, WriteBatch, precheck};
@@ -25,7 +29,10 @@ const MAX_CAS_ATTEMPTS: usize = 10_000;
 struct Writer;
 
 impl Stage for Writer {
-    fn handle(_path: &str, body: Vec<u8>) -> Reply {
+    fn handle(path: &str, body: Vec<u8>) -> Reply {
+        if path == "/node" || path.starts_with("/node?") {
+            return read_node(path);
+        }
         let batch: WriteBatch = match serde_json::from_slice(&body) {
             Ok(b) => b,
             Err(e) => return Reply::error(400, &format!("malformed write batch: {e}")),
@@ -38,6 +45,22 @@ impl Stage for Writer {
 }
 
 faaskeeper_guest::export_stage!(Writer);
+
+/// `/node?path=<path>`: the node object (`NodeView` JSON), 404 if there is none.
+fn read_node(uri: &str) -> Reply {
+    let query = uri.split_once('?').map_or("", |(_, q)| q);
+    let Some(path) = faaskeeper_core::url::query_param(query, "path") else {
+        return Reply::error(400, "missing or malformed ?path=");
+    };
+    if let Err(e) = faaskeeper_core::path::validate(&path) {
+        return Reply::error(400, &e.to_string());
+    }
+    match Bucket::open(keys::USER_BUCKET).and_then(|b| b.get(&keys::user_node(&path))) {
+        Ok(Some(body)) => Reply { status: 200, body },
+        Ok(None) => Reply::error(404, &format!("no node {path}")),
+        Err(e) => Reply::error(503, &e.to_string()),
+    }
+}
 
 /// Append a batch; the answer has one submission per request, in request order (the bundled
 /// host's write combiner splits it back among the sessions whose requests it merged).
