@@ -125,6 +125,9 @@ pub struct Runtime {
     kv: KvCtx,
     hub: Arc<SessionHub>,
     distributor_wake: Notify,
+    /// The wake-up body naming this host as the distributor's lease owner: the host runs one
+    /// distributor at a time, so the lease is kept between runs (see the distributor's docs).
+    distributor_owner: Bytes,
     writes: Semaphore,
     combiner: tokio::sync::mpsc::UnboundedSender<PendingWrite>,
     combined: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<PendingWrite>>>,
@@ -191,6 +194,10 @@ impl Runtime {
             kv: KvCtx::new(stores),
             hub,
             distributor_wake: Notify::new(),
+            distributor_owner: Bytes::from(
+                serde_json::json!({ "owner": format!("host-{}-{:x}", std::process::id(), rand_id()) })
+                    .to_string(),
+            ),
             writes: Semaphore::new(limits.concurrent_writes),
             combiner,
             combined: std::sync::Mutex::new(Some(combined)),
@@ -375,7 +382,7 @@ impl Runtime {
             .invoke(
                 StageName::Distributor,
                 "/recover",
-                Bytes::from_static(b"{}"),
+                self.distributor_owner.clone(),
             )
             .await?
         {
@@ -403,7 +410,7 @@ impl Runtime {
         let mut path = "/recover";
         loop {
             match self
-                .invoke(StageName::Distributor, path, Bytes::from_static(b"{}"))
+                .invoke(StageName::Distributor, path, self.distributor_owner.clone())
                 .await
             {
                 Ok((200, _)) => path = "/",
@@ -484,4 +491,17 @@ impl Runtime {
             )
         }
     }
+}
+
+/// A number unlikely to repeat across processes (time and address entropy; not for secrets).
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
 }
