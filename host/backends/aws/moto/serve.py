@@ -85,6 +85,10 @@ def main():
         pass
     finally:
         server.server_close()
+        # Leave without interpreter shutdown: the stdin watcher is still blocked in a read,
+        # and finalising around it aborts with "could not acquire lock for <stdin>".
+        sys.stdout.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
