@@ -1260,15 +1260,16 @@ mod tests {
         fn run(&mut self, session: SessionId, op: Op) -> Applied {
             let seq = self.seqs.entry(session).or_insert(-1);
             *seq += 1;
+            let seq = *seq;
+            self.run_at(session, seq, 1001 + self.zxid, op)
+        }
+        /// Apply the next txn with an explicit seq and time.
+        fn run_at(&mut self, session: SessionId, seq: i64, time_ms: i64, op: Op) -> Applied {
             self.zxid += 1;
             let txn = Txn {
                 zxid: self.zxid,
-                time_ms: 1000 + self.zxid,
-                request: Request {
-                    session,
-                    seq: *seq,
-                    op,
-                },
+                time_ms,
+                request: Request { session, seq, op },
             };
             match apply(&mut self.state, &txn) {
                 Ok(a) => a,
@@ -1842,20 +1843,12 @@ mod tests {
             },
         );
         let reap = |w: &mut World, at: i64| {
-            w.zxid += 1;
-            let txn = Txn {
-                zxid: w.zxid,
-                time_ms: at,
-                request: Request {
-                    session: SERVICE_SESSION,
-                    seq: 0,
-                    op: Op::DeleteExpired { path: "/t".into() },
-                },
-            };
-            match apply(&mut w.state, &txn) {
-                Ok(a) => a,
-                Err(e) => match e {},
-            }
+            w.run_at(
+                SERVICE_SESSION,
+                0,
+                at,
+                Op::DeleteExpired { path: "/t".into() },
+            )
         };
         // Not yet expired: nothing happens.
         let early = reap(&mut w, stored.mtime + 100);

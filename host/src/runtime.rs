@@ -330,21 +330,25 @@ impl Runtime {
                     Err(_) => break,
                 }
             }
-            let batch = WriteBatch {
-                requests: group.iter().flat_map(|w| w.requests.clone()).collect(),
-            };
-            let result = self.append(&batch).await;
+            // The requests move into the batch; each caller keeps its count to split the answer.
+            let mut requests = Vec::with_capacity(n);
+            let mut callers = Vec::with_capacity(group.len());
+            for w in group {
+                callers.push((w.requests.len(), w.reply));
+                requests.extend(w.requests);
+            }
+            let result = self.append(&WriteBatch { requests }).await;
             match result {
                 Ok(mut subs) => {
-                    for w in group.into_iter().rev() {
-                        let mine = subs.split_off(subs.len() - w.requests.len());
-                        let _ = w.reply.send(Ok(mine));
+                    for (len, reply) in callers.into_iter().rev() {
+                        let mine = subs.split_off(subs.len() - len);
+                        let _ = reply.send(Ok(mine));
                     }
                 }
                 Err(e) => {
                     let msg = format!("{e:#}");
-                    for w in group {
-                        let _ = w.reply.send(Err(anyhow::anyhow!("{msg}")));
+                    for (_, reply) in callers {
+                        let _ = reply.send(Err(anyhow::anyhow!("{msg}")));
                     }
                 }
             }
