@@ -25,6 +25,7 @@ pub mod hub;
 pub mod kv;
 pub mod routing;
 pub mod runtime;
+pub mod sandbox;
 pub mod server;
 pub mod zk;
 

@@ -34,6 +34,9 @@ pub fn route(host: &str) -> Option<Route> {
 /// The [`WasiHttpHooks`] of every stage invocation.
 pub struct StageRouter {
     pub(crate) rt: Arc<Runtime>,
+    /// Call depth of the invocation this router belongs to; the stages it calls run one
+    /// deeper (see [`crate::sandbox`]).
+    pub(crate) depth: u32,
 }
 
 type ResponseFuture = Box<
@@ -68,6 +71,7 @@ impl WasiHttpHooks for StageRouter {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> ResponseFuture {
         let rt = self.rt.clone();
+        let depth = self.depth + 1;
         Box::new(async move {
             let host = request.uri().host().unwrap_or_default().to_string();
             let path = request
@@ -88,7 +92,7 @@ impl WasiHttpHooks for StageRouter {
                     (202, Bytes::from_static(b"{\"scheduled\":true}"))
                 }
                 Route::Stage(stage) => rt
-                    .invoke(stage, &path, body)
+                    .invoke_at(stage, &path, body, depth)
                     .await
                     .map_err(|e| HttpError::InternalError(Some(format!("{e:#}"))))?,
                 Route::Sessions => rt.deliver_to_session(&path, &body),

@@ -1,9 +1,16 @@
-//! The wasmtime side of the host: one [`Engine`] with the pooling allocator, each stage
-//! compiled and pre-instantiated once ([`ProxyPre`]), and a fresh [`Store`] per invocation.
+//! The wasmtime side of the host: one [`HostEngine`] (a wasmtime [`Engine`] with the pooling
+//! allocator and epoch interruption), each stage compiled and pre-instantiated once into
+//! [`Stages`] ([`ProxyPre`]), and per tenant a [`Runtime`] that invokes them with a fresh
+//! [`Store`] per invocation, under the tenant's limits ([`crate::sandbox`]).
+//!
+//! Several tenants share one engine and one compiled copy of the stages; each has its own
+//! buckets ([`StoreManager`]), session hub, loops and instance slots. A stage can open only
+//! the buckets of the runtime that invokes it, so no bucket name reaches another tenant's data.
 
 use crate::hub::SessionHub;
 use crate::kv::{KvCtx, KvCtxView, KvView};
 use crate::routing::StageRouter;
+use crate::sandbox::{GuestLimiter, InvocationError, LimitHit, Slots};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use faaskeeper_core::wire::{Delivery, Request, Submission, WriteBatch};
@@ -14,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -64,6 +73,9 @@ pub struct HostState {
     table: ResourceTable,
     kv: KvCtx,
     router: StageRouter,
+    limiter: GuestLimiter,
+    /// Set by the epoch callback when it stopped the guest at its deadline.
+    time_hit: bool,
 }
 
 impl WasiView for HostState {
@@ -94,17 +106,29 @@ impl KvView for HostState {
     }
 }
 
-/// Limits of the instance pool.
+/// Limits of the engine (shared by every tenant) and the defaults of each tenant's.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Component instances alive at once (all stages).
+    /// Component instances alive at once (all tenants): the pooling allocator's capacity.
     pub instances: u32,
-    /// Linear memory per instance.
+    /// Linear memory per instance: the pool's slot size and each invocation's memory limit
+    /// (a guest growing a memory past it is stopped with [`InvocationError::MemoryLimit`]).
     pub memory_bytes: usize,
     /// Writer invocations running at once (client-facing back-pressure).
     pub concurrent_writes: usize,
     /// Where compiled stages are cached between runs (`None`: compile every start).
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Wall-clock time one invocation may take, including what it waits for (stores, the
+    /// stages it calls); past it the guest is stopped with [`InvocationError::TimeLimit`].
+    /// Generous by default: a distributor run may apply a long backlog after a restart.
+    pub time_limit: Duration,
+    /// Instances one tenant may run at once, split over the call depths; reaching the bound
+    /// makes further invocations wait. Reserved from [`Limits::instances`] when the tenant is
+    /// created, so one tenant can never exhaust the pool for another.
+    pub tenant_instances: u32,
+    /// Levels of stages calling stages in process, counting the host's own call: 4 lets the
+    /// host call a stage that calls a stage that calls a stage that calls a stage.
+    pub call_depth: u32,
 }
 
 impl Default for Limits {
@@ -114,43 +138,105 @@ impl Default for Limits {
             memory_bytes: 512 << 20,
             concurrent_writes: 64,
             cache_dir: None,
+            time_limit: Duration::from_secs(30),
+            tenant_instances: 64,
+            call_depth: 4,
         }
     }
 }
 
-/// Compiled stages plus everything an invocation needs.
-pub struct Runtime {
+/// Why a tenant cannot be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TenantError {
+    /// The name is not usable in paths and URLs.
+    #[error("invalid tenant name {0:?}: use 1 to 32 characters of a-z, 0-9, '-' and '_'")]
+    InvalidName(String),
+    /// The engine's pool has too few instances left for the tenant's quota.
+    #[error(
+        "tenant {tenant} needs {wanted} instance slots but the engine has {left} of {capacity} left"
+    )]
+    NoCapacity {
+        /// The tenant.
+        tenant: String,
+        /// Its quota.
+        wanted: u32,
+        /// Slots not reserved by other tenants.
+        left: u32,
+        /// The pool's capacity.
+        capacity: u32,
+    },
+    /// The quota cannot give every call depth a slot.
+    #[error("tenant {tenant}: {instances} instance slots cannot cover {depth} call levels")]
+    TooFewInstances {
+        /// The tenant.
+        tenant: String,
+        /// Its quota.
+        instances: u32,
+        /// Call levels.
+        depth: u32,
+    },
+    /// The memory limit is above the pool's slot size.
+    #[error("tenant {tenant}: a memory limit of {wanted} bytes is above the engine's {max}")]
+    MemoryAbovePool {
+        /// The tenant.
+        tenant: String,
+        /// Its limit.
+        wanted: usize,
+        /// The pool's per-instance memory.
+        max: usize,
+    },
+}
+
+/// The name of the only tenant of a single-tenant host.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// One tenant's identity and limits.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// Names it in errors, logs, its data directory and its API prefix (`/t/<name>`).
+    pub name: String,
+    /// Wall-clock time one invocation may take.
+    pub time_limit: Duration,
+    /// Linear memory one instance may have (at most [`Limits::memory_bytes`]).
+    pub memory_bytes: usize,
+    /// Instances it may run at once (at least one per call level).
+    pub instances: u32,
+}
+
+impl Tenant {
+    /// A tenant named `name` with the engine's default limits.
+    pub fn new(name: &str, limits: &Limits) -> Result<Tenant, TenantError> {
+        let ok = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(TenantError::InvalidName(name.to_string()));
+        }
+        Ok(Tenant {
+            name: name.to_string(),
+            time_limit: limits.time_limit,
+            memory_bytes: limits.memory_bytes,
+            instances: limits.tenant_instances.min(limits.instances),
+        })
+    }
+}
+
+/// The wasmtime engine every tenant of a host shares: one pooling allocator, one epoch
+/// ticker, one linker.
+pub struct HostEngine {
     engine: Engine,
-    pres: HashMap<StageName, ProxyPre<HostState>>,
-    kv: KvCtx,
-    hub: Arc<SessionHub>,
-    distributor_wake: Notify,
-    /// The wake-up body naming this host as the distributor's lease owner: the host runs one
-    /// distributor at a time, so the lease is kept between runs (see the distributor's docs).
-    distributor_owner: Bytes,
-    writes: Semaphore,
-    combiner: tokio::sync::mpsc::UnboundedSender<PendingWrite>,
-    combined: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<PendingWrite>>>,
+    linker: Linker<HostState>,
+    limits: Limits,
+    /// Instance slots promised to tenants.
+    reserved: std::sync::Mutex<u32>,
 }
 
-/// One caller's requests waiting for the write combiner.
-struct PendingWrite {
-    requests: Vec<Request>,
-    reply: tokio::sync::oneshot::Sender<anyhow::Result<Vec<Submission>>>,
-}
-
-/// Most requests the combiner folds into one writer invocation.
-const MAX_COMBINED: usize = 1024;
-
-impl Runtime {
-    /// Compile the stages (`(name, wasm bytes)`) and link them against WASI, `wasi:http` and
-    /// our key-value implementation.
-    pub fn new(
-        stages: &[(StageName, &[u8])],
-        stores: StoreManager,
-        hub: Arc<SessionHub>,
-        limits: Limits,
-    ) -> anyhow::Result<Arc<Runtime>> {
+impl HostEngine {
+    /// Build the engine and link WASI, `wasi:http` and our key-value implementation.
+    pub fn new(limits: Limits) -> anyhow::Result<Arc<HostEngine>> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(limits.instances)
             .total_core_instances(limits.instances * 4)
@@ -167,30 +253,173 @@ impl Runtime {
             .table_keep_resident(1 << 20);
         let mut config = Config::new();
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // Time limits: every store gets a deadline in epochs (see `crate::sandbox`).
+        config.epoch_interruption(true);
         if let Some(dir) = &limits.cache_dir {
             let mut cache = wasmtime::CacheConfig::new();
             cache.with_directory(dir);
             config.cache(Some(wasmtime::Cache::new(cache)?));
         }
         let engine = Engine::new(&config)?;
+        crate::sandbox::start_epoch_ticker(&engine).context("starting the epoch ticker")?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         crate::kv::add_to_linker(&mut linker)?;
-        let mut pres = HashMap::new();
+        Ok(Arc::new(HostEngine {
+            engine,
+            linker,
+            limits,
+            reserved: std::sync::Mutex::new(0),
+        }))
+    }
+
+    /// The engine's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compile and pre-instantiate the stages (`(name, wasm bytes)`).
+    pub fn compile(self: &Arc<Self>, stages: &[(StageName, &[u8])]) -> anyhow::Result<Stages> {
+        let mut out = Stages {
+            engine: self.clone(),
+            pres: HashMap::new(),
+        };
         for (name, bytes) in stages {
-            let component = Component::new(&engine, bytes)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("compiling the {} component", name.name()))?;
-            let pre = ProxyPre::new(linker.instantiate_pre(&component)?)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("pre-instantiating the {} component", name.name()))?;
-            pres.insert(*name, pre);
+            out.pres.insert(*name, self.pre(*name, bytes)?);
         }
+        Ok(out)
+    }
+
+    fn pre(&self, name: StageName, bytes: &[u8]) -> anyhow::Result<ProxyPre<HostState>> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("compiling the {} component", name.name()))?;
+        ProxyPre::new(self.linker.instantiate_pre(&component)?)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("pre-instantiating the {} component", name.name()))
+    }
+
+    fn reserve(&self, tenant: &Tenant) -> Result<(), TenantError> {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        let left = self.limits.instances.saturating_sub(*reserved);
+        if tenant.instances > left {
+            return Err(TenantError::NoCapacity {
+                tenant: tenant.name.clone(),
+                wanted: tenant.instances,
+                left,
+                capacity: self.limits.instances,
+            });
+        }
+        *reserved += tenant.instances;
+        Ok(())
+    }
+
+    fn release(&self, instances: u32) {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        *reserved = reserved.saturating_sub(instances);
+    }
+}
+
+/// Compiled, pre-instantiated stages; cloning shares them (tenants running the same
+/// components share one compiled copy).
+#[derive(Clone)]
+pub struct Stages {
+    engine: Arc<HostEngine>,
+    pres: HashMap<StageName, ProxyPre<HostState>>,
+}
+
+impl Stages {
+    /// The engine they were compiled for.
+    pub fn engine(&self) -> &Arc<HostEngine> {
+        &self.engine
+    }
+
+    /// These stages with `stage` replaced by the component `bytes` (compiled now; the others
+    /// stay shared).
+    pub fn with_stage(&self, stage: StageName, bytes: &[u8]) -> anyhow::Result<Stages> {
+        let mut out = self.clone();
+        out.pres.insert(stage, self.engine.pre(stage, bytes)?);
+        Ok(out)
+    }
+}
+
+/// One tenant: its stages, buckets, session hub and limits, plus everything an invocation
+/// needs.
+pub struct Runtime {
+    tenant: Tenant,
+    stages: Stages,
+    slots: Slots,
+    kv: KvCtx,
+    hub: Arc<SessionHub>,
+    distributor_wake: Notify,
+    /// The wake-up body naming this host as the distributor's lease owner: the host runs one
+    /// distributor at a time, so the lease is kept between runs (see the distributor's docs).
+    distributor_owner: Bytes,
+    writes: Semaphore,
+    combiner: tokio::sync::mpsc::UnboundedSender<PendingWrite>,
+    combined: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<PendingWrite>>>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stages.engine.release(self.tenant.instances);
+    }
+}
+
+/// One caller's requests waiting for the write combiner.
+struct PendingWrite {
+    requests: Vec<Request>,
+    reply: tokio::sync::oneshot::Sender<anyhow::Result<Vec<Submission>>>,
+}
+
+/// Most requests the combiner folds into one writer invocation.
+const MAX_COMBINED: usize = 1024;
+
+impl Runtime {
+    /// A single-tenant host: build an engine, compile the stages (`(name, wasm bytes)`) and
+    /// run them for [`DEFAULT_TENANT`] over `stores`.
+    pub fn new(
+        stages: &[(StageName, &[u8])],
+        stores: StoreManager,
+        hub: Arc<SessionHub>,
+        limits: Limits,
+    ) -> anyhow::Result<Arc<Runtime>> {
+        let tenant = Tenant::new(DEFAULT_TENANT, &limits)?;
+        let stages = HostEngine::new(limits)?.compile(stages)?;
+        Ok(Runtime::for_tenant(&stages, tenant, stores, hub)?)
+    }
+
+    /// Run `stages` for `tenant` over its own buckets and session hub, reserving its
+    /// instance slots from the engine.
+    pub fn for_tenant(
+        stages: &Stages,
+        tenant: Tenant,
+        stores: StoreManager,
+        hub: Arc<SessionHub>,
+    ) -> Result<Arc<Runtime>, TenantError> {
+        let limits = stages.engine.limits();
+        if tenant.memory_bytes > limits.memory_bytes {
+            return Err(TenantError::MemoryAbovePool {
+                tenant: tenant.name,
+                wanted: tenant.memory_bytes,
+                max: limits.memory_bytes,
+            });
+        }
+        let depth = limits.call_depth.max(1);
+        if tenant.instances < depth {
+            return Err(TenantError::TooFewInstances {
+                tenant: tenant.name,
+                instances: tenant.instances,
+                depth,
+            });
+        }
+        stages.engine.reserve(&tenant)?;
         let (combiner, combined) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Runtime {
-            engine,
-            pres,
+            slots: Slots::new(tenant.instances, depth),
+            tenant,
+            stages: stages.clone(),
             kv: KvCtx::new(stores),
             hub,
             distributor_wake: Notify::new(),
@@ -204,7 +433,22 @@ impl Runtime {
         }))
     }
 
-    fn new_state(self: &Arc<Self>, stage: StageName) -> HostState {
+    /// The tenant this runtime serves.
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    /// Instances of this tenant running now.
+    pub fn instances_in_use(&self) -> u32 {
+        self.slots.in_use()
+    }
+
+    /// Instance slots per call depth (index 0: the host's own calls).
+    pub fn slots_per_depth(&self) -> &[u32] {
+        self.slots.sizes()
+    }
+
+    fn new_state(self: &Arc<Self>, stage: StageName, depth: u32) -> HostState {
         let wasi = wasmtime_wasi::WasiCtx::builder()
             .inherit_stderr()
             .env("FAASKEEPER_STAGE", stage.name())
@@ -214,24 +458,102 @@ impl Runtime {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             kv: self.kv.clone(),
-            router: StageRouter { rt: self.clone() },
+            router: StageRouter {
+                rt: self.clone(),
+                depth,
+            },
+            limiter: GuestLimiter::new(self.tenant.memory_bytes),
+            time_hit: false,
+        }
+    }
+
+    /// The error of a stopped invocation, named after the limit that stopped it.
+    fn limit_error(&self, stage: StageName, hit: LimitHit) -> anyhow::Error {
+        let (stage, tenant) = (stage.name(), self.tenant.name.clone());
+        anyhow::Error::new(match hit {
+            LimitHit::Time => InvocationError::TimeLimit {
+                stage,
+                tenant,
+                limit_ms: self.tenant.time_limit.as_millis() as u64,
+            },
+            LimitHit::Memory { requested } => InvocationError::MemoryLimit {
+                stage,
+                tenant,
+                limit_bytes: self.tenant.memory_bytes,
+                requested_bytes: requested,
+            },
+        })
+    }
+
+    /// The error of an invocation that failed (`when`: "" or " after responding").
+    fn failure(&self, stage: StageName, failure: Failure, when: &str) -> anyhow::Error {
+        match failure {
+            Failure::Limit(hit) => self.limit_error(stage, hit),
+            Failure::Trap(e) => anyhow::Error::from(e).context(format!(
+                "the {} stage of tenant {} trapped{when}",
+                stage.name(),
+                self.tenant.name
+            )),
+            Failure::Panic(e) => anyhow::anyhow!(
+                "the {} stage of tenant {} panicked{when}: {e}",
+                stage.name(),
+                self.tenant.name
+            ),
         }
     }
 
     /// Invoke `stage` with a POST of `body` to `path`; returns the status and whole body.
+    ///
+    /// Waits for one of the tenant's instance slots; fails with an [`InvocationError`] if the
+    /// guest exceeds a limit (the host and other invocations are unaffected).
     pub async fn invoke(
         self: &Arc<Self>,
         stage: StageName,
         path: &str,
         body: Bytes,
     ) -> anyhow::Result<(u16, Bytes)> {
+        self.invoke_at(stage, path, body, 0).await
+    }
+
+    /// [`Runtime::invoke`] at call depth `depth` (0: the host's own call; a stage called by a
+    /// stage at depth `d` runs at `d + 1`).
+    pub(crate) async fn invoke_at(
+        self: &Arc<Self>,
+        stage: StageName,
+        path: &str,
+        body: Bytes,
+        depth: u32,
+    ) -> anyhow::Result<(u16, Bytes)> {
         let started = std::time::Instant::now();
         let pre = self
+            .stages
             .pres
             .get(&stage)
             .with_context(|| format!("stage {} is not loaded", stage.name()))?
             .clone();
-        let mut store = Store::new(&self.engine, self.new_state(stage));
+        let Some(slot) = self.slots.acquire(depth).await else {
+            return Err(anyhow::Error::new(InvocationError::CallDepth {
+                stage: stage.name(),
+                tenant: self.tenant.name.clone(),
+                depth,
+                limit: self.slots.depth_limit(),
+            }));
+        };
+        // The clock starts once the instance has its slot: waiting for one is not the guest's.
+        let deadline = tokio::time::Instant::now() + self.tenant.time_limit;
+        let mut store = Store::new(&self.stages.engine.engine, self.new_state(stage, depth));
+        store.limiter(|s| &mut s.limiter);
+        // Checked at every epoch tick: yield to the executor, or stop once the deadline passed.
+        let std_deadline = deadline.into_std();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| {
+            if std::time::Instant::now() >= std_deadline {
+                ctx.data_mut().time_hit = true;
+                Err(wasmtime::Error::new(LimitHit::Time))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
         let request = hyper::Request::builder()
             .method(http::Method::POST)
             .uri(format!("http://{}.spin.internal{path}", stage.name()))
@@ -245,44 +567,67 @@ impl Runtime {
             request,
         )?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
-        let task = tokio::spawn(async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await
-        });
+        // Aborted if this invocation is dropped (e.g. its caller was stopped), so a nested
+        // stage never outlives the stage that called it.
+        let mut task = AbortOnDrop(tokio::spawn(async move {
+            let _slot = slot;
+            // A guest waiting in a host call (a clock, a nested stage) never reaches an epoch
+            // check: the same deadline stops it from outside.
+            let run = tokio::time::timeout_at(deadline, async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            })
+            .await;
+            let state = store.data();
+            match run {
+                Ok(Ok(())) => Ok(()),
+                Err(_elapsed) => Err(Failure::Limit(LimitHit::Time)),
+                Ok(Err(_)) if state.time_hit => Err(Failure::Limit(LimitHit::Time)),
+                Ok(Err(e)) => match state.limiter.memory_hit {
+                    Some(requested) => Err(Failure::Limit(LimitHit::Memory { requested })),
+                    None => Err(Failure::Trap(e)),
+                },
+            }
+        }));
+        let outcome = |joined: Result<Result<(), Failure>, tokio::task::JoinError>| {
+            joined.unwrap_or_else(|e| Err(Failure::Panic(e.to_string())))
+        };
         let response = match receiver.await {
             Ok(Ok(response)) => response,
-            Ok(Err(code)) => bail!("{} answered with error {code:?}", stage.name()),
+            Ok(Err(code)) => bail!(
+                "the {} stage of tenant {} answered with error {code:?}",
+                stage.name(),
+                self.tenant.name
+            ),
             Err(_) => {
-                // The guest returned or trapped without setting a response.
-                return match task.await {
-                    Ok(Err(e)) => {
-                        Err(anyhow::Error::from(e).context(format!("{} trapped", stage.name())))
-                    }
-                    Ok(Ok(())) => bail!("{} set no response", stage.name()),
-                    Err(e) => bail!("{} invocation panicked: {e}", stage.name()),
+                // The guest returned or was stopped without setting a response.
+                return match outcome((&mut task.0).await) {
+                    Err(f) => Err(self.failure(stage, f, "")),
+                    Ok(()) => bail!("{} set no response", stage.name()),
                 };
             }
         };
         let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| anyhow::anyhow!("{} response body: {e:?}", stage.name()))?
-            .to_bytes();
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(anyhow::Error::from(e)
-                    .context(format!("{} trapped after responding", stage.name())));
+        let body = match response.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                // A guest stopped while writing its body: report why it was stopped.
+                if let Err(f) = outcome((&mut task.0).await) {
+                    return Err(self.failure(stage, f, " while responding"));
+                }
+                bail!("{} response body: {e:?}", stage.name());
             }
-            Err(e) => bail!("{} invocation panicked: {e}", stage.name()),
+        };
+        if let Err(f) = outcome((&mut task.0).await) {
+            return Err(self.failure(stage, f, " after responding"));
         }
         tracing::debug!(
             stage = stage.name(),
+            tenant = self.tenant.name,
+            depth,
             path,
             status,
             micros = started.elapsed().as_micros() as u64,
@@ -494,6 +839,25 @@ impl Runtime {
                 Bytes::from_static(b"{\"error\":\"no such session channel\"}"),
             )
         }
+    }
+}
+
+/// How an invocation's task ended badly.
+enum Failure {
+    /// A limit stopped it.
+    Limit(LimitHit),
+    /// The guest trapped.
+    Trap(wasmtime::Error),
+    /// The task panicked.
+    Panic(String),
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
