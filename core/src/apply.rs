@@ -19,7 +19,8 @@
 
 use crate::session::SERVICE_SESSION;
 use crate::wire::{
-    Delivery, EventType, MultiOp, NodeView, Op, OpResult, SessionEvent, Txn, WatchEvent, WatchKind,
+    Delivery, EventType, MultiOp, NodeView, Op, OpResult, Request, SessionEvent, Txn, WatchEvent,
+    WatchKind,
 };
 use crate::{
     CONTAINER_EPHEMERAL_OWNER, CreateMode, SessionId, Stat, ZkError, Zxid, is_session_owner, path,
@@ -246,6 +247,16 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
         );
         return finish(state, txn, out, result);
     }
+    // A redelivered close is answered as the first one was, not with `SessionExpired`: it is
+    // the close that made the session closed (found by `fuzz/`'s apply target).
+    if let Some(rec) = &session
+        && rec.closed
+        && req.seq == rec.last_seq
+        && matches!(req.op, Op::CloseSession)
+        && let Some((zxid, result)) = &rec.last_result
+    {
+        return resend(state, req, *zxid, result.clone());
+    }
     let Some(mut sess) = session.filter(|s| !s.closed) else {
         // A closed session still has a tombstone with its address: tell it. An id never
         // opened has nowhere to be told; the host refuses such requests before the log.
@@ -254,32 +265,13 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
     };
     if req.seq <= sess.last_seq {
         // Redelivered request: re-send the stored result of the newest one, nothing else.
-        let result = match &sess.last_result {
-            Some((_, r)) if req.seq == sess.last_seq => r.clone(),
-            _ => {
-                return Ok(Applied {
-                    result: OpResult::error(ZkError::SystemError, "duplicate of an old request"),
-                    deliveries: Vec::new(),
-                });
-            }
+        return match &sess.last_result {
+            Some((zxid, r)) if req.seq == sess.last_seq => resend(state, req, *zxid, r.clone()),
+            _ => Ok(Applied {
+                result: OpResult::error(ZkError::SystemError, "duplicate of an old request"),
+                deliveries: Vec::new(),
+            }),
         };
-        let zxid = sess
-            .last_result
-            .as_ref()
-            .map(|(z, _)| *z)
-            .unwrap_or(txn.zxid);
-        out.push(
-            req.session,
-            SessionEvent::Result {
-                seq: req.seq,
-                zxid,
-                result: result.clone(),
-            },
-        );
-        return Ok(Applied {
-            result,
-            deliveries: out.into_deliveries(state, txn.request.session)?,
-        });
     }
 
     let result = match &req.op {
@@ -432,6 +424,32 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
 
 fn unreachable_open() -> OpResult {
     OpResult::error(ZkError::SystemError, "open-session handled above")
+}
+
+/// Answer a redelivered request with the stored result of its first delivery, changing
+/// nothing.
+fn resend<S: State>(
+    state: &mut S,
+    req: &Request,
+    zxid: Zxid,
+    result: OpResult,
+) -> Result<Applied, S::Error> {
+    // The session keeps the result as stored; clients see it as `finish` showed it the first
+    // time (a TTL node's owner marker reads as 0; found by `fuzz/`'s apply target).
+    let result = client_result(result);
+    let mut out = Outbox::default();
+    out.push(
+        req.session,
+        SessionEvent::Result {
+            seq: req.seq,
+            zxid,
+            result: result.clone(),
+        },
+    );
+    Ok(Applied {
+        result,
+        deliveries: out.into_deliveries(state, req.session)?,
+    })
 }
 
 fn finish<S: State>(
@@ -1927,6 +1945,48 @@ mod tests {
             *zxid, 10,
             "the redelivered result carries the original zxid"
         );
+    }
+
+    #[test]
+    fn a_redelivered_close_is_answered_as_the_first() {
+        let mut w = World::new();
+        w.open(1);
+        let first = w.run(1, Op::CloseSession);
+        assert_eq!(first.result, OpResult::SessionClosed);
+        let again = w.run_at(1, 1, 5000, Op::CloseSession);
+        assert_eq!(again.result, OpResult::SessionClosed);
+        assert_eq!(
+            again.deliveries.len(),
+            1,
+            "the closed session still hears it"
+        );
+        // Anything newer from the closed session is refused.
+        let later = w.run_at(1, 2, 5000, Op::CloseSession);
+        assert!(matches!(
+            later.result,
+            OpResult::Error {
+                error: ZkError::SessionExpired,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_redelivered_ttl_create_shows_owner_zero() {
+        let mut w = World::new();
+        w.open(1);
+        let op = Op::Create {
+            path: "/t".into(),
+            data: vec![],
+            mode: CreateMode::PersistentWithTtl { ttl_ms: 1000 },
+        };
+        let first = w.run_at(1, 1, 5000, op.clone());
+        let again = w.run_at(1, 1, 5000, op);
+        assert_eq!(again.result, first.result);
+        let OpResult::Created { stat, .. } = again.result else {
+            panic!("{:?}", again.result)
+        };
+        assert_eq!(stat.ephemeral_owner, 0);
     }
 
     #[test]

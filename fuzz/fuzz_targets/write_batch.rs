@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| faaskeeper_fuzz_harness::write_batch(data));
