@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../corpus")
+        .join("corpus")
         .join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
@@ -110,7 +110,7 @@ fn json_seeds_decode() {
     fn decodes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> bool {
         serde_json::from_slice::<T>(bytes).is_ok()
     }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../corpus");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let read = |f: &str| std::fs::read(dir.join(f)).expect("read a seed");
     assert!(decodes::<WriteBatch>(&read(
         "write_batch/valid-every-op.json"
