@@ -47,13 +47,18 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// Address of the HTTP API.
     pub listen: SocketAddr,
-    /// Address of the ZooKeeper-protocol gateway (`None`: off).
+    /// Address of the ZooKeeper-protocol gateway (`None`: off). With tenants, the `i`-th
+    /// tenant's gateway listens on this port + `i` (any free port if this one is 0).
     pub zk_listen: Option<SocketAddr>,
-    /// Instance pool limits.
+    /// Engine limits and each tenant's default limits.
     pub limits: Limits,
     /// The `system` and `user` buckets, e.g. on AWS (`faaskeeper_backend_aws`); `None`: the
-    /// embedded store under `data_dir`.
+    /// embedded store under `data_dir`. Single-tenant hosts only: tenants bring their own.
     pub stores: Option<StoreManager>,
+    /// Empty: one tenant, API at the root (`/v1/...`). Otherwise one tenant each, sharing the
+    /// engine and the compiled stages, each with its own buckets, session hub, loops and
+    /// gateway, its API under `/t/<name>/v1/...`.
+    pub tenants: Vec<TenantOptions>,
 }
 
 impl Default for ServeOptions {
@@ -64,15 +69,95 @@ impl Default for ServeOptions {
             zk_listen: Some(SocketAddr::from(([127, 0, 0, 1], 2181))),
             limits: Limits::default(),
             stores: None,
+            tenants: Vec::new(),
         }
+    }
+}
+
+/// One tenant of a multi-tenant host.
+#[derive(Clone, Default)]
+pub struct TenantOptions {
+    /// Its name (1 to 32 of `a-z`, `0-9`, `-`, `_`): API prefix `/t/<name>`, data directory
+    /// `<data_dir>/tenants/<name>`.
+    pub name: String,
+    /// Components run in place of the embedded stages for this tenant alone (compiled once
+    /// more, for it); the other stages stay shared.
+    pub stages: Vec<(StageName, Vec<u8>)>,
+    /// Its buckets; `None`: an embedded store under `<data_dir>/tenants/<name>`.
+    pub stores: Option<StoreManager>,
+    /// Time limit of one invocation (default: [`Limits::time_limit`]).
+    pub time_limit: Option<Duration>,
+    /// Memory of one instance (default and most: [`Limits::memory_bytes`]).
+    pub memory_bytes: Option<usize>,
+    /// Instances at once (default: [`Limits::tenant_instances`], at most an equal share of
+    /// [`Limits::instances`]).
+    pub instances: Option<u32>,
+}
+
+impl TenantOptions {
+    /// A tenant with the defaults.
+    pub fn named(name: &str) -> TenantOptions {
+        TenantOptions {
+            name: name.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+impl std::fmt::Debug for TenantOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantOptions")
+            .field("name", &self.name)
+            .field(
+                "stages",
+                &self
+                    .stages
+                    .iter()
+                    .map(|(s, b)| format!("{} ({} bytes)", s.name(), b.len()))
+                    .collect::<Vec<_>>(),
+            )
+            .field("stores", &self.stores)
+            .field("time_limit", &self.time_limit)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("instances", &self.instances)
+            .finish()
+    }
+}
+
+/// A running tenant.
+pub struct RunningTenant {
+    name: String,
+    url: String,
+    zk_addr: Option<SocketAddr>,
+    runtime: Arc<Runtime>,
+}
+
+impl RunningTenant {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Base URL of its HTTP API (give it to `faaskeeper_client::Client::connect`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Where its ZooKeeper-protocol gateway listens, if it is on.
+    pub fn zk_addr(&self) -> Option<SocketAddr> {
+        self.zk_addr
+    }
+
+    /// Its runtime.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 }
 
 /// A running service; dropping it stops its tasks.
 pub struct RunningHost {
     addr: SocketAddr,
-    zk_addr: Option<SocketAddr>,
-    runtime: Arc<Runtime>,
+    tenants: Vec<RunningTenant>,
     summary: Vec<String>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -83,19 +168,30 @@ impl RunningHost {
         self.addr
     }
 
-    /// Where the ZooKeeper-protocol gateway listens, if it is on.
+    /// Where the (first) tenant's ZooKeeper-protocol gateway listens, if it is on.
     pub fn zk_addr(&self) -> Option<SocketAddr> {
-        self.zk_addr
+        self.tenants.first().and_then(|t| t.zk_addr)
     }
 
-    /// Base URL of the HTTP API.
+    /// Base URL of the HTTP API (a multi-tenant host: of the host; see
+    /// [`RunningTenant::url`]).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// The runtime (for tests and tools).
+    /// The (first) tenant's runtime (for tests and tools).
     pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
+        &self.tenants[0].runtime
+    }
+
+    /// Every tenant (a single-tenant host has one, [`runtime::DEFAULT_TENANT`]).
+    pub fn tenants(&self) -> &[RunningTenant] {
+        &self.tenants
+    }
+
+    /// A tenant by name.
+    pub fn tenant(&self, name: &str) -> Option<&RunningTenant> {
+        self.tenants.iter().find(|t| t.name == name)
     }
 
     /// One line per configured bucket.
@@ -141,91 +237,185 @@ fn direct_reader(user: Arc<dyn faaskeeper_storage::Store>) -> faaskeeper_client:
     }))
 }
 
-/// Start the service: open the store (embedded unless `opts.stores` gives one), compile the
-/// stages, initialise the store, start the distributor loop and the HTTP API.
-pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
-    let stores = match opts.stores.clone() {
-        Some(stores) => stores,
-        None => {
-            let db_path = opts.data_dir.join("faaskeeper.redb");
-            // Only the transaction log is fsynced on every write; the rest is checkpointed
-            // and, after a crash, rebuilt from the log before the API opens.
-            let log = LogKeys {
-                keys: faaskeeper_core::keys::LOG_KEYS
-                    .iter()
-                    .map(|(b, k)| (b.to_string(), k.to_string()))
-                    .collect(),
-                checkpoint: Duration::from_millis(100),
-            };
-            let db = EmbeddedDb::open_with_log(
-                &db_path,
-                &opts.data_dir.join("faaskeeper-log.redb"),
-                &[SYSTEM_BUCKET, USER_BUCKET],
-                log,
-            )
-            .with_context(|| format!("opening {}", db_path.display()))?;
-            StoreManager::new()
-                .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET)?)
-                .with_bucket(USER_BUCKET, db.bucket(USER_BUCKET)?)
-        }
+/// The embedded store of one tenant under `dir`.
+fn embedded_stores(dir: &std::path::Path) -> anyhow::Result<StoreManager> {
+    let db_path = dir.join("faaskeeper.redb");
+    // Only the transaction log is fsynced on every write; the rest is checkpointed and,
+    // after a crash, rebuilt from the log before the API opens.
+    let log = LogKeys {
+        keys: faaskeeper_core::keys::LOG_KEYS
+            .iter()
+            .map(|(b, k)| (b.to_string(), k.to_string()))
+            .collect(),
+        checkpoint: Duration::from_millis(100),
     };
-    let user = stores.open(USER_BUCKET)?;
-    let summary = stores.summary();
-    let hub = Arc::new(hub::SessionHub::default());
-    let stages = embedded_stages();
+    let db = EmbeddedDb::open_with_log(
+        &db_path,
+        &dir.join("faaskeeper-log.redb"),
+        &[SYSTEM_BUCKET, USER_BUCKET],
+        log,
+    )
+    .with_context(|| format!("opening {}", db_path.display()))?;
+    Ok(StoreManager::new()
+        .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET)?)
+        .with_bucket(USER_BUCKET, db.bucket(USER_BUCKET)?))
+}
+
+/// Start the service: compile the stages once, then for each tenant (one unless
+/// `opts.tenants` names several) open its store (embedded unless given), initialise it,
+/// start its distributor and heartbeat loops and its gateway; then the HTTP API.
+pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
+    let multi = !opts.tenants.is_empty();
+    if multi && opts.stores.is_some() {
+        anyhow::bail!(
+            "a multi-tenant host takes each tenant's buckets from its TenantOptions, not ServeOptions::stores"
+        );
+    }
+    let tenants = if multi {
+        opts.tenants.clone()
+    } else {
+        vec![TenantOptions {
+            name: runtime::DEFAULT_TENANT.to_string(),
+            stores: opts.stores.clone(),
+            ..Default::default()
+        }]
+    };
     let mut limits = opts.limits.clone();
     if limits.cache_dir.is_none() {
         limits.cache_dir = Some(opts.data_dir.join("compiled"));
     }
+    // Every tenant is checked before anything is created for any of them. Each gets an
+    // equal share of the pool unless it says otherwise.
+    let share = (limits.instances / tenants.len() as u32).min(limits.tenant_instances);
+    let mut seen = std::collections::HashSet::new();
+    let mut checked = Vec::new();
+    for t in &tenants {
+        let mut tenant = runtime::Tenant::new(&t.name, &limits)?;
+        if !seen.insert(t.name.as_str()) {
+            anyhow::bail!("tenant {:?} is named twice", t.name);
+        }
+        tenant.instances = t.instances.unwrap_or(share);
+        if let Some(limit) = t.time_limit {
+            tenant.time_limit = limit;
+        }
+        if let Some(bytes) = t.memory_bytes {
+            tenant.memory_bytes = bytes;
+        }
+        checked.push(tenant);
+    }
     // Compiling takes a while; keep it off the async workers.
-    let runtime =
-        tokio::task::spawn_blocking(move || Runtime::new(&stages, stores, hub, limits)).await??;
-    runtime.init_store().await?;
-    // Replay whatever the log holds beyond the applied state before anyone can read: a crash
-    // may have lost derived state that was not yet on disk (see `faaskeeper_backend_embedded`, log mode).
-    runtime.recover().await?;
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(runtime.clone().run_write_combiner()));
-    tasks.push(tokio::spawn(
-        runtime
-            .clone()
-            .run_distributor_loop(Duration::from_millis(500)),
-    ));
-    runtime.kick_distributor();
-    tasks.push(tokio::spawn(
-        runtime
-            .clone()
-            .run_heartbeat_loop(Duration::from_millis(500)),
-    ));
+    let stages = tokio::task::spawn_blocking(move || {
+        runtime::HostEngine::new(limits)?.compile(&embedded_stages())
+    })
+    .await??;
+    stages.engine().check(&checked)?;
+
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    let api = Arc::new(server::Api {
-        rt: runtime.clone(),
-        user: user.clone(),
-    });
-    tasks.push(tokio::spawn(server::serve(listener, api)));
-    let zk_addr = match opts.zk_listen {
-        Some(zk_listen) => {
-            let listener = tokio::net::TcpListener::bind(zk_listen)
-                .await
-                .with_context(|| format!("binding the ZooKeeper port {zk_listen}"))?;
-            let zk_addr = listener.local_addr()?;
-            let gw = zk::Gateway::new(
-                format!("http://{addr}"),
-                zk_addr.port(),
-                Some(direct_reader(user.clone())),
-            );
-            tasks.push(tokio::spawn(zk::serve(listener, gw)));
-            Some(zk_addr)
+    let mut tasks = Vec::new();
+    let mut running = Vec::new();
+    let mut apis = std::collections::HashMap::new();
+    let mut summary = Vec::new();
+    for (i, (t, tenant)) in tenants.into_iter().zip(checked).enumerate() {
+        let stores = match t.stores {
+            Some(stores) => stores,
+            None if multi => {
+                let dir = opts.data_dir.join("tenants").join(&t.name);
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                embedded_stores(&dir)?
+            }
+            None => embedded_stores(&opts.data_dir)?,
+        };
+        let user = stores.open(USER_BUCKET)?;
+        for line in stores.summary() {
+            summary.push(if multi {
+                format!("tenant {}: {line}", t.name)
+            } else {
+                line
+            });
         }
-        None => None,
+        let tenant_stages = if t.stages.is_empty() {
+            stages.clone()
+        } else {
+            let (base, overrides) = (stages.clone(), t.stages);
+            tokio::task::spawn_blocking(move || {
+                overrides
+                    .iter()
+                    .try_fold(base, |acc, (stage, bytes)| acc.with_stage(*stage, bytes))
+            })
+            .await??
+        };
+        let hub = Arc::new(hub::SessionHub::default());
+        let runtime = Runtime::for_tenant(&tenant_stages, tenant, stores, hub)?;
+        runtime.init_store().await?;
+        // Replay whatever the log holds beyond the applied state before anyone can read: a
+        // crash may have lost derived state that was not yet on disk (see
+        // `faaskeeper_backend_embedded`, log mode).
+        runtime.recover().await?;
+        tasks.push(tokio::spawn(runtime.clone().run_write_combiner()));
+        tasks.push(tokio::spawn(
+            runtime
+                .clone()
+                .run_distributor_loop(Duration::from_millis(500)),
+        ));
+        runtime.kick_distributor();
+        tasks.push(tokio::spawn(
+            runtime
+                .clone()
+                .run_heartbeat_loop(Duration::from_millis(500)),
+        ));
+        let url = if multi {
+            format!("http://{addr}/t/{}", t.name)
+        } else {
+            format!("http://{addr}")
+        };
+        let zk_addr = match opts.zk_listen {
+            Some(mut zk_listen) => {
+                if zk_listen.port() != 0 {
+                    let port = u16::try_from(usize::from(zk_listen.port()) + i)
+                        .context("too many tenants for consecutive ZooKeeper ports")?;
+                    zk_listen.set_port(port);
+                }
+                let listener = tokio::net::TcpListener::bind(zk_listen)
+                    .await
+                    .with_context(|| format!("binding the ZooKeeper port {zk_listen}"))?;
+                let zk_addr = listener.local_addr()?;
+                let gw = zk::Gateway::new(
+                    url.clone(),
+                    zk_addr.port(),
+                    Some(direct_reader(user.clone())),
+                );
+                tasks.push(tokio::spawn(zk::serve(listener, gw)));
+                Some(zk_addr)
+            }
+            None => None,
+        };
+        apis.insert(
+            t.name.clone(),
+            Arc::new(server::Api {
+                rt: runtime.clone(),
+                user,
+            }),
+        );
+        running.push(RunningTenant {
+            name: t.name,
+            url,
+            zk_addr,
+            runtime,
+        });
+    }
+    let routes = if multi {
+        server::Routes::Tenants(apis)
+    } else {
+        server::Routes::Single(apis.into_values().next().context("no tenant")?)
     };
+    tasks.push(tokio::spawn(server::serve(listener, Arc::new(routes))));
     Ok(RunningHost {
         addr,
-        zk_addr,
-        runtime,
+        tenants: running,
         summary,
         tasks,
     })

@@ -78,6 +78,18 @@ enum Command {
         /// Do not serve the ZooKeeper wire protocol.
         #[arg(long)]
         no_zk: bool,
+        /// Serve this tenant (repeatable): each has its own buckets (embedded:
+        /// `<data-dir>/tenants/<name>`; AWS: resources named `<aws-prefix>-<name>`), its API
+        /// under `/t/<name>/v1/...` and its own ZooKeeper port (`--zk-port` + its index).
+        /// None: one tenant, API at `/v1/...`.
+        #[arg(long = "tenant", value_name = "NAME")]
+        tenants: Vec<String>,
+        /// Wall-clock time one stage invocation may take before it is stopped.
+        #[arg(long, default_value_t = 30_000)]
+        time_limit_ms: u64,
+        /// Linear memory one stage instance may use, in MiB.
+        #[arg(long, default_value_t = 512)]
+        memory_mib: usize,
     },
     /// Create a node.
     Create {
@@ -251,6 +263,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             host,
             zk_port,
             no_zk,
+            tenants,
+            time_limit_ms,
+            memory_mib,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -259,23 +274,58 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .with_writer(std::io::stderr)
                 .init();
+            let mut tenant_options = Vec::new();
+            for name in &tenants {
+                let mut t = faaskeeper_host::TenantOptions::named(name);
+                if let Backend::Aws = backend {
+                    t.stores = Some(
+                        aws_stores(
+                            aws_endpoint.clone(),
+                            aws_region.clone(),
+                            format!("{aws_prefix}-{name}"),
+                        )
+                        .await?,
+                    );
+                }
+                tenant_options.push(t);
+            }
             let stores = match backend {
-                Backend::Embedded => None,
-                Backend::Aws => Some(aws_stores(aws_endpoint, aws_region, aws_prefix).await?),
+                Backend::Aws if tenants.is_empty() => {
+                    Some(aws_stores(aws_endpoint, aws_region, aws_prefix).await?)
+                }
+                _ => None,
             };
             let opts = faaskeeper_host::ServeOptions {
                 data_dir,
                 listen: SocketAddr::new(host, port),
                 zk_listen: (!no_zk).then(|| SocketAddr::new(host, zk_port)),
                 stores,
-                ..Default::default()
+                tenants: tenant_options,
+                limits: faaskeeper_host::runtime::Limits {
+                    time_limit: std::time::Duration::from_millis(time_limit_ms),
+                    memory_bytes: memory_mib << 20,
+                    ..Default::default()
+                },
             };
             let host = faaskeeper_host::start(opts).await?;
             for line in host.summary() {
                 println!("{line}");
             }
-            if let Some(zk) = host.zk_addr() {
-                println!("zookeeper protocol on {zk}");
+            if tenants.is_empty() {
+                if let Some(zk) = host.zk_addr() {
+                    println!("zookeeper protocol on {zk}");
+                }
+            } else {
+                for t in host.tenants() {
+                    match t.zk_addr() {
+                        Some(zk) => println!(
+                            "tenant {}: {} (zookeeper protocol on {zk})",
+                            t.name(),
+                            t.url()
+                        ),
+                        None => println!("tenant {}: {}", t.name(), t.url()),
+                    }
+                }
             }
             println!("faaskeeper listening on {}", host.url());
             tokio::signal::ctrl_c().await?;

@@ -300,9 +300,39 @@ impl HostEngine {
             .with_context(|| format!("pre-instantiating the {} component", name.name()))
     }
 
-    fn reserve(&self, tenant: &Tenant) -> Result<(), TenantError> {
-        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
-        let left = self.limits.instances.saturating_sub(*reserved);
+    /// Whether `tenants` could all be run on this engine now (their limits against the
+    /// engine's, their slots against what other tenants have not reserved), without
+    /// reserving anything.
+    pub fn check(&self, tenants: &[Tenant]) -> Result<(), TenantError> {
+        let mut left = self.unreserved();
+        for tenant in tenants {
+            self.check_one(tenant, left)?;
+            left -= tenant.instances;
+        }
+        Ok(())
+    }
+
+    fn unreserved(&self) -> u32 {
+        let reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        self.limits.instances.saturating_sub(*reserved)
+    }
+
+    fn check_one(&self, tenant: &Tenant, left: u32) -> Result<(), TenantError> {
+        if tenant.memory_bytes > self.limits.memory_bytes {
+            return Err(TenantError::MemoryAbovePool {
+                tenant: tenant.name.clone(),
+                wanted: tenant.memory_bytes,
+                max: self.limits.memory_bytes,
+            });
+        }
+        let depth = self.limits.call_depth.max(1);
+        if tenant.instances < depth {
+            return Err(TenantError::TooFewInstances {
+                tenant: tenant.name.clone(),
+                instances: tenant.instances,
+                depth,
+            });
+        }
         if tenant.instances > left {
             return Err(TenantError::NoCapacity {
                 tenant: tenant.name.clone(),
@@ -311,6 +341,13 @@ impl HostEngine {
                 capacity: self.limits.instances,
             });
         }
+        Ok(())
+    }
+
+    fn reserve(&self, tenant: &Tenant) -> Result<(), TenantError> {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        let left = self.limits.instances.saturating_sub(*reserved);
+        self.check_one(tenant, left)?;
         *reserved += tenant.instances;
         Ok(())
     }
@@ -399,21 +436,7 @@ impl Runtime {
         hub: Arc<SessionHub>,
     ) -> Result<Arc<Runtime>, TenantError> {
         let limits = stages.engine.limits();
-        if tenant.memory_bytes > limits.memory_bytes {
-            return Err(TenantError::MemoryAbovePool {
-                tenant: tenant.name,
-                wanted: tenant.memory_bytes,
-                max: limits.memory_bytes,
-            });
-        }
         let depth = limits.call_depth.max(1);
-        if tenant.instances < depth {
-            return Err(TenantError::TooFewInstances {
-                tenant: tenant.name,
-                instances: tenant.instances,
-                depth,
-            });
-        }
         stages.engine.reserve(&tenant)?;
         let (combiner, combined) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Runtime {

@@ -1,6 +1,10 @@
 //! The HTTP API clients use (`docs/api.md`): writes go to the writer stage, reads come straight
 //! from the user bucket (no function on the read path), results and events come from the
 //! session's channel by long-polling.
+//!
+//! A single-tenant host serves its API at the root (`/v1/...`); a multi-tenant host serves
+//! each tenant's under `/t/<tenant>/v1/...` ([`Routes`]), and nothing at the root but
+//! `/v1/health`.
 
 use crate::hub::SessionHub;
 use crate::runtime::Runtime;
@@ -22,7 +26,15 @@ const MAX_BODY: usize = 64 << 20;
 /// Longest a poll may wait.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// Shared state of the API.
+/// Where a request goes: the one tenant of a single-tenant host, or a tenant by prefix.
+pub enum Routes {
+    /// A single-tenant host: the API at the root.
+    Single(Arc<Api>),
+    /// A multi-tenant host: each tenant's API under `/t/<tenant>`.
+    Tenants(std::collections::HashMap<String, Arc<Api>>),
+}
+
+/// Shared state of one tenant's API.
 pub struct Api {
     pub(crate) rt: Arc<Runtime>,
     pub(crate) user: Arc<dyn Store>,
@@ -48,7 +60,7 @@ fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Res
 }
 
 /// Accept connections forever.
-pub async fn serve(listener: TcpListener, api: Arc<Api>) {
+pub async fn serve(listener: TcpListener, routes: Arc<Routes>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -59,11 +71,11 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let api = api.clone();
+        let routes = routes.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let api = api.clone();
-                async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
+                let routes = routes.clone();
+                async move { Ok::<_, std::convert::Infallible>(routes.handle(req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -87,7 +99,7 @@ fn new_session_id() -> SessionId {
     ((RandomState::new().hash_one((n, t)) >> 1) | 1) as i64
 }
 
-impl Api {
+impl Routes {
     async fn handle(&self, req: hyper::Request<Incoming>) -> Resp {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
@@ -96,10 +108,39 @@ impl Api {
             Ok(b) => b.to_bytes(),
             Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, "bad_request", e),
         };
+        match self {
+            Routes::Single(api) => api.handle(&method, &path, &query, body).await,
+            Routes::Tenants(tenants) => {
+                if method == Method::GET && path == "/v1/health" {
+                    return reply(StatusCode::OK, json!({ "status": "ok" }));
+                }
+                let Some(rest) = path.strip_prefix("/t/") else {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        "this host serves tenants under /t/<tenant>/",
+                    );
+                };
+                let (name, rest) = rest.split_once('/').unwrap_or((rest, ""));
+                match tenants.get(name) {
+                    Some(api) => api.handle(&method, &format!("/{rest}"), &query, body).await,
+                    None => error(
+                        StatusCode::NOT_FOUND,
+                        "no_tenant",
+                        format!("no tenant {name:?} on this host"),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+impl Api {
+    async fn handle(&self, method: &Method, path: &str, query: &str, body: Bytes) -> Resp {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        match (&method, segments.as_slice()) {
+        match (method, segments.as_slice()) {
             (&Method::GET, ["v1", "health"]) => reply(StatusCode::OK, json!({ "status": "ok" })),
-            (&Method::GET, ["v1", "node"]) => self.read_node(&query).await,
+            (&Method::GET, ["v1", "node"]) => self.read_node(query).await,
             (&Method::POST, ["v1", "sessions"]) => self.open_session(&body).await,
             (m, ["v1", "sessions", id, rest @ ..]) => {
                 let Ok(id) = id.parse::<SessionId>() else {
@@ -111,7 +152,7 @@ impl Api {
                 };
                 match (m, rest) {
                     (&Method::POST, ["requests"]) => self.submit(id, body).await,
-                    (&Method::GET, ["events"]) => self.poll(id, &query).await,
+                    (&Method::GET, ["events"]) => self.poll(id, query).await,
                     (&Method::POST, ["heartbeat"]) => self.heartbeat(id).await,
                     (&Method::DELETE, []) => {
                         self.rt.hub().remove(id);
