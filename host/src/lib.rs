@@ -21,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod cost;
 pub mod hub;
 pub mod kv;
 pub mod routing;

@@ -49,6 +49,43 @@ enum Command {
         #[arg(long, default_value = "docs/benchmarks.svg")]
         svg: PathBuf,
     },
+    /// What a workload costs per month on AWS, from requests counted per operation, and the
+    /// break-even against provisioned ZooKeeper VMs (see docs/cost.md).
+    Cost {
+        /// `get_data` per day.
+        #[arg(long, default_value_t = 1_000_000.0)]
+        reads_per_day: f64,
+        /// Writes per day, split 1:2:1 into create, set_data and delete.
+        #[arg(long, default_value_t = 100_000.0)]
+        writes_per_day: f64,
+        /// Bytes of data per create and set.
+        #[arg(long, default_value_t = 100)]
+        data_bytes: usize,
+        /// A count table (JSON) instead of the one built in (docs/cost-counts.json).
+        #[arg(long, conflicts_with = "measure")]
+        counts: Option<PathBuf>,
+        /// Count the requests now, on the AWS APIs at `--aws-endpoint` (a moto server is
+        /// started here when none is given), instead of using a count table.
+        #[arg(long)]
+        measure: bool,
+        /// With `--measure`: the AWS endpoint, e.g. `http://127.0.0.1:5000`.
+        #[arg(long, env = "FAASKEEPER_AWS_ENDPOINT", requires = "measure")]
+        aws_endpoint: Option<String>,
+        /// With `--measure`: operations of each kind per data size.
+        #[arg(long, default_value_t = 20, requires = "measure")]
+        ops: usize,
+        /// With `--measure`: the data sizes to count at.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "100,4096,65536",
+            requires = "measure"
+        )]
+        sizes: Vec<usize>,
+        /// With `--measure`: also write the counts here (e.g. docs/cost-counts.json).
+        #[arg(long, requires = "measure")]
+        write_counts: Option<PathBuf>,
+    },
     /// Run the service (on the embedded store, or on AWS with `--backend aws`).
     Serve {
         /// Directory of the store file (and of the compiled-component cache).
@@ -348,8 +385,91 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Cost {
+            reads_per_day,
+            writes_per_day,
+            data_bytes,
+            counts,
+            measure,
+            aws_endpoint,
+            ops,
+            sizes,
+            write_counts,
+        } => {
+            use faaskeeper_host::cost::{self, CountTable, Workload, prices};
+            for (name, v) in [("reads", reads_per_day), ("writes", writes_per_day)] {
+                anyhow::ensure!(
+                    v.is_finite() && v >= 0.0,
+                    "--{name}-per-day must be a number ≥ 0"
+                );
+            }
+            let table = if measure {
+                let table = measure_counts(aws_endpoint, &sizes, ops).await?;
+                if let Some(path) = write_counts {
+                    std::fs::write(&path, serde_json::to_string_pretty(&table)? + "\n")
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+                table
+            } else {
+                let json = match counts {
+                    Some(path) => std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                    None => cost::COMMITTED_COUNTS.to_string(),
+                };
+                CountTable::from_json(&json)?
+            };
+            let p = prices::AWS_US_EAST_1_2025;
+            let w = Workload::mixed(reads_per_day, writes_per_day, data_bytes);
+            let e = cost::estimate(&table, &p, &w);
+            print!("{}", cost::render(&table, &p, &w, &e));
+            Ok(())
+        }
         cmd => client_command(&cli.server, cmd).await,
     }
+}
+
+/// `cost --measure`: count on `endpoint`, or on a moto server started for the purpose.
+#[cfg(feature = "aws")]
+async fn measure_counts(
+    endpoint: Option<String>,
+    sizes: &[usize],
+    ops: usize,
+) -> anyhow::Result<faaskeeper_host::cost::CountTable> {
+    use faaskeeper_backend_aws::{AwsOptions, moto::MotoServer};
+    anyhow::ensure!(
+        !sizes.is_empty() && sizes.windows(2).all(|w| w[0] < w[1]),
+        "--sizes must be increasing"
+    );
+    let prefix = format!("fk-cost-{}", std::process::id());
+    let date = faaskeeper_host::cost::today();
+    match endpoint {
+        Some(endpoint) => {
+            let opts = AwsOptions {
+                endpoint: Some(endpoint.clone()),
+                prefix,
+                ..AwsOptions::default()
+            };
+            let what = format!("counted {date} by `faaskeeper cost --measure` on {endpoint}");
+            faaskeeper_host::cost::measure::measure(&opts, sizes, ops, &what).await
+        }
+        None => {
+            let moto = MotoServer::start().context("starting moto (pip install 'moto[server]')")?;
+            let what = format!(
+                "counted {date} by `faaskeeper cost --measure` on moto (DynamoDB system bucket, \
+                 S3 user bucket, host as a poller)"
+            );
+            faaskeeper_host::cost::measure::measure(&moto.options(&prefix), sizes, ops, &what).await
+        }
+    }
+}
+
+#[cfg(not(feature = "aws"))]
+async fn measure_counts(
+    _endpoint: Option<String>,
+    _sizes: &[usize],
+    _ops: usize,
+) -> anyhow::Result<faaskeeper_host::cost::CountTable> {
+    anyhow::bail!("this binary was built without the `aws` feature")
 }
 
 /// `bench`: our service in this process on a fresh store (fsync on, as `serve`), Apache
@@ -441,7 +561,10 @@ async fn client_command(server: &str, cmd: Command) -> anyhow::Result<()> {
 
 async fn run_client(client: &Client, cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Serve { .. } | Command::Components { .. } | Command::Bench { .. } => {
+        Command::Serve { .. }
+        | Command::Components { .. }
+        | Command::Bench { .. }
+        | Command::Cost { .. } => {
             unreachable!("handled by run and main")
         }
         Command::Create {
