@@ -356,11 +356,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 for t in host.tenants() {
                     match t.zk_addr() {
                         Some(zk) => println!(
-                            "tenant {}: {} (zookeeper protocol on {zk})",
+                            "tenant {} at {} (zookeeper protocol on {zk})",
                             t.name(),
                             t.url()
                         ),
-                        None => println!("tenant {}: {}", t.name(), t.url()),
+                        None => println!("tenant {} at {}", t.name(), t.url()),
                     }
                 }
             }

@@ -70,3 +70,44 @@ fn readme_cli_session() {
     );
     drop(server);
 }
+
+/// `serve --tenant a --tenant b`: each tenant's API under `/t/<name>`, each with its own data.
+#[test]
+fn serve_with_tenants_keeps_their_data_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(dir.path(), &["--tenant", "a", "--tenant", "b"]);
+    let url_of = |name: &str| {
+        let prefix = format!("tenant {name} at ");
+        server
+            .banner
+            .iter()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no line for tenant {name} in {:?}", server.banner))
+            .to_string()
+    };
+    let (a, b) = (url_of("a"), url_of("b"));
+    assert_eq!(a, format!("{}/t/a", server.url));
+    assert_eq!(b, format!("{}/t/b", server.url));
+    let (ok, _, err) = fk(&a, &["create", "/only-a", "x"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = fk(&a, &["get", "/only-a"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "x");
+    let (ok, _, err) = fk(&b, &["get", "/only-a"]);
+    assert!(!ok);
+    assert!(err.contains("NoNode"), "{err}");
+    let (ok, out, _) = fk(&b, &["ls", "/"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "[zookeeper]");
+    // Its own store files.
+    assert!(dir.path().join("tenants/a/faaskeeper.redb").exists());
+    assert!(dir.path().join("tenants/b/faaskeeper.redb").exists());
+    // No tenant of that name, and no API at the root.
+    let (ok, _, err) = fk(&format!("{}/t/c", server.url), &["ls", "/"]);
+    assert!(!ok);
+    assert!(err.contains("no tenant"), "{err}");
+    let (ok, _, _) = fk(&server.url, &["ls", "/"]);
+    assert!(!ok);
+    drop(server);
+}

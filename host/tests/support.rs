@@ -8,20 +8,29 @@ use std::process::{Child, Command, Stdio};
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// What it printed before it listened.
+    pub banner: Vec<String>,
 }
 
 impl Server {
     /// `faaskeeper serve` on a free port over `data_dir`; waits until it listens.
     pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &[])
+    }
+
+    /// [`Server::start`] with more arguments to `serve`.
+    pub fn start_with(data_dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_faaskeeper"))
             .args(["serve", "--port", "0", "--zk-port", "0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn faaskeeper serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
         let url = loop {
             let line = lines
                 .next()
@@ -30,10 +39,11 @@ impl Server {
             if let Some(url) = line.strip_prefix("faaskeeper listening on ") {
                 break url.trim().to_string();
             }
+            banner.push(line);
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, url }
+        Server { child, url, banner }
     }
 
     /// SIGKILL: no shutdown code runs.
