@@ -32,6 +32,7 @@ mod error;
 pub mod keys;
 mod mode;
 pub mod path;
+pub mod queue;
 pub mod session;
 mod stat;
 pub mod ttl;

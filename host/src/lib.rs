@@ -21,9 +21,12 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod cost;
 pub mod hub;
 pub mod kv;
+pub mod outbound;
 pub mod routing;
 pub mod runtime;
 pub mod sandbox;

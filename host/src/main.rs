@@ -100,7 +100,8 @@ enum Command {
         /// AWS region.
         #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
         aws_region: String,
-        /// Names the AWS resources: table `<prefix>-system`, bucket `<prefix>-user`.
+        /// Names the AWS resources: table `<prefix>-system`, bucket `<prefix>-user`, queues
+        /// `<prefix>-writer.fifo`, `<prefix>-distributor`, `<prefix>-session-<id>.fifo`.
         #[arg(long, default_value = "faaskeeper")]
         aws_prefix: String,
         /// HTTP API port.
@@ -316,22 +317,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let mut t = faaskeeper_host::TenantOptions::named(name);
                 if let Backend::Aws = backend {
                     t.stores = Some(
-                        aws_stores(
+                        aws_backend(
                             aws_endpoint.clone(),
                             aws_region.clone(),
                             format!("{aws_prefix}-{name}"),
                         )
-                        .await?,
+                        .await?
+                        .stores,
                     );
                 }
                 tenant_options.push(t);
             }
-            let stores = match backend {
+            let aws = match backend {
                 Backend::Aws if tenants.is_empty() => {
-                    Some(aws_stores(aws_endpoint, aws_region, aws_prefix).await?)
+                    Some(aws_backend(aws_endpoint, aws_region, aws_prefix).await?)
                 }
                 _ => None,
             };
+            let stores = aws.as_ref().map(|a| a.stores.clone());
             let opts = faaskeeper_host::ServeOptions {
                 data_dir,
                 listen: SocketAddr::new(host, port),
@@ -348,6 +351,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for line in host.summary() {
                 println!("{line}");
             }
+            // The writer queue is consumed for a single-tenant host only (tenants on AWS are
+            // served over HTTP).
+            let _pollers = match &aws {
+                Some(aws) => aws.serve_queues(&host),
+                None => Vec::new(),
+            };
             if tenants.is_empty() {
                 if let Some(zk) = host.zk_addr() {
                     println!("zookeeper protocol on {zk}");
@@ -515,13 +524,43 @@ async fn bench(quick: bool, out: faaskeeper_bench::report::Outputs) -> anyhow::R
     Ok(())
 }
 
-/// The buckets of `serve --backend aws`: connect, creating the table and bucket if missing.
+/// What `serve --backend aws` runs on.
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
+struct AwsServe {
+    stores: faaskeeper_storage::StoreManager,
+    #[cfg(feature = "aws")]
+    backend: faaskeeper_backend_aws::AwsBackend,
+}
+
+impl AwsServe {
+    /// Consume the writer queue (4 pollers) and deliver to session queues.
+    #[cfg(feature = "aws")]
+    fn serve_queues(
+        &self,
+        host: &faaskeeper_host::RunningHost,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let queues = self.backend.queues();
+        println!("writer queue {}", queues.names().writer());
+        faaskeeper_host::aws::start_pollers(host.runtime(), queues, 4)
+    }
+
+    #[cfg(not(feature = "aws"))]
+    fn serve_queues(
+        &self,
+        _host: &faaskeeper_host::RunningHost,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        Vec::new()
+    }
+}
+
+/// The buckets and queues of `serve --backend aws`: connect, creating the table, bucket and
+/// stage queues if missing.
 #[cfg(feature = "aws")]
-async fn aws_stores(
+async fn aws_backend(
     endpoint: Option<String>,
     region: String,
     prefix: String,
-) -> anyhow::Result<faaskeeper_storage::StoreManager> {
+) -> anyhow::Result<AwsServe> {
     use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
     let opts = faaskeeper_backend_aws::AwsOptions {
         endpoint,
@@ -529,24 +568,27 @@ async fn aws_stores(
         prefix,
         credentials: None,
     };
-    let aws = faaskeeper_backend_aws::AwsBackend::connect(&opts)
+    let backend = faaskeeper_backend_aws::AwsBackend::connect(&opts)
         .await
         .with_context(|| {
             format!(
-                "setting up DynamoDB table {} and S3 bucket {}",
+                "setting up DynamoDB table {}, S3 bucket {} and the SQS queues",
                 opts.table_name(),
                 opts.bucket_name()
             )
         })?;
-    Ok(aws.store_manager(SYSTEM_BUCKET, USER_BUCKET))
+    Ok(AwsServe {
+        stores: backend.store_manager(SYSTEM_BUCKET, USER_BUCKET),
+        backend,
+    })
 }
 
 #[cfg(not(feature = "aws"))]
-async fn aws_stores(
+async fn aws_backend(
     _endpoint: Option<String>,
     _region: String,
     _prefix: String,
-) -> anyhow::Result<faaskeeper_storage::StoreManager> {
+) -> anyhow::Result<AwsServe> {
     anyhow::bail!("this faaskeeper was built without the `aws` feature")
 }
 

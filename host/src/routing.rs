@@ -3,7 +3,8 @@
 //! Components call each other by Spin's service-chaining names
 //! (`http://<stage>.spin.internal/`), so the same `.wasm` chains on Spin and here. This host
 //! turns those requests into in-process invocations ([`WasiHttpHooks::send_request`]) and
-//! delivers session notifications to its [`SessionHub`](crate::hub::SessionHub). Anything
+//! delivers session notifications to its [`SessionHub`](crate::hub::SessionHub). Routes a
+//! platform adds ([`Outbound`](crate::outbound::Outbound), e.g. SQS on AWS) come first. Anything
 //! else is refused: stages have no business on the open network in this host.
 
 use crate::hub::SESSIONS_AUTHORITY;
@@ -79,6 +80,14 @@ impl WasiHttpHooks for StageRouter {
                 .path_and_query()
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "/".to_string());
+            if let Some(out) = rt.outbound().filter(|o| o.handles(&host)).cloned() {
+                let body = request.into_body().collect().await?.to_bytes();
+                let (status, bytes) = out.send(&host, &path, body).await;
+                return Ok((
+                    response(status, bytes)?,
+                    Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+                ));
+            }
             let Some(target) = route(&host) else {
                 tracing::warn!(host, "stage tried to reach an unknown host");
                 return Err(HttpError::HttpRequestDenied);

@@ -396,6 +396,7 @@ pub struct Runtime {
     writes: Semaphore,
     combiner: tokio::sync::mpsc::UnboundedSender<PendingWrite>,
     combined: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<PendingWrite>>>,
+    outbound: std::sync::OnceLock<Arc<dyn crate::outbound::Outbound>>,
 }
 
 impl Drop for Runtime {
@@ -453,6 +454,7 @@ impl Runtime {
             writes: Semaphore::new(limits.concurrent_writes),
             combiner,
             combined: std::sync::Mutex::new(Some(combined)),
+            outbound: std::sync::OnceLock::new(),
         }))
     }
 
@@ -835,6 +837,17 @@ impl Runtime {
             );
         }
         Ok(())
+    }
+
+    /// Add outbound routes (e.g. SQS on AWS); only the first call takes effect (`false`
+    /// after that).
+    pub fn set_outbound(&self, outbound: Arc<dyn crate::outbound::Outbound>) -> bool {
+        self.outbound.set(outbound).is_ok()
+    }
+
+    /// The outbound routes added with [`Runtime::set_outbound`].
+    pub(crate) fn outbound(&self) -> Option<&Arc<dyn crate::outbound::Outbound>> {
+        self.outbound.get()
     }
 
     /// The session channels.

@@ -10,6 +10,8 @@ atomic: concurrent DynamoDB `ADD`s lose updates, and two conditional S3 PUTs (If
 If-None-Match) can both pass their check. Real DynamoDB and S3 make each of these atomic, so this
 wrapper runs DynamoDB requests one at a time, and S3 requests that write (PUT, POST, DELETE) one
 at a time; reads still run in parallel. That way our tests test our protocol, not moto's races.
+SQS requests (all POSTs, `X-Amz-Target: AmazonSQS.*`) are not serialised: a long poll waits up
+to 20 seconds inside its request and would hold every other write back for that long.
 This is werkzeug's threaded server, as `run_simple(threaded=True)` builds it, minus the banner.
 """
 
@@ -32,8 +34,11 @@ class OneAtATime:
         self.writes = threading.Lock()
 
     def lock_for(self, environ):
-        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target.startswith("DynamoDB"):
             return self.dynamodb
+        if target.startswith("AmazonSQS"):
+            return None
         if environ.get("REQUEST_METHOD") in ("PUT", "POST", "DELETE"):
             return self.writes
         return None

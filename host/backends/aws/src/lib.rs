@@ -33,10 +33,15 @@ mod dynamo;
 mod meter;
 pub mod moto;
 mod s3;
+mod sqs;
 
 pub use dynamo::{DynamoSystemStore, INLINE_MAX};
 pub use meter::{Meter, Usage};
 pub use s3::{OBJECT_PREFIX, S3UserStore};
+pub use sqs::{
+    INLINE_BODY_MAX, MAX_RECEIVES, NOTIFY_AUTHORITY, QueueError, QueueKind, QueueNames, Queues,
+    Received, SPILL_ATTRIBUTE, SPILL_PREFIX,
+};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
@@ -100,10 +105,11 @@ impl AwsOptions {
     }
 }
 
-/// Both buckets on AWS, with their meters.
+/// Both buckets on AWS and the queues, with their meters.
 pub struct AwsBackend {
     system: Arc<DynamoSystemStore>,
     user: Arc<S3UserStore>,
+    queues: Queues,
 }
 
 /// What both buckets have counted.
@@ -113,6 +119,9 @@ pub struct AwsUsage {
     pub system: Usage,
     /// The `user` bucket: S3.
     pub user: Usage,
+    /// The queues: SQS, S3 for spilled bodies, and Lambda invocations counted by the
+    /// Lambda handler.
+    pub queues: Usage,
 }
 
 impl AwsUsage {
@@ -121,6 +130,7 @@ impl AwsUsage {
         AwsUsage {
             system: self.system.since(&earlier.system),
             user: self.user.since(&earlier.user),
+            queues: self.queues.since(&earlier.queues),
         }
     }
 }
@@ -134,59 +144,124 @@ pub(crate) async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(10u64 << attempt.min(7))).await;
 }
 
+/// The AWS SDK configuration `opts` describe (region, endpoint, credentials; TLS through
+/// rustls + ring).
+async fn sdk_config(opts: &AwsOptions) -> aws_config::SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(opts.region.clone()))
+        .http_client(http);
+    if let Some(endpoint) = &opts.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if let Some(c) = &opts.credentials {
+        loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            c.access_key_id.clone(),
+            c.secret_access_key.clone(),
+            None,
+            None,
+            "faaskeeper-static",
+        ));
+    }
+    loader.load().await
+}
+
+fn s3_client(sdk: &aws_config::SdkConfig, opts: &AwsOptions) -> aws_sdk_s3::Client {
+    let s3_config = aws_sdk_s3::config::Builder::from(sdk)
+        // moto and other local endpoints serve buckets by path, not by host name.
+        .force_path_style(opts.endpoint.is_some())
+        .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(s3_config)
+}
+
+fn check_prefix(prefix: &str) -> Result<(), StoreError> {
+    let valid = prefix.len() >= 3
+        && prefix.len() <= 50
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !prefix.starts_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidValue(format!(
+            "AWS resource prefix {prefix:?}: use 3 to 50 lowercase letters, digits or '-'"
+        )))
+    }
+}
+
+impl Queues {
+    /// The queues of the deployment `opts` name, without DynamoDB (what a client needs:
+    /// the writer queue, its own session queue, and S3 for spilled bodies). Creates nothing.
+    pub async fn connect(opts: &AwsOptions) -> Result<Queues, StoreError> {
+        check_prefix(&opts.prefix)?;
+        let sdk = sdk_config(opts).await;
+        Ok(Queues {
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            s3: s3_client(&sdk, opts),
+            bucket: opts.bucket_name(),
+            names: QueueNames::new(&opts.prefix),
+            meter: Arc::new(Meter::default()),
+            urls: Default::default(),
+        })
+    }
+
+    /// Read the object `key` of the user bucket (a client's direct read of a node);
+    /// `None` if there is none.
+    pub async fn get_object(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.meter.s3_get();
+        match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(
+                out.body
+                    .collect()
+                    .await
+                    .map_err(unavailable)?
+                    .into_bytes()
+                    .to_vec(),
+            )),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
 impl AwsBackend {
-    /// Connect, and create the table and the bucket if they do not exist yet.
+    /// Connect, and create the table, the bucket and the stage queues if they do not exist
+    /// yet.
     pub async fn connect(opts: &AwsOptions) -> Result<AwsBackend, StoreError> {
-        let valid = opts.prefix.len() >= 3
-            && opts.prefix.len() <= 50
-            && opts
-                .prefix
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !opts.prefix.starts_with('-');
-        if !valid {
-            return Err(StoreError::InvalidValue(format!(
-                "AWS resource prefix {:?}: use 3 to 50 lowercase letters, digits or '-'",
-                opts.prefix
-            )));
-        }
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(opts.region.clone()))
-            .http_client(http);
-        if let Some(endpoint) = &opts.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        if let Some(c) = &opts.credentials {
-            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                c.access_key_id.clone(),
-                c.secret_access_key.clone(),
-                None,
-                None,
-                "faaskeeper-static",
-            ));
-        }
-        let sdk = loader.load().await;
+        let backend = AwsBackend::open(opts).await?;
+        ensure_table(&backend.system.ddb, &backend.system.table).await?;
+        ensure_bucket(&backend.user.s3, &backend.user.bucket, &opts.region).await?;
+        backend
+            .queues
+            .ensure_stage_queues()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(backend)
+    }
+
+    /// Connect to resources that already exist (made by the deployment template), creating
+    /// nothing: what a Lambda function does, whose role may not create tables or queues.
+    pub async fn open(opts: &AwsOptions) -> Result<AwsBackend, StoreError> {
+        check_prefix(&opts.prefix)?;
+        let sdk = sdk_config(opts).await;
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-        let s3_config = aws_sdk_s3::config::Builder::from(&sdk)
-            // moto and other local endpoints serve buckets by path, not by host name.
-            .force_path_style(opts.endpoint.is_some())
-            .request_checksum_calculation(
-                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
-            )
-            .response_checksum_validation(
-                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
-            )
-            .build();
-        let s3 = aws_sdk_s3::Client::from_conf(s3_config);
+        let s3 = s3_client(&sdk, opts);
         let table = opts.table_name();
         let bucket = opts.bucket_name();
-        ensure_table(&ddb, &table).await?;
-        ensure_bucket(&s3, &bucket, &opts.region).await?;
         let system = Arc::new(DynamoSystemStore {
             ddb,
             s3: s3.clone(),
@@ -194,12 +269,29 @@ impl AwsBackend {
             bucket: bucket.clone(),
             meter: Arc::new(Meter::default()),
         });
+        let queues = Queues {
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            s3: s3.clone(),
+            bucket: bucket.clone(),
+            names: QueueNames::new(&opts.prefix),
+            meter: Arc::new(Meter::default()),
+            urls: Default::default(),
+        };
         let user = Arc::new(S3UserStore {
             s3,
             bucket,
             meter: Arc::new(Meter::default()),
         });
-        Ok(AwsBackend { system, user })
+        Ok(AwsBackend {
+            system,
+            user,
+            queues,
+        })
+    }
+
+    /// The stage queues (and any session's delivery queue).
+    pub fn queues(&self) -> &Queues {
+        &self.queues
     }
 
     /// The `system` bucket.
@@ -224,6 +316,7 @@ impl AwsBackend {
         AwsUsage {
             system: self.system.meter.snapshot(),
             user: self.user.meter.snapshot(),
+            queues: self.queues.meter.snapshot(),
         }
     }
 

@@ -8,6 +8,9 @@
 //! `ConsumedCapacity` is not trusted because moto reports fixed numbers). Writes are counted by
 //! the size of the new item; DynamoDB bills the larger of the old and the new item, so a write
 //! that shrinks an item is undercounted.
+//!
+//! SQS bills every started 64 KiB of a call's payload as one request (a batch call of up to
+//! 10 messages is one call). Lambda bills invocations and duration × memory (GB-s).
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
@@ -23,6 +26,10 @@ pub struct Meter {
     s3_put: AtomicU64,
     s3_list: AtomicU64,
     s3_delete: AtomicU64,
+    sqs_requests: AtomicU64,
+    sqs_billed: AtomicU64,
+    lambda_invocations: AtomicU64,
+    lambda_mb_ms: AtomicU64,
 }
 
 /// A copy of a [`Meter`]'s counters at one instant.
@@ -42,6 +49,15 @@ pub struct Usage {
     pub s3_list: u64,
     /// S3 DELETE requests (single or multi-object; free on S3).
     pub s3_delete: u64,
+    /// SQS API calls (send, receive, delete, queue management).
+    pub sqs_requests: u64,
+    /// SQS requests as billed: every started 64 KiB of a call's payload is one request (a
+    /// batch of up to 10 messages is one call).
+    pub sqs_billed: u64,
+    /// Lambda invocations.
+    pub lambda_invocations: u64,
+    /// Lambda duration × configured memory, in MB-milliseconds (GB-s = this / 1024 / 1000).
+    pub lambda_mb_ms: u64,
 }
 
 impl Usage {
@@ -55,6 +71,10 @@ impl Usage {
             s3_put: self.s3_put - earlier.s3_put,
             s3_list: self.s3_list - earlier.s3_list,
             s3_delete: self.s3_delete - earlier.s3_delete,
+            sqs_requests: self.sqs_requests - earlier.sqs_requests,
+            sqs_billed: self.sqs_billed - earlier.sqs_billed,
+            lambda_invocations: self.lambda_invocations - earlier.lambda_invocations,
+            lambda_mb_ms: self.lambda_mb_ms - earlier.lambda_mb_ms,
         }
     }
 
@@ -68,6 +88,10 @@ impl Usage {
             s3_put: self.s3_put + other.s3_put,
             s3_list: self.s3_list + other.s3_list,
             s3_delete: self.s3_delete + other.s3_delete,
+            sqs_requests: self.sqs_requests + other.sqs_requests,
+            sqs_billed: self.sqs_billed + other.sqs_billed,
+            lambda_invocations: self.lambda_invocations + other.lambda_invocations,
+            lambda_mb_ms: self.lambda_mb_ms + other.lambda_mb_ms,
         }
     }
 }
@@ -84,6 +108,10 @@ impl Meter {
             s3_put: r(&self.s3_put),
             s3_list: r(&self.s3_list),
             s3_delete: r(&self.s3_delete),
+            sqs_requests: r(&self.sqs_requests),
+            sqs_billed: r(&self.sqs_billed),
+            lambda_invocations: r(&self.lambda_invocations),
+            lambda_mb_ms: r(&self.lambda_mb_ms),
         }
     }
 
@@ -119,6 +147,21 @@ impl Meter {
 
     pub(crate) fn s3_delete(&self) {
         self.s3_delete.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One SQS call carrying `payload` bytes of message bodies (sent or received).
+    pub(crate) fn sqs_request(&self, payload: usize) {
+        self.sqs_requests.fetch_add(1, Ordering::Relaxed);
+        let chunks = payload.div_ceil(64 * 1024).max(1);
+        self.sqs_billed.fetch_add(chunks as u64, Ordering::Relaxed);
+    }
+
+    /// One Lambda invocation that ran `millis` with `memory_mb` configured (billed per
+    /// started millisecond).
+    pub fn lambda_invocation(&self, memory_mb: u64, millis: u64) {
+        self.lambda_invocations.fetch_add(1, Ordering::Relaxed);
+        self.lambda_mb_ms
+            .fetch_add(memory_mb * millis.max(1), Ordering::Relaxed);
     }
 }
 
@@ -158,5 +201,17 @@ mod tests {
         assert_eq!(u.dynamo_read_units, 1 + 1 + 1 + 2);
         assert_eq!(u.dynamo_write_units, 1 + 1 + 2);
         assert_eq!(u.since(&u), Usage::default());
+        m.sqs_request(0);
+        m.sqs_request(64 * 1024);
+        m.sqs_request(64 * 1024 + 1);
+        m.sqs_request(256 * 1024);
+        m.lambda_invocation(512, 0);
+        m.lambda_invocation(512, 1500);
+        let u = m.snapshot();
+        assert_eq!((u.sqs_requests, u.sqs_billed), (4, 1 + 1 + 2 + 4));
+        assert_eq!(
+            (u.lambda_invocations, u.lambda_mb_ms),
+            (2, 512 + 512 * 1500)
+        );
     }
 }

@@ -1,0 +1,305 @@
+//! The host on AWS: the stages' queues on SQS (`docs/aws.md`).
+//!
+//! - [`SqsOutbound`] turns the watch stage's POSTs to `http://queues.faaskeeper.internal/<queue>`
+//!   into SQS sends to that session's FIFO queue (one message group per session, so its
+//!   events stay in zxid order, Guarantee 4), and, where the distributor runs elsewhere (a
+//!   Lambda function), the writer's wake-up of `distributor.spin.internal` into a message on
+//!   the distributor queue.
+//! - [`WriterQueue`] takes messages of the writer queue ([`WriterMessage`]: write batches and
+//!   pings), appends the batches through the writer stage, and tells which messages failed.
+//!   The long-running poller ([`WriterQueue::run_poller`], `faaskeeper serve --backend aws`)
+//!   and the Lambda handler (`host/lambda`) both use it. A message is deleted only after the
+//!   writer's append succeeded; a redelivered one is harmless, because the distributor
+//!   answers a `(session, seq)` it has seen with the stored result instead of applying it
+//!   again.
+
+use crate::outbound::Outbound;
+use crate::runtime::{Runtime, StageName};
+use bytes::Bytes;
+use faaskeeper_backend_aws::{NOTIFY_AUTHORITY, QueueError, Queues, Received};
+use faaskeeper_core::SessionId;
+use faaskeeper_core::queue::WriterMessage;
+use faaskeeper_core::wire::{Delivery, OpResult, Request, SessionEvent, Submission};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Stage authority of the distributor, as the writer calls it.
+const DISTRIBUTOR_AUTHORITY: &str = "distributor.spin.internal";
+
+/// SQS routes of the stages.
+pub struct SqsOutbound {
+    queues: Queues,
+    /// Send the writer's distributor wake-ups to the distributor queue (Lambda) instead of
+    /// running the distributor in this process (the poller).
+    distributor_by_queue: bool,
+}
+
+impl SqsOutbound {
+    /// Routes over `queues`; `distributor_by_queue` as in the Lambda functions.
+    pub fn new(queues: Queues, distributor_by_queue: bool) -> SqsOutbound {
+        SqsOutbound {
+            queues,
+            distributor_by_queue,
+        }
+    }
+}
+
+fn answer(status: u16, message: &str) -> (u16, Bytes) {
+    (
+        status,
+        Bytes::from(serde_json::json!({ "error": message }).to_string()),
+    )
+}
+
+/// sha256 of `body` in hex: the FIFO deduplication id of a delivery, so that a redelivered
+/// batch is dropped by SQS within five minutes (and by the client after that).
+fn dedup_id(body: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Outbound for SqsOutbound {
+    fn handles(&self, authority: &str) -> bool {
+        authority == NOTIFY_AUTHORITY
+            || (self.distributor_by_queue && authority == DISTRIBUTOR_AUTHORITY)
+    }
+
+    async fn send(&self, authority: &str, path: &str, body: Bytes) -> (u16, Bytes) {
+        if authority == DISTRIBUTOR_AUTHORITY {
+            let queue = self.queues.names().distributor();
+            return match self.queues.send(&queue, b"{}", None, None).await {
+                Ok(()) => (202, Bytes::from_static(b"{\"scheduled\":true}")),
+                Err(e) => answer(503, &e.to_string()),
+            };
+        }
+        let queue = path.trim_start_matches('/');
+        let Some(session) = self.queues.names().session_of(queue) else {
+            return answer(400, "not a session queue of this deployment");
+        };
+        match serde_json::from_slice::<Delivery>(&body) {
+            Ok(d) if d.session == session => {}
+            Ok(_) => return answer(400, "session mismatch"),
+            Err(_) => return answer(400, "malformed delivery"),
+        }
+        let group = session.to_string();
+        match self
+            .queues
+            .send(queue, &body, Some(&group), Some(&dedup_id(&body)))
+            .await
+        {
+            Ok(()) => (200, Bytes::from_static(b"{}")),
+            // The client closed its session and deleted its queue.
+            Err(QueueError::NoSuchQueue(_)) => answer(410, "no such session queue"),
+            Err(e) => answer(503, &e.to_string()),
+        }
+    }
+}
+
+/// One message of the writer queue, as SQS or a Lambda event hands it over.
+#[derive(Debug, Clone)]
+pub struct QueueRecord {
+    /// SQS's message id (Lambda's `messageId`, the id a partial batch failure names).
+    pub id: String,
+    /// The body.
+    pub body: Vec<u8>,
+    /// The message group (the session) on a FIFO queue.
+    pub group: Option<String>,
+}
+
+impl From<&Received> for QueueRecord {
+    fn from(r: &Received) -> Self {
+        QueueRecord {
+            id: r.message_id.clone(),
+            body: r.body.clone(),
+            group: r.group.clone(),
+        }
+    }
+}
+
+/// The writer queue's consumer: runs the writer (and the heartbeat's `/ping`) on its messages.
+pub struct WriterQueue {
+    rt: Arc<Runtime>,
+    queues: Queues,
+}
+
+impl WriterQueue {
+    /// A consumer running the stages of `rt`, answering rejections on `queues`.
+    pub fn new(rt: Arc<Runtime>, queues: Queues) -> WriterQueue {
+        WriterQueue { rt, queues }
+    }
+
+    /// Handle one batch of messages, in order; returns the ids of those that failed and must
+    /// be delivered again. A message that does not decode fails, and so does every later
+    /// message of its group in this batch (a FIFO group must not skip ahead of a message
+    /// that will come back). All appends of the batch are one writer invocation.
+    pub async fn process(&self, records: &[QueueRecord]) -> Vec<String> {
+        let mut failed = Vec::new();
+        let mut failed_groups: HashSet<Option<String>> = HashSet::new();
+        let mut writes: Vec<(usize, Vec<Request>)> = Vec::new();
+        let mut pings: Vec<(usize, SessionId)> = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            let grouped = r.group.is_some();
+            if grouped && failed_groups.contains(&r.group) {
+                failed.push(r.id.clone());
+                continue;
+            }
+            match serde_json::from_slice::<WriterMessage>(&r.body) {
+                Ok(WriterMessage::Write(batch)) => writes.push((i, batch.requests)),
+                Ok(WriterMessage::Ping { ping }) => pings.push((i, ping)),
+                Err(e) => {
+                    tracing::warn!(id = r.id, error = %e, "undecodable writer message");
+                    failed.push(r.id.clone());
+                    if grouped {
+                        failed_groups.insert(r.group.clone());
+                    }
+                }
+            }
+        }
+        if !writes.is_empty() {
+            let requests: Vec<Request> = writes.iter().flat_map(|(_, r)| r.clone()).collect();
+            match self.rt.write_batch(requests.clone()).await {
+                Ok(subs) => self.answer_rejections(&requests, &subs).await,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "writer invocation failed");
+                    failed.extend(writes.iter().map(|(i, _)| records[*i].id.clone()));
+                }
+            }
+        }
+        for (i, session) in pings {
+            match self.rt.ping(session).await {
+                Ok((200, _)) => {}
+                Ok((status, _)) => {
+                    tracing::warn!(session, status, "ping refused");
+                    failed.push(records[i].id.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(session, error = format!("{e:#}"), "ping failed");
+                    failed.push(records[i].id.clone());
+                }
+            }
+        }
+        failed
+    }
+
+    /// A refused request never enters the log, so the distributor will not answer it: tell
+    /// its session here.
+    async fn answer_rejections(&self, requests: &[Request], subs: &[Submission]) {
+        for (req, sub) in requests.iter().zip(subs) {
+            let Submission::Rejected {
+                seq,
+                error,
+                message,
+            } = sub
+            else {
+                continue;
+            };
+            let names = self.queues.names();
+            let delivery = Delivery {
+                session: req.session,
+                notify: names.notify_url(req.session),
+                events: vec![SessionEvent::Result {
+                    seq: *seq,
+                    zxid: 0,
+                    result: OpResult::Error {
+                        error: *error,
+                        message: message.clone(),
+                    },
+                }],
+            };
+            let Ok(body) = serde_json::to_vec(&delivery) else {
+                continue;
+            };
+            let group = req.session.to_string();
+            if let Err(e) = self
+                .queues
+                .send(
+                    &names.session(req.session),
+                    &body,
+                    Some(&group),
+                    Some(&dedup_id(&body)),
+                )
+                .await
+            {
+                tracing::warn!(session = req.session, error = %e, "rejection not delivered");
+            }
+        }
+    }
+
+    /// Consume the writer queue forever: long polls of up to 10 messages; the messages that
+    /// were handled are deleted, the others come back after the visibility timeout (and go
+    /// to the dead-letter queue after `MAX_RECEIVES` tries).
+    pub async fn run_poller(self: Arc<Self>) {
+        let queue = self.queues.names().writer();
+        loop {
+            let received = match self.queues.receive(&queue, 10, 20).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "writer queue not reachable");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if received.is_empty() {
+                continue;
+            }
+            let records: Vec<QueueRecord> = received.iter().map(QueueRecord::from).collect();
+            let failed: HashSet<String> = self.process(&records).await.into_iter().collect();
+            let done: Vec<Received> = received
+                .into_iter()
+                .filter(|r| !failed.contains(&r.message_id))
+                .collect();
+            if let Err(e) = self.queues.delete(&queue, &done).await {
+                tracing::warn!(error = %e, "handled messages not deleted (they will be redelivered)");
+            }
+        }
+    }
+}
+
+/// Serve the writer queue from this host (`faaskeeper serve --backend aws`): session
+/// deliveries go to SQS, the distributor runs in this process, and `pollers` tasks consume
+/// the writer queue (the write combiner folds their batches into shared appends).
+pub fn start_pollers(
+    rt: &Arc<Runtime>,
+    queues: &Queues,
+    pollers: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    rt.set_outbound(Arc::new(SqsOutbound::new(queues.clone(), false)));
+    let consumer = Arc::new(WriterQueue::new(rt.clone(), queues.clone()));
+    (0..pollers.max(1))
+        .map(|_| tokio::spawn(consumer.clone().run_poller()))
+        .collect()
+}
+
+/// One distributor run without a stable owner (each run takes and releases the lease), as a
+/// Lambda function does; an error if the run failed.
+pub async fn run_distributor_once(rt: &Arc<Runtime>) -> anyhow::Result<()> {
+    match rt
+        .invoke(StageName::Distributor, "/", Bytes::from_static(b"{}"))
+        .await?
+    {
+        (200, _) => Ok(()),
+        (status, body) => anyhow::bail!(
+            "distributor answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        ),
+    }
+}
+
+/// One sweep of the heartbeat stage (expire silent sessions).
+pub async fn run_heartbeat_once(rt: &Arc<Runtime>) -> anyhow::Result<()> {
+    match rt
+        .invoke(StageName::Heartbeat, "/check", Bytes::from_static(b"{}"))
+        .await?
+    {
+        (200, _) => Ok(()),
+        (status, body) => anyhow::bail!(
+            "heartbeat answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        ),
+    }
+}
