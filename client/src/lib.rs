@@ -30,6 +30,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod recipes;
 mod transport;
 mod watches;
@@ -188,17 +190,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Client {
     /// Open a session at `url` (e.g. `http://127.0.0.1:8181`).
     pub async fn connect(url: &str, options: Options) -> Result<Client, Error> {
-        let transport = Transport::new(url)?;
-        let opened: serde_json::Value = transport
-            .post_json(
-                "/v1/sessions",
-                &serde_json::json!({ "timeout_ms": options.session_timeout_ms }),
-            )
-            .await?;
-        let session = opened
-            .get("session")
-            .and_then(|v| v.as_i64())
-            .ok_or_else(|| Error::Transport(format!("unexpected answer {opened}")))?;
+        let transport = Transport::Http(transport::HttpTransport::new(url)?);
+        Client::open(transport, options).await
+    }
+
+    /// Open a session on an AWS deployment directly: writes go to its SQS writer queue,
+    /// reads to its S3 bucket, and results and events come on a queue of this session's own
+    /// (created now, deleted at [`Client::close`]). See [`aws`].
+    #[cfg(feature = "aws")]
+    pub async fn connect_aws(
+        aws: &faaskeeper_backend_aws::AwsOptions,
+        options: Options,
+    ) -> Result<Client, Error> {
+        let transport = Transport::Aws(aws::AwsTransport::connect(aws).await?);
+        Client::open(transport, options).await
+    }
+
+    async fn open(transport: Transport, options: Options) -> Result<Client, Error> {
+        let session = transport.open_session(options.session_timeout_ms).await?;
         let (tx, rx) = oneshot::channel();
         let mut pending = Pending::new();
         pending.insert(0, tx);
@@ -324,9 +333,11 @@ impl Client {
                     op,
                 }],
             };
-            let path = format!("/v1/sessions/{}/requests", self.inner.session);
-            let answer: Result<Vec<Submission>, Error> =
-                self.inner.transport.post_json(&path, &batch).await;
+            let answer: Result<Vec<Submission>, Error> = self
+                .inner
+                .transport
+                .submit(self.inner.session, &batch)
+                .await;
             let forget = |inner: &Inner| {
                 lock(&inner.pending).remove(&seq);
                 lock(&inner.watchers).forget(seq);
@@ -621,8 +632,7 @@ impl Client {
         lock(&self.inner.on_expired).take();
         let r = self.submit(Op::CloseSession, None).await;
         self.inner.state.send_replace(SessionState::Closed);
-        let path = format!("/v1/sessions/{}", self.inner.session);
-        let _ = self.inner.transport.delete(&path).await;
+        let _ = self.inner.transport.close(self.inner.session).await;
         match r {
             Ok((_, OpResult::SessionClosed, _)) => Ok(()),
             Ok((_, other, _)) => Err(unexpected(other)),

@@ -1,4 +1,6 @@
-//! HTTP/1.1 transport to the bundled host's API (`docs/api.md`).
+//! The client's transports: HTTP/1.1 to the bundled host's API (`docs/api.md`), or, with the
+//! `aws` feature, AWS directly ([`crate::aws`]: writes to the SQS writer queue, reads from
+//! S3, results and events from the session's own SQS queue).
 
 use crate::Error;
 use bytes::Bytes;
@@ -14,9 +16,93 @@ use serde::de::DeserializeOwned;
 /// How long one long-poll waits at the server.
 const POLL_WAIT_MS: u64 = 20_000;
 
-pub(crate) struct Transport {
+pub(crate) struct HttpTransport {
     http: HyperClient<HttpConnector, Full<Bytes>>,
     base: String,
+}
+
+/// How a session reaches the service.
+pub(crate) enum Transport {
+    /// The bundled host's HTTP API.
+    Http(HttpTransport),
+    /// AWS directly.
+    #[cfg(feature = "aws")]
+    Aws(crate::aws::AwsTransport),
+}
+
+impl Transport {
+    /// Open a session: its id.
+    pub(crate) async fn open_session(&self, timeout_ms: i32) -> Result<SessionId, Error> {
+        match self {
+            Transport::Http(h) => {
+                let opened: serde_json::Value = h
+                    .post_json(
+                        "/v1/sessions",
+                        &serde_json::json!({ "timeout_ms": timeout_ms }),
+                    )
+                    .await?;
+                opened
+                    .get("session")
+                    .and_then(|v| v.as_i64())
+                    .ok_or_else(|| Error::Transport(format!("unexpected answer {opened}")))
+            }
+            #[cfg(feature = "aws")]
+            Transport::Aws(a) => a.open_session(timeout_ms).await,
+        }
+    }
+
+    /// Hand requests to the writer.
+    pub(crate) async fn submit(
+        &self,
+        session: SessionId,
+        batch: &faaskeeper_core::wire::WriteBatch,
+    ) -> Result<Vec<faaskeeper_core::wire::Submission>, Error> {
+        match self {
+            Transport::Http(h) => {
+                h.post_json(&format!("/v1/sessions/{session}/requests"), batch)
+                    .await
+            }
+            #[cfg(feature = "aws")]
+            Transport::Aws(a) => a.submit(session, batch).await,
+        }
+    }
+
+    pub(crate) async fn heartbeat(&self, session: SessionId) -> Result<(), Error> {
+        match self {
+            Transport::Http(h) => h.heartbeat(session).await,
+            #[cfg(feature = "aws")]
+            Transport::Aws(a) => a.heartbeat(session).await,
+        }
+    }
+
+    /// Give up the session's channel (after its close went through the pipeline).
+    pub(crate) async fn close(&self, session: SessionId) -> Result<(), Error> {
+        match self {
+            Transport::Http(h) => h.delete(&format!("/v1/sessions/{session}")).await,
+            #[cfg(feature = "aws")]
+            Transport::Aws(a) => a.close(session).await,
+        }
+    }
+
+    pub(crate) async fn read_node(&self, path: &str) -> Result<Option<NodeView>, Error> {
+        match self {
+            Transport::Http(h) => h.read_node(path).await,
+            #[cfg(feature = "aws")]
+            Transport::Aws(a) => a.read_node(path).await,
+        }
+    }
+
+    pub(crate) async fn poll(
+        &self,
+        session: SessionId,
+        after: u64,
+    ) -> Result<Vec<(u64, SessionEvent)>, Error> {
+        match self {
+            Transport::Http(h) => h.poll(session, after).await,
+            #[cfg(feature = "aws")]
+            Transport::Aws(a) => a.poll(session).await,
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -47,15 +133,15 @@ fn code_of(error: &str) -> ZkError {
     }
 }
 
-impl Transport {
-    pub(crate) fn new(base: &str) -> Result<Transport, Error> {
+impl HttpTransport {
+    pub(crate) fn new(base: &str) -> Result<HttpTransport, Error> {
         let base = base.trim_end_matches('/').to_string();
         if !base.starts_with("http://") {
             return Err(Error::Transport(format!("unsupported server url {base}")));
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        Ok(Transport {
+        Ok(HttpTransport {
             http: HyperClient::builder(TokioExecutor::new()).build(connector),
             base,
         })

@@ -75,6 +75,7 @@ pub fn zk_addr() -> String {
 
 struct AwsShared {
     url: String,
+    opts: faaskeeper_backend_aws::AwsOptions,
     backend: std::sync::Arc<faaskeeper_backend_aws::AwsBackend>,
     moto: faaskeeper_backend_aws::moto::MotoServer,
     _dir: tempfile::TempDir,
@@ -89,6 +90,7 @@ fn aws_shared() -> &'static AwsShared {
         let moto = faaskeeper_backend_aws::moto::MotoServer::start()
             .expect("moto starts (pip install 'moto[server]')");
         let opts = moto.options(&format!("e2e-{}", std::process::id()));
+        let shared_opts = opts.clone();
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().to_path_buf();
         let (url, backend) = on_own_runtime(move || async move {
@@ -98,6 +100,7 @@ fn aws_shared() -> &'static AwsShared {
         });
         AwsShared {
             url,
+            opts: shared_opts,
             backend,
             moto,
             _dir: dir,
@@ -105,7 +108,8 @@ fn aws_shared() -> &'static AwsShared {
     })
 }
 
-/// Start a host whose `system` bucket is DynamoDB and `user` bucket S3, as `opts` say.
+/// Start a host whose `system` bucket is DynamoDB and `user` bucket S3, as `opts` say, and
+/// which also consumes the SQS writer queue (for clients on the AWS transport).
 pub async fn start_aws_host(
     opts: &faaskeeper_backend_aws::AwsOptions,
     data_dir: std::path::PathBuf,
@@ -128,6 +132,12 @@ pub async fn start_aws_host(
     })
     .await
     .expect("host starts on AWS");
+    // The pollers run as long as the runtime that started them.
+    drop(faaskeeper_host::aws::start_pollers(
+        host.runtime(),
+        backend.queues(),
+        2,
+    ));
     (host, backend)
 }
 
@@ -140,6 +150,11 @@ pub fn aws_host_url() -> String {
 /// What the AWS-backed shared host's buckets have counted so far.
 pub fn aws_usage() -> faaskeeper_backend_aws::AwsUsage {
     aws_shared().backend.usage()
+}
+
+/// Options of the AWS-backed shared host's own deployment (for clients on the AWS transport).
+pub fn aws_host_options() -> faaskeeper_backend_aws::AwsOptions {
+    aws_shared().opts.clone()
 }
 
 /// Options for another backend on the shared moto (`prefix` names its table and bucket).
