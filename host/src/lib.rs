@@ -24,6 +24,7 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod cost;
+pub mod faults;
 pub mod hub;
 pub mod kv;
 pub mod outbound;

@@ -335,7 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ => None,
             };
             let stores = aws.as_ref().map(|a| a.stores.clone());
-            let opts = faaskeeper_host::ServeOptions {
+            let mut opts = faaskeeper_host::ServeOptions {
                 data_dir,
                 listen: SocketAddr::new(host, port),
                 zk_listen: (!no_zk).then(|| SocketAddr::new(host, zk_port)),
@@ -347,6 +347,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ..Default::default()
                 },
             };
+            // Test-only: a spawned host takes a fault plan this way (`faaskeeper_host::faults`).
+            if let Some(plan) = faaskeeper_host::faults::FaultPlan::from_env()
+                .context("FAASKEEPER_TEST_FAULTS is not a fault plan")?
+            {
+                eprintln!(
+                    "WARNING: FAASKEEPER_TEST_FAULTS is set: this host injects faults (test use only)"
+                );
+                opts.limits.faults = Some(std::sync::Arc::new(plan));
+            }
             let host = faaskeeper_host::start(opts).await?;
             for line in host.summary() {
                 println!("{line}");

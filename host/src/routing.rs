@@ -7,6 +7,7 @@
 //! platform adds ([`Outbound`](crate::outbound::Outbound), e.g. SQS on AWS) come first. Anything
 //! else is refused: stages have no business on the open network in this host.
 
+use crate::faults::{InvocationFaults, MessageFault};
 use crate::hub::SESSIONS_AUTHORITY;
 use crate::runtime::{Runtime, StageName};
 use bytes::Bytes;
@@ -38,6 +39,68 @@ pub struct StageRouter {
     /// Call depth of the invocation this router belongs to; the stages it calls run one
     /// deeper (see [`crate::sandbox`]).
     pub(crate) depth: u32,
+    /// A test's fault plan for this invocation ([`crate::faults`]).
+    pub(crate) faults: Option<Arc<InvocationFaults>>,
+}
+
+/// Hand one message to its target; a stage runs at call depth `depth`.
+async fn deliver(
+    rt: &Arc<Runtime>,
+    target: Route,
+    path: &str,
+    body: Bytes,
+    depth: u32,
+) -> Result<(u16, Bytes), HttpError> {
+    Ok(match target {
+        // The distributor runs asynchronously and coalesced: one run at a time, and a
+        // wake-up during a run schedules exactly one more (see Runtime::kick).
+        Route::Stage(StageName::Distributor) => {
+            rt.kick_distributor();
+            (202, Bytes::from_static(b"{\"scheduled\":true}"))
+        }
+        Route::Stage(stage) => rt
+            .invoke_at(stage, path, body, depth)
+            .await
+            .map_err(|e| HttpError::InternalError(Some(format!("{e:#}"))))?,
+        Route::Sessions => rt.deliver_to_session(path, &body),
+    })
+}
+
+/// [`deliver`] through a test's fault plan: the message may be dropped, delayed, held until
+/// another overtakes it, duplicated, or delivered with its answer lost.
+async fn deliver_with_faults(
+    rt: &Arc<Runtime>,
+    faults: &InvocationFaults,
+    target: Route,
+    path: &str,
+    body: Bytes,
+    depth: u32,
+) -> Result<(u16, Bytes), HttpError> {
+    let plan = faults.plan();
+    let answer = match plan.message_fault(target) {
+        None => deliver(rt, target, path, body, depth).await,
+        Some(MessageFault::Drop) => return Err(HttpError::ConnectionRefused),
+        Some(MessageFault::LoseReply) => {
+            let _ = deliver(rt, target, path, body, depth).await;
+            plan.delivered();
+            return Err(HttpError::ConnectionReadTimeout);
+        }
+        Some(MessageFault::Duplicate) => {
+            let _ = deliver(rt, target, path, body.clone(), depth).await;
+            deliver(rt, target, path, body, depth).await
+        }
+        Some(MessageFault::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            deliver(rt, target, path, body, depth).await
+        }
+        Some(MessageFault::Reorder(max)) => {
+            plan.hold_for_overtake(max).await;
+            deliver(rt, target, path, body, depth).await
+        }
+    };
+    plan.delivered();
+    faults.after_outgoing();
+    answer
 }
 
 type ResponseFuture = Box<
@@ -73,6 +136,7 @@ impl WasiHttpHooks for StageRouter {
     ) -> ResponseFuture {
         let rt = self.rt.clone();
         let depth = self.depth + 1;
+        let faults = self.faults.clone();
         Box::new(async move {
             let host = request.uri().host().unwrap_or_default().to_string();
             let path = request
@@ -93,18 +157,9 @@ impl WasiHttpHooks for StageRouter {
                 return Err(HttpError::HttpRequestDenied);
             };
             let body = request.into_body().collect().await?.to_bytes();
-            let (status, bytes) = match target {
-                // The distributor runs asynchronously and coalesced: one run at a time, and a
-                // wake-up during a run schedules exactly one more (see Runtime::kick).
-                Route::Stage(StageName::Distributor) => {
-                    rt.kick_distributor();
-                    (202, Bytes::from_static(b"{\"scheduled\":true}"))
-                }
-                Route::Stage(stage) => rt
-                    .invoke_at(stage, &path, body, depth)
-                    .await
-                    .map_err(|e| HttpError::InternalError(Some(format!("{e:#}"))))?,
-                Route::Sessions => rt.deliver_to_session(&path, &body),
+            let (status, bytes) = match &faults {
+                None => deliver(&rt, target, &path, body, depth).await?,
+                Some(f) => deliver_with_faults(&rt, f, target, &path, body, depth).await?,
             };
             Ok((
                 response(status, bytes)?,

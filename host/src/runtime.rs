@@ -7,6 +7,7 @@
 //! buckets ([`StoreManager`]), session hub, loops and instance slots. A stage can open only
 //! the buckets of the runtime that invokes it, so no bucket name reaches another tenant's data.
 
+use crate::faults::{FaultPlan, InvocationFaults};
 use crate::hub::SessionHub;
 use crate::kv::{KvCtx, KvCtxView, KvView};
 use crate::routing::StageRouter;
@@ -29,7 +30,8 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// The stages this host runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StageName {
     /// Appends requests to the log.
     Writer,
@@ -129,6 +131,8 @@ pub struct Limits {
     /// Levels of stages calling stages in process, counting the host's own call: 4 lets the
     /// host call a stage that calls a stage that calls a stage that calls a stage.
     pub call_depth: u32,
+    /// Test-only fault injection ([`crate::faults`]); `None` in production.
+    pub faults: Option<Arc<FaultPlan>>,
 }
 
 impl Default for Limits {
@@ -141,6 +145,7 @@ impl Default for Limits {
             time_limit: Duration::from_secs(30),
             tenant_instances: 64,
             call_depth: 4,
+            faults: None,
         }
     }
 }
@@ -397,6 +402,7 @@ pub struct Runtime {
     combiner: tokio::sync::mpsc::UnboundedSender<PendingWrite>,
     combined: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<PendingWrite>>>,
     outbound: std::sync::OnceLock<Arc<dyn crate::outbound::Outbound>>,
+    faults: Option<Arc<FaultPlan>>,
 }
 
 impl Drop for Runtime {
@@ -455,6 +461,7 @@ impl Runtime {
             combiner,
             combined: std::sync::Mutex::new(Some(combined)),
             outbound: std::sync::OnceLock::new(),
+            faults: limits.faults.clone(),
         }))
     }
 
@@ -473,7 +480,17 @@ impl Runtime {
         self.slots.sizes()
     }
 
-    fn new_state(self: &Arc<Self>, stage: StageName, depth: u32) -> HostState {
+    /// The fault plan, if a test set one.
+    pub fn faults(&self) -> Option<&Arc<FaultPlan>> {
+        self.faults.as_ref()
+    }
+
+    fn new_state(
+        self: &Arc<Self>,
+        stage: StageName,
+        depth: u32,
+        faults: Option<Arc<InvocationFaults>>,
+    ) -> HostState {
         let wasi = wasmtime_wasi::WasiCtx::builder()
             .inherit_stderr()
             .env("FAASKEEPER_STAGE", stage.name())
@@ -482,10 +499,11 @@ impl Runtime {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            kv: self.kv.clone(),
+            kv: self.kv.with_faults(faults.clone()),
             router: StageRouter {
                 rt: self.clone(),
                 depth,
+                faults,
             },
             limiter: GuestLimiter::new(self.tenant.memory_bytes),
             time_hit: false,
@@ -566,7 +584,14 @@ impl Runtime {
         };
         // The clock starts once the instance has its slot: waiting for one is not the guest's.
         let deadline = tokio::time::Instant::now() + self.tenant.time_limit;
-        let mut store = Store::new(&self.stages.engine.engine, self.new_state(stage, depth));
+        let faults = self
+            .faults
+            .as_ref()
+            .map(|plan| Arc::new(InvocationFaults::new(plan.clone(), stage)));
+        let mut store = Store::new(
+            &self.stages.engine.engine,
+            self.new_state(stage, depth, faults.clone()),
+        );
         store.limiter(|s| &mut s.limiter);
         // Checked at every epoch tick: yield to the executor, or stop once the deadline passed.
         let std_deadline = deadline.into_std();
@@ -648,6 +673,9 @@ impl Runtime {
         };
         if let Err(f) = outcome((&mut task.0).await) {
             return Err(self.failure(stage, f, " after responding"));
+        }
+        if let Some(f) = &faults {
+            f.check_doomed()?;
         }
         tracing::debug!(
             stage = stage.name(),

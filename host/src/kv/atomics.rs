@@ -18,9 +18,12 @@ impl atomics::Host for KvCtxView<'_> {
         delta: i64,
     ) -> wasmtime::Result<Result<i64, Error>> {
         let (name, s) = self.bucket(&bucket)?;
-        Ok(s.increment(&key, delta)
+        let r = s
+            .increment(&key, delta)
             .await
-            .map_err(|e| to_wit_error(&name, e)))
+            .map_err(|e| to_wit_error(&name, e));
+        self.step()?;
+        Ok(r)
     }
 
     async fn swap(
@@ -29,11 +32,12 @@ impl atomics::Host for KvCtxView<'_> {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), CasError>> {
         let h = self.table.delete(cas)?;
-        match h
+        let swapped = h
             .store
             .compare_and_swap(&h.key, h.current.as_deref(), value)
-            .await
-        {
+            .await;
+        self.step()?;
+        match swapped {
             Ok(()) => Ok(Ok(())),
             Err(StoreError::CasConflict) => {
                 let current = match h.store.get(&h.key).await {
@@ -55,7 +59,9 @@ impl atomics::HostCas for KvCtxView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<Resource<CasHandle>, Error>> {
         let (name, s) = self.bucket(&bucket)?;
-        let current = match s.get(&key).await {
+        let read = s.get(&key).await;
+        self.step()?;
+        let current = match read {
             Ok(v) => v,
             Err(e) => return Ok(Err(to_wit_error(&name, e))),
         };

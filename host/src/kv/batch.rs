@@ -13,10 +13,13 @@ impl batch::Host for KvCtxView<'_> {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, Error>> {
         let (name, s) = self.bucket(&bucket)?;
-        Ok(s.get_many(&keys)
+        let r = s
+            .get_many(&keys)
             .await
             .map(|values| keys.into_iter().zip(values).collect())
-            .map_err(|e| to_wit_error(&name, e)))
+            .map_err(|e| to_wit_error(&name, e));
+        self.step()?;
+        Ok(r)
     }
 
     async fn set_many(
@@ -25,9 +28,12 @@ impl batch::Host for KvCtxView<'_> {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), Error>> {
         let (name, s) = self.bucket(&bucket)?;
-        Ok(s.set_many(key_values)
+        let r = s
+            .set_many(key_values)
             .await
-            .map_err(|e| to_wit_error(&name, e)))
+            .map_err(|e| to_wit_error(&name, e));
+        self.step()?;
+        Ok(r)
     }
 
     async fn delete_many(
@@ -36,8 +42,11 @@ impl batch::Host for KvCtxView<'_> {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), Error>> {
         let (name, s) = self.bucket(&bucket)?;
-        Ok(s.delete_many(keys)
+        let r = s
+            .delete_many(keys)
             .await
-            .map_err(|e| to_wit_error(&name, e)))
+            .map_err(|e| to_wit_error(&name, e));
+        self.step()?;
+        Ok(r)
     }
 }

@@ -15,6 +15,7 @@ mod batch;
 pub mod bindings;
 mod store;
 
+use crate::faults::InvocationFaults;
 use faaskeeper_storage::{Store, StoreError, StoreManager};
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, ResourceTable};
@@ -37,12 +38,35 @@ pub struct CasHandle {
 #[derive(Clone)]
 pub struct KvCtx {
     stores: StoreManager,
+    faults: Option<Arc<InvocationFaults>>,
 }
 
 impl KvCtx {
     /// A context over the given buckets.
     pub fn new(stores: StoreManager) -> KvCtx {
-        KvCtx { stores }
+        KvCtx {
+            stores,
+            faults: None,
+        }
+    }
+
+    /// The same buckets, with a test's fault plan consulted after every call.
+    pub fn with_faults(&self, faults: Option<Arc<InvocationFaults>>) -> KvCtx {
+        KvCtx {
+            stores: self.stores.clone(),
+            faults,
+        }
+    }
+}
+
+impl KvCtxView<'_> {
+    /// End of a storage step: an injected fault traps the guest here, after the call took
+    /// effect ([`crate::faults`]).
+    pub(crate) fn step(&self) -> wasmtime::Result<()> {
+        match &self.ctx.faults {
+            Some(f) => f.after_storage().map_err(wasmtime::Error::from),
+            None => Ok(()),
+        }
     }
 }
 

@@ -39,7 +39,9 @@ impl store::HostBucket for KvCtxView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         let (name, s) = self.bucket(&bucket)?;
-        Ok(s.get(&key).await.map_err(|e| to_wit_error(&name, e)))
+        let r = s.get(&key).await.map_err(|e| to_wit_error(&name, e));
+        self.step()?;
+        Ok(r)
     }
 
     async fn set(
@@ -49,7 +51,9 @@ impl store::HostBucket for KvCtxView<'_> {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
         let (name, s) = self.bucket(&bucket)?;
-        Ok(s.set(&key, value).await.map_err(|e| to_wit_error(&name, e)))
+        let r = s.set(&key, value).await.map_err(|e| to_wit_error(&name, e));
+        self.step()?;
+        Ok(r)
     }
 
     async fn delete(
@@ -58,7 +62,9 @@ impl store::HostBucket for KvCtxView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
         let (name, s) = self.bucket(&bucket)?;
-        Ok(s.delete(&key).await.map_err(|e| to_wit_error(&name, e)))
+        let r = s.delete(&key).await.map_err(|e| to_wit_error(&name, e));
+        self.step()?;
+        Ok(r)
     }
 
     async fn exists(
@@ -67,10 +73,13 @@ impl store::HostBucket for KvCtxView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
         let (name, s) = self.bucket(&bucket)?;
-        Ok(s.get(&key)
+        let r = s
+            .get(&key)
             .await
             .map(|v| v.is_some())
-            .map_err(|e| to_wit_error(&name, e)))
+            .map_err(|e| to_wit_error(&name, e));
+        self.step()?;
+        Ok(r)
     }
 
     async fn list_keys(
@@ -79,10 +88,13 @@ impl store::HostBucket for KvCtxView<'_> {
         cursor: Option<String>,
     ) -> wasmtime::Result<Result<KeyResponse, Error>> {
         let (name, s) = self.bucket(&bucket)?;
-        Ok(s.list_keys(cursor, LIST_PAGE)
+        let r = s
+            .list_keys(cursor, LIST_PAGE)
             .await
             .map(|(keys, cursor)| KeyResponse { keys, cursor })
-            .map_err(|e| to_wit_error(&name, e)))
+            .map_err(|e| to_wit_error(&name, e));
+        self.step()?;
+        Ok(r)
     }
 
     async fn drop(&mut self, bucket: Resource<BucketHandle>) -> wasmtime::Result<()> {
