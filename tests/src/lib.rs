@@ -5,6 +5,7 @@
 
 use std::sync::OnceLock;
 
+pub mod linearizability;
 pub mod runner;
 pub use faaskeeper_bench::zookeeper;
 
