@@ -770,6 +770,7 @@ async fn run_kind(name: &str, hosting: Hosting) -> Report {
                     ..Limits::default()
                 },
                 stores: None,
+                ..Default::default()
             })
             .await
             .expect("start host");
@@ -1065,6 +1066,7 @@ async fn sigkill_child_host() {
             ..Limits::default()
         },
         stores: None,
+        ..Default::default()
     })
     .await
     .expect("start host");
