@@ -159,6 +159,7 @@ fn create(path: &str, data: &[u8], mode: CreateMode) -> Op {
         path: path.to_string(),
         data: data.to_vec(),
         mode,
+        acl: None,
     }
 }
 

@@ -36,6 +36,7 @@ pub mod recipes;
 mod transport;
 mod watches;
 
+use faaskeeper_core::acl::Acl;
 use faaskeeper_core::wire::{
     NodeView, Op, OpResult, SessionEvent, Submission, WatchEvent, WriteBatch,
 };
@@ -98,6 +99,10 @@ pub enum SessionState {
     Expired,
     /// Closed by this client.
     Closed,
+    /// [`Client::add_auth`] named a scheme the service does not know. As a ZooKeeper client
+    /// does after `AuthFailed`, the client stops: every later request fails with
+    /// `AuthFailed` and heartbeats stop, so the service expires the session.
+    AuthFailed,
 }
 
 /// Session options.
@@ -116,15 +121,28 @@ pub struct Options {
     pub reader: Option<DirectReader>,
 }
 
-/// The future a [`DirectReader`] returns: the node object at a path, if any.
-pub type ReadFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<NodeView>, String>> + Send>>;
+/// A node read straight from the store, as the session may see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeRead {
+    /// No node at the path.
+    Missing,
+    /// The node object (without its ACL).
+    Node(NodeView),
+    /// The session may not read the node (`NoAuth`); its stat, which ZooKeeper's `exists`
+    /// shows to anyone.
+    NoAuth(Stat),
+}
 
-/// Reads the node object of a path straight from the user bucket, bypassing the HTTP API.
-/// Every other guarantee of [`Client`] reads (ordered notifications, read-your-writes) still
-/// applies: the reader only replaces the transport.
+/// The future a [`DirectReader`] returns: the node at a path, as the session may see it.
+pub type ReadFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<NodeRead, String>> + Send>>;
+
+/// Reads the node object of a path for a session straight from the user bucket, bypassing
+/// the HTTP API; it must check READ as `GET /v1/node` does. Every other guarantee of
+/// [`Client`] reads (ordered notifications, read-your-writes) still applies: the reader only
+/// replaces the transport.
 #[derive(Clone)]
-pub struct DirectReader(pub std::sync::Arc<dyn Fn(String) -> ReadFuture + Send + Sync>);
+pub struct DirectReader(pub std::sync::Arc<dyn Fn(SessionId, String) -> ReadFuture + Send + Sync>);
 
 impl std::fmt::Debug for DirectReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,6 +176,8 @@ struct Inner {
     pending: Mutex<Pending>,
     watchers: Mutex<Watchers>,
     expired: AtomicBool,
+    /// Set when an `addAuth` failed: the session is unusable (see [`SessionState::AuthFailed`]).
+    auth_failed: AtomicBool,
     timeout_ms: std::sync::atomic::AtomicI32,
     last_zxid: std::sync::atomic::AtomicI64,
     on_event: Mutex<Option<WatchCallback>>,
@@ -219,6 +239,7 @@ impl Client {
             pending: Mutex::new(pending),
             watchers: Mutex::new(Watchers::default()),
             expired: AtomicBool::new(false),
+            auth_failed: AtomicBool::new(false),
             timeout_ms: std::sync::atomic::AtomicI32::new(options.session_timeout_ms),
             last_zxid: std::sync::atomic::AtomicI64::new(0),
             on_event: Mutex::new(None),
@@ -316,6 +337,9 @@ impl Client {
         op: Op,
         watch: Option<(WatchKind, String)>,
     ) -> Result<(Zxid, OpResult, Option<Watch>), Error> {
+        if self.inner.auth_failed.load(Ordering::SeqCst) {
+            return Err(Error::zk(ZkError::AuthFailed, "an earlier addAuth failed"));
+        }
         if self.inner.expired.load(Ordering::SeqCst) {
             return Err(Error::zk(ZkError::SessionExpired, "session expired"));
         }
@@ -392,13 +416,88 @@ impl Client {
         data: &[u8],
         mode: CreateMode,
     ) -> Result<(String, Stat), Error> {
+        self.create_op(path, data, mode, None).await
+    }
+
+    /// Create a node with an ACL (entries of scheme `world:anyone`, `digest` or `auth`; see
+    /// [`faaskeeper_core::acl`]); returns its actual path and its stat. Needs CREATE on the
+    /// parent; an empty or malformed list is `InvalidAcl`.
+    pub async fn create_with_acl(
+        &self,
+        path: &str,
+        data: &[u8],
+        mode: CreateMode,
+        acl: &[Acl],
+    ) -> Result<(String, Stat), Error> {
+        self.create_op(path, data, mode, Some(acl.to_vec())).await
+    }
+
+    async fn create_op(
+        &self,
+        path: &str,
+        data: &[u8],
+        mode: CreateMode,
+        acl: Option<Vec<Acl>>,
+    ) -> Result<(String, Stat), Error> {
         let op = Op::Create {
             path: path.to_string(),
             data: data.to_vec(),
             mode,
+            acl,
         };
         match self.submit(op, None).await? {
             (_, OpResult::Created { path, stat }, _) => Ok((path, stat)),
+            (_, other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Authenticate the session (ZooKeeper's `addAuth`), e.g. `add_auth("digest",
+    /// b"alice:secret")`: every later request of the session, pipelined or not, is judged
+    /// with the proved id. An unknown scheme fails with `AuthFailed` and leaves the client
+    /// unusable ([`SessionState::AuthFailed`]), as ZooKeeper's clients are.
+    pub async fn add_auth(&self, scheme: &str, auth: &[u8]) -> Result<(), Error> {
+        let op = Op::AddAuth {
+            scheme: scheme.to_string(),
+            auth: auth.to_vec(),
+        };
+        match self.submit(op, None).await {
+            Ok((_, OpResult::AuthAdded, _)) => Ok(()),
+            Ok((_, other, _)) => Err(unexpected(other)),
+            Err(e) => {
+                if e.code() == Some(ZkError::AuthFailed) {
+                    self.inner.auth_failed.store(true, Ordering::SeqCst);
+                    self.inner.state.send_replace(SessionState::AuthFailed);
+                    if let Some(p) = &self.pinger {
+                        p.abort();
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A node's ACL and stat. Needs READ or ADMIN on the node; without ADMIN, digest ids are
+    /// shown as `user:x`.
+    pub async fn get_acl(&self, path: &str) -> Result<(Vec<Acl>, Stat), Error> {
+        let op = Op::GetAcl {
+            path: path.to_string(),
+        };
+        match self.submit(op, None).await? {
+            (_, OpResult::Acl { acl, stat }, _) => Ok((acl, stat)),
+            (_, other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Replace a node's ACL if its `aversion` is `version` (-1: any); returns the new stat.
+    /// Needs ADMIN on the node.
+    pub async fn set_acl(&self, path: &str, acl: &[Acl], version: i32) -> Result<Stat, Error> {
+        let op = Op::SetAcl {
+            path: path.to_string(),
+            acl: acl.to_vec(),
+            version,
+        };
+        match self.submit(op, None).await? {
+            (_, OpResult::Stat { stat }, _) => Ok(stat),
             (_, other, _) => Err(unexpected(other)),
         }
     }
@@ -432,14 +531,26 @@ impl Client {
     /// saw a change it has not been told about yet, hold the answer until a sync through the
     /// pipeline has delivered every earlier event (Guarantee 4: no data newer than an event
     /// the session has not received).
-    async fn read(&self, path: &str) -> Result<Option<NodeView>, Error> {
+    ///
+    /// Nodes whose ACL does not let this session read come back as [`NodeRead::NoAuth`].
+    async fn read(&self, path: &str) -> Result<NodeRead, Error> {
         faaskeeper_core::path::validate(path)
             .map_err(|e| Error::zk(ZkError::BadArguments, e.to_string()))?;
+        if self.inner.auth_failed.load(Ordering::SeqCst) {
+            return Err(Error::zk(ZkError::AuthFailed, "an earlier addAuth failed"));
+        }
+        let session = self.inner.session;
         let node = match &self.inner.options.reader {
-            Some(DirectReader(read)) => read(path.to_string()).await.map_err(Error::Transport)?,
-            None => self.inner.transport.read_node(path).await?,
+            Some(DirectReader(read)) => read(session, path.to_string())
+                .await
+                .map_err(Error::Transport)?,
+            None => self.inner.transport.read_node(session, path).await?,
         };
-        let newest = node.as_ref().map(|n| n.stat.newest_zxid());
+        let newest = match &node {
+            NodeRead::Missing => None,
+            NodeRead::Node(n) => Some(n.stat.newest_zxid()),
+            NodeRead::NoAuth(stat) => Some(stat.newest_zxid()),
+        };
         let told = newest.is_some_and(|z| z <= self.last_zxid());
         if !told && lock(&self.inner.watchers).has_any() {
             self.sync("/").await?;
@@ -464,17 +575,23 @@ impl Client {
         }
     }
 
-    /// Data and stat of a node.
+    /// Data and stat of a node (needs READ on it).
     pub async fn get_data(&self, path: &str) -> Result<(Vec<u8>, Stat), Error> {
         match self.read(path).await? {
-            Some(n) => Ok((n.data, n.stat)),
-            None => Err(Error::zk(ZkError::NoNode, path)),
+            NodeRead::Node(n) => Ok((n.data, n.stat)),
+            NodeRead::Missing => Err(Error::zk(ZkError::NoNode, path)),
+            NodeRead::NoAuth(_) => Err(Error::zk(ZkError::NoAuth, path)),
         }
     }
 
-    /// The stat of a node, or `None` if it does not exist.
+    /// The stat of a node, or `None` if it does not exist (needs no permission, as in
+    /// ZooKeeper).
     pub async fn exists(&self, path: &str) -> Result<Option<Stat>, Error> {
-        Ok(self.read(path).await?.map(|n| n.stat))
+        Ok(match self.read(path).await? {
+            NodeRead::Node(n) => Some(n.stat),
+            NodeRead::NoAuth(stat) => Some(stat),
+            NodeRead::Missing => None,
+        })
     }
 
     /// Sorted child names of a node.
@@ -482,11 +599,12 @@ impl Client {
         self.get_children2(path).await.map(|(c, _)| c)
     }
 
-    /// Sorted child names and the stat of a node.
+    /// Sorted child names and the stat of a node (needs READ on it).
     pub async fn get_children2(&self, path: &str) -> Result<(Vec<String>, Stat), Error> {
         match self.read(path).await? {
-            Some(n) => Ok((n.children, n.stat)),
-            None => Err(Error::zk(ZkError::NoNode, path)),
+            NodeRead::Node(n) => Ok((n.children, n.stat)),
+            NodeRead::Missing => Err(Error::zk(ZkError::NoNode, path)),
+            NodeRead::NoAuth(_) => Err(Error::zk(ZkError::NoAuth, path)),
         }
     }
 

@@ -2,10 +2,10 @@
 //! `aws` feature, AWS directly ([`crate::aws`]: writes to the SQS writer queue, reads from
 //! S3, results and events from the session's own SQS queue).
 
-use crate::Error;
+use crate::{Error, NodeRead};
 use bytes::Bytes;
 use faaskeeper_core::wire::{NodeView, SessionEvent};
-use faaskeeper_core::{SessionId, ZkError};
+use faaskeeper_core::{SessionId, Stat, ZkError};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -130,6 +130,7 @@ fn code_of(error: &str) -> ZkError {
         "session_expired" => ZkError::SessionExpired,
         "no_node" => ZkError::NoNode,
         "bad_arguments" => ZkError::BadArguments,
+        "no_auth" => ZkError::NoAuth,
         "marshalling_error" => ZkError::MarshallingError,
         _ => ZkError::SystemError,
     }
@@ -221,13 +222,28 @@ impl HttpTransport {
             .map(|_| ())
     }
 
-    pub(crate) async fn read_node(&self, path: &str) -> Result<Option<NodeView>, Error> {
-        let uri = format!("/v1/node?path={}", faaskeeper_core::url::encode(path));
-        let (status, body) = self.call(http::Method::GET, &uri, Bytes::new()).await?;
-        if status == 404 {
-            return Ok(None);
+    pub(crate) async fn read_node(
+        &self,
+        session: SessionId,
+        path: &str,
+    ) -> Result<NodeRead, Error> {
+        #[derive(serde::Deserialize)]
+        struct Refused {
+            stat: Stat,
         }
-        Self::decode(status, &body).map(Some)
+        let uri = format!(
+            "/v1/node?path={}&session={session}",
+            faaskeeper_core::url::encode(path)
+        );
+        let (status, body) = self.call(http::Method::GET, &uri, Bytes::new()).await?;
+        match status {
+            404 => Ok(NodeRead::Missing),
+            403 => match serde_json::from_slice::<Refused>(&body) {
+                Ok(r) => Ok(NodeRead::NoAuth(r.stat)),
+                Err(_) => Self::decode::<NodeView>(status, &body).map(NodeRead::Node),
+            },
+            _ => Self::decode(status, &body).map(NodeRead::Node),
+        }
     }
 
     pub(crate) async fn poll(

@@ -17,6 +17,7 @@
 //! then creates another keeps the container, as ZooKeeper's later check would. A container
 //! that never had a child stays, as in ZooKeeper's default configuration.
 
+use crate::acl::{self, Acl, Id, perms};
 use crate::session::SERVICE_SESSION;
 use crate::wire::{
     Delivery, EventType, MultiOp, NodeView, Op, OpResult, Request, SessionEvent, Txn, WatchEvent,
@@ -38,15 +39,21 @@ pub struct NodeRecord {
     pub stat: Stat,
     /// Child names.
     pub children: BTreeSet<String>,
+    /// The ACL in [`acl::stored`] form: empty, and left out of the JSON, for `world:anyone`
+    /// with all permissions (so records of open nodes, and those written before ACLs
+    /// existed, read back as open).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acl: Vec<Acl>,
 }
 
 impl NodeRecord {
-    /// The object clients read from the user bucket.
+    /// The object clients read from the user bucket, with the ACL the read route checks.
     pub fn view(&self) -> NodeView {
         NodeView {
             data: self.data.clone(),
             stat: client_stat(self.stat),
             children: self.children.iter().cloned().collect(),
+            acl: self.acl.clone(),
         }
     }
 }
@@ -66,6 +73,10 @@ pub struct SessionRecord {
     pub ephemerals: BTreeSet<String>,
     /// Closed sessions stay as tombstones so that late requests get `SessionExpired`.
     pub closed: bool,
+    /// The ids the session authenticated with (`addAuth`), in the order it did; every later
+    /// request of the session is judged with them. Left out of the JSON while empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth: Vec<Id>,
 }
 
 /// Watches left on a path, by session.
@@ -192,7 +203,9 @@ impl Outbox {
 }
 
 /// The initial tree of a fresh service, as Apache ZooKeeper 3.8 starts it: `/`,
-/// `/zookeeper`, `/zookeeper/config` and `/zookeeper/quota`, all at zxid 0.
+/// `/zookeeper`, `/zookeeper/config` and `/zookeeper/quota`, all at zxid 0. Every node is
+/// open but `/zookeeper/config`, which ZooKeeper makes world-readable only (ZOOKEEPER-2014)
+/// with a `setACL` at version -1 that leaves its aversion at -1 (measured on 3.8.0).
 pub fn initial_nodes() -> Vec<(String, NodeRecord)> {
     let node = |children: &[&str]| NodeRecord {
         data: Vec::new(),
@@ -201,11 +214,15 @@ pub fn initial_nodes() -> Vec<(String, NodeRecord)> {
             ..Stat::default()
         },
         children: children.iter().map(|c| c.to_string()).collect(),
+        acl: Vec::new(),
     };
+    let mut config = node(&[]);
+    config.acl = acl::read_unsafe();
+    config.stat.aversion = -1;
     vec![
         ("/".to_string(), node(&["zookeeper"])),
         ("/zookeeper".to_string(), node(&["config", "quota"])),
-        ("/zookeeper/config".to_string(), node(&[])),
+        ("/zookeeper/config".to_string(), config),
         ("/zookeeper/quota".to_string(), node(&[])),
     ]
 }
@@ -243,6 +260,7 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
                 last_result: Some((txn.zxid, result.clone())),
                 ephemerals: BTreeSet::new(),
                 closed: false,
+                auth: Vec::new(),
             },
         );
         return finish(state, txn, out, result);
@@ -287,6 +305,7 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
                     &eph,
                     -1,
                     (req.session, &mut sess),
+                    None,
                     &mut emptied,
                 )?;
             }
@@ -294,16 +313,29 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
             sess.closed = true;
             OpResult::SessionClosed
         }
-        Op::Create { path, data, mode } => {
-            create(state, &mut out, txn, &mut sess, path, data, *mode)?
-        }
+        Op::Create {
+            path,
+            data,
+            mode,
+            acl,
+        } => create(
+            state,
+            &mut out,
+            txn,
+            &mut sess,
+            path,
+            data,
+            *mode,
+            acl.as_deref(),
+        )?,
         Op::SetData {
             path,
             data,
             version,
-        } => set_data(state, &mut out, txn, path, data, *version)?,
+        } => set_data(state, &mut out, txn, &sess.auth, path, data, *version)?,
         Op::Delete { path, version } => {
             let mut emptied = Vec::new();
+            let auth = sess.auth.clone();
             match delete_node(
                 state,
                 &mut out,
@@ -311,6 +343,7 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
                 path,
                 *version,
                 (req.session, &mut sess),
+                Some(&auth),
                 &mut emptied,
             )? {
                 Ok(()) => {
@@ -324,6 +357,9 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
             Err(e) => e,
             Ok(path) => match state.node(path)? {
                 None => OpResult::error(ZkError::NoNode, path.clone()),
+                // ZooKeeper checks READ before it registers the watch: a refused read leaves
+                // none (FinalRequestProcessor.handleGetDataRequest).
+                Some(n) if !acl::allows(&n.acl, &sess.auth, perms::READ) => no_auth(path),
                 Some(n) => {
                     if *watch {
                         add_watch(state, path, req.session, false)?;
@@ -349,6 +385,7 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
             Err(e) => e,
             Ok(()) => match state.node(path)? {
                 None => OpResult::error(ZkError::NoNode, path.clone()),
+                Some(n) if !acl::allows(&n.acl, &sess.auth, perms::READ) => no_auth(path),
                 Some(n) => {
                     if *watch {
                         add_watch(state, path, req.session, true)?;
@@ -391,6 +428,7 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
             Err(e) => e,
             Ok(()) => match state.node(path)? {
                 None => OpResult::error(ZkError::NoNode, path.clone()),
+                Some(n) if !acl::allows(&n.acl, &sess.auth, perms::READ) => no_auth(path),
                 Some(n) => OpResult::AllChildrenNumber {
                     total: count_descendants(state, path, &n)?,
                 },
@@ -415,11 +453,102 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
             ZkError::BadArguments,
             "only the service deletes expired TTL nodes",
         ),
+        Op::SetAcl { path, acl, version } => set_acl(state, &sess.auth, path, acl, *version)?,
+        Op::GetAcl { path } => get_acl(state, &sess.auth, path)?,
+        Op::Authenticated { ids } => {
+            for id in ids {
+                // ZooKeeper keeps each id once (`ServerCnxn.addAuthInfo`).
+                if !sess.auth.contains(id) {
+                    sess.auth.push(id.clone());
+                }
+            }
+            OpResult::AuthAdded
+        }
+        // Writers put `Authenticated` in the log instead (`wire::to_log`); an `AddAuth`
+        // found there is judged the same way, and its credentials never leave apply.
+        Op::AddAuth { scheme, auth } => match acl::authenticate(scheme, auth) {
+            Ok(id) => {
+                if let Some(id) = id
+                    && !sess.auth.contains(&id)
+                {
+                    sess.auth.push(id);
+                }
+                OpResult::AuthAdded
+            }
+            Err(e) => OpResult::error(e, format!("no authentication scheme {scheme:?}")),
+        },
     };
     sess.last_seq = req.seq;
     sess.last_result = Some((txn.zxid, result.clone()));
     state.put_session(req.session, sess);
     finish(state, txn, out, result)
+}
+
+fn no_auth(path: &str) -> OpResult {
+    OpResult::error(ZkError::NoAuth, path)
+}
+
+/// ZooKeeper's setACL (`PrepRequestProcessor`, `OpCode.setACL`): path rules, then the new
+/// list (`InvalidACL`), then `NoNode`, ADMIN on the node (`NoAuth`), the aversion
+/// (`BadVersion`). Only the ACL and aversion change; no watch fires.
+fn set_acl<S: State>(
+    state: &mut S,
+    auth: &[Id],
+    path: &str,
+    new: &[Acl],
+    version: i32,
+) -> Result<OpResult, S::Error> {
+    if let Err(e) = checked(path) {
+        return Ok(e);
+    }
+    let new = match acl::fixup(new, auth) {
+        Ok(a) => a,
+        Err(e) => return Ok(OpResult::error(e, format!("{path}: invalid ACL"))),
+    };
+    let Some(mut node) = state.node(path)? else {
+        return Ok(OpResult::error(ZkError::NoNode, path));
+    };
+    if !acl::allows(&node.acl, auth, perms::ADMIN) {
+        return Ok(no_auth(path));
+    }
+    if version != -1 && version != node.stat.aversion {
+        return Ok(OpResult::error(
+            ZkError::BadVersion,
+            format!(
+                "{path}: expected aversion {version}, node has {}",
+                node.stat.aversion
+            ),
+        ));
+    }
+    node.stat.aversion = node.stat.aversion.wrapping_add(1);
+    node.acl = acl::stored(new);
+    let stat = node.stat;
+    state.put_node(path, node);
+    Ok(OpResult::Stat { stat })
+}
+
+/// ZooKeeper's getACL (`FinalRequestProcessor`, `OpCode.getACL`): `NoNode`, then READ or
+/// ADMIN on the node (`NoAuth`); without ADMIN digest ids are shown as `user:x`.
+fn get_acl<S: State>(state: &mut S, auth: &[Id], path: &str) -> Result<OpResult, S::Error> {
+    if let Err(e) = checked(path) {
+        return Ok(e);
+    }
+    let Some(node) = state.node(path)? else {
+        return Ok(OpResult::error(ZkError::NoNode, path));
+    };
+    if !acl::allows(&node.acl, auth, perms::READ | perms::ADMIN) {
+        return Ok(no_auth(path));
+    }
+    let list = acl::effective(&node.acl);
+    let list = if acl::allows(&node.acl, auth, perms::ADMIN) {
+        list
+    } else {
+        acl::redacted(list)
+    };
+    Ok(OpResult::Acl {
+        acl: list,
+        stat: node.stat,
+    })
 }
 
 fn unreachable_open() -> OpResult {
@@ -509,6 +638,10 @@ fn client_result(r: OpResult) -> OpResult {
         },
         OpResult::Children { children, stat } => OpResult::Children {
             children,
+            stat: client_stat(stat),
+        },
+        OpResult::Acl { acl, stat } => OpResult::Acl {
+            acl,
             stat: client_stat(stat),
         },
         OpResult::Multi { results } => OpResult::Multi {
@@ -759,7 +892,12 @@ fn multi<S: State>(
     let mut results = Vec::with_capacity(ops.len());
     for (index, op) in ops.iter().enumerate() {
         let r = match op {
-            MultiOp::Create { path, data, mode } => create(
+            MultiOp::Create {
+                path,
+                data,
+                mode,
+                acl,
+            } => create(
                 &mut overlay,
                 &mut sub_out,
                 txn,
@@ -767,8 +905,10 @@ fn multi<S: State>(
                 path,
                 data,
                 *mode,
+                acl.as_deref(),
             )?,
             MultiOp::Delete { path, version } => {
+                let auth = sub_sess.auth.clone();
                 let owner = (txn.request.session, &mut sub_sess);
                 match delete_node(
                     &mut overlay,
@@ -777,6 +917,7 @@ fn multi<S: State>(
                     path,
                     *version,
                     owner,
+                    Some(&auth),
                     &mut emptied,
                 )? {
                     Ok(()) => OpResult::Deleted,
@@ -787,8 +928,18 @@ fn multi<S: State>(
                 path,
                 data,
                 version,
-            } => set_data(&mut overlay, &mut sub_out, txn, path, data, *version)?,
-            MultiOp::Check { path, version } => check(&mut overlay, path, *version)?,
+            } => set_data(
+                &mut overlay,
+                &mut sub_out,
+                txn,
+                &sub_sess.auth,
+                path,
+                data,
+                *version,
+            )?,
+            MultiOp::Check { path, version } => {
+                check(&mut overlay, &sub_sess.auth, path, *version)?
+            }
         };
         if let OpResult::Error { error, message } = r {
             return Ok(OpResult::MultiFailed {
@@ -814,12 +965,20 @@ fn multi<S: State>(
     Ok(OpResult::Multi { results })
 }
 
-fn check<S: State>(state: &mut S, path: &str, version: i32) -> Result<OpResult, S::Error> {
+/// A multi's `check`: `NoNode`, READ on the node (`NoAuth`), then the version, as
+/// ZooKeeper's `PrepRequestProcessor` (`OpCode.check`).
+fn check<S: State>(
+    state: &mut S,
+    auth: &[Id],
+    path: &str,
+    version: i32,
+) -> Result<OpResult, S::Error> {
     if let Err(e) = checked(path) {
         return Ok(e);
     }
     Ok(match state.node(path)? {
         None => OpResult::error(ZkError::NoNode, path),
+        Some(n) if !acl::allows(&n.acl, auth, perms::READ) => no_auth(path),
         Some(n) if version != -1 && n.stat.version != version => OpResult::error(
             ZkError::BadVersion,
             format!(
@@ -946,6 +1105,10 @@ fn set_watches<S: State>(
     Ok(())
 }
 
+/// ZooKeeper's create (`PrepRequestProcessor.pRequest2TxnCreate`), in its order: the TTL,
+/// the ACL (`InvalidACL`; before the rest of the path rules, as ZooKeeper checks only for a
+/// `/` first), the path, the parent (`NoNode`), CREATE on the parent (`NoAuth`), the
+/// sequential name, `NodeExists`, an ephemeral parent.
 #[allow(clippy::too_many_arguments)]
 fn create<S: State>(
     state: &mut S,
@@ -955,15 +1118,26 @@ fn create<S: State>(
     path: &str,
     data: &[u8],
     mode: CreateMode,
+    acl: Option<&[Acl]>,
 ) -> Result<OpResult, S::Error> {
+    if let Err(e) = mode.validate() {
+        return Ok(OpResult::error(e, format!("{path}: TTL out of range")));
+    }
+    let acl = match acl {
+        None => Vec::new(),
+        Some(_) if !crate::wire::create_path_shaped(path) => {
+            return Ok(OpResult::error(ZkError::BadArguments, path));
+        }
+        Some(list) => match acl::fixup(list, &sess.auth) {
+            Ok(a) => acl::stored(a),
+            Err(e) => return Ok(OpResult::error(e, format!("{path}: invalid ACL"))),
+        },
+    };
     if let Err(e) = path::validate_create(path, mode.is_sequential()) {
         return Ok(OpResult::error(ZkError::BadArguments, e.to_string()));
     }
     if data.len() > crate::MAX_DATA_LEN {
         return Ok(OpResult::error(ZkError::BadArguments, "data too large"));
-    }
-    if let Err(e) = mode.validate() {
-        return Ok(OpResult::error(e, format!("{path}: TTL out of range")));
     }
     // For a sequential create the parent is that of the prefix ("/a/" → "/a").
     let Some(parent_path) = path::parent(&format!("{path}x")).map(str::to_string) else {
@@ -972,6 +1146,9 @@ fn create<S: State>(
     let Some(mut parent) = state.node(&parent_path)? else {
         return Ok(OpResult::error(ZkError::NoNode, parent_path));
     };
+    if !acl::allows(&parent.acl, &sess.auth, perms::CREATE) {
+        return Ok(no_auth(&parent_path));
+    }
     let path = if mode.is_sequential() {
         format!("{path}{:010}", sequence_number(&parent.stat))
     } else {
@@ -1013,6 +1190,7 @@ fn create<S: State>(
             data: data.to_vec(),
             stat,
             children: BTreeSet::new(),
+            acl,
         },
     );
     if mode.is_ephemeral() {
@@ -1029,10 +1207,12 @@ fn create<S: State>(
     Ok(OpResult::Created { path, stat })
 }
 
+/// setData: `NoNode`, WRITE on the node (`NoAuth`), then the version.
 fn set_data<S: State>(
     state: &mut S,
     out: &mut Outbox,
     txn: &Txn,
+    auth: &[Id],
     path: &str,
     data: &[u8],
     version: i32,
@@ -1046,6 +1226,9 @@ fn set_data<S: State>(
     let Some(mut node) = state.node(path)? else {
         return Ok(OpResult::error(ZkError::NoNode, path));
     };
+    if !acl::allows(&node.acl, auth, perms::WRITE) {
+        return Ok(no_auth(path));
+    }
     if version != -1 && version != node.stat.version {
         return Ok(OpResult::error(
             ZkError::BadVersion,
@@ -1067,8 +1250,13 @@ fn set_data<S: State>(
 }
 
 /// Delete `path`. `owner` is the issuing session and its in-flight record, so that an
-/// ephemeral node leaves its owner's list in the same txn. When the parent is a container
-/// left without children it is added to `emptied`, for [`reap_containers`].
+/// ephemeral node leaves its owner's list in the same txn. `auth` is the ids of a client's
+/// delete, which needs DELETE on the parent (checked after the parent's `NoNode` and before
+/// the node's, as ZooKeeper does); `None` for the deletes the service makes itself (a closed
+/// session's ephemerals, containers, expired TTL nodes), which ZooKeeper does not check
+/// either. When the parent is a container left without children it is added to `emptied`,
+/// for [`reap_containers`].
+#[allow(clippy::too_many_arguments)]
 fn delete_node<S: State>(
     state: &mut S,
     out: &mut Outbox,
@@ -1076,6 +1264,7 @@ fn delete_node<S: State>(
     path: &str,
     version: i32,
     owner: (SessionId, &mut SessionRecord),
+    auth: Option<&[Id]>,
     emptied: &mut Vec<String>,
 ) -> Result<Result<(), OpResult>, S::Error> {
     if let Err(e) = checked(path) {
@@ -1090,6 +1279,11 @@ fn delete_node<S: State>(
     let Some(mut parent) = state.node(&parent_path)? else {
         return Ok(Err(OpResult::error(ZkError::NoNode, path)));
     };
+    if let Some(auth) = auth
+        && !acl::allows(&parent.acl, auth, perms::DELETE)
+    {
+        return Ok(Err(no_auth(path)));
+    }
     let Some(node) = state.node(path)? else {
         return Ok(Err(OpResult::error(ZkError::NoNode, path)));
     };
@@ -1156,6 +1350,7 @@ fn delete_expired<S: State>(state: &mut S, txn: &Txn, path: &str) -> Result<Appl
             path,
             -1,
             (SERVICE_SESSION, &mut service),
+            None,
             &mut emptied,
         )?;
         reap_containers(
@@ -1200,7 +1395,16 @@ fn reap_containers<S: State>(
             continue; // Refilled later in the same multi, or replaced by another node.
         }
         // Cannot fail: the node exists, has no children and any version is accepted.
-        let _ = delete_node(state, out, zxid, &p, -1, (issuer, &mut *sess), &mut emptied)?;
+        let _ = delete_node(
+            state,
+            out,
+            zxid,
+            &p,
+            -1,
+            (issuer, &mut *sess),
+            None,
+            &mut emptied,
+        )?;
     }
     Ok(())
 }
@@ -1315,6 +1519,7 @@ mod tests {
                     path: path.into(),
                     data: b"d".to_vec(),
                     mode,
+                    acl: None,
                 },
             )
             .result
@@ -1607,6 +1812,7 @@ mod tests {
                 path: "/w".into(),
                 data: vec![],
                 mode: CreateMode::Persistent,
+                acl: None,
             },
         );
         let kinds: Vec<_> = r
@@ -1688,11 +1894,13 @@ mod tests {
                         path: "/m".into(),
                         data: vec![1],
                         mode: CreateMode::Persistent,
+                        acl: None,
                     },
                     MultiOp::Create {
                         path: "/m/s-".into(),
                         data: vec![],
                         mode: CreateMode::EphemeralSequential,
+                        acl: None,
                     },
                     MultiOp::SetData {
                         path: "/m".into(),
@@ -1739,6 +1947,7 @@ mod tests {
                         path: "/x".into(),
                         data: vec![],
                         mode: CreateMode::Persistent,
+                        acl: None,
                     },
                 ],
             },
@@ -1842,6 +2051,7 @@ mod tests {
                 path: "/t".into(),
                 data: vec![],
                 mode: CreateMode::PersistentWithTtl { ttl_ms: 100 },
+                acl: None,
             },
         );
         let OpResult::Created { stat, .. } = created.result else {
@@ -1894,6 +2104,7 @@ mod tests {
                     path: "/u".into(),
                     data: vec![],
                     mode: CreateMode::PersistentWithTtl { ttl_ms },
+                    acl: None,
                 },
             );
             assert_eq!(err(&r.result), Some(ZkError::BadArguments));
@@ -1916,6 +2127,7 @@ mod tests {
                 path: "/d".into(),
                 data: vec![],
                 mode: CreateMode::PersistentSequential,
+                acl: None,
             },
         };
         let a = apply(
@@ -2131,6 +2343,7 @@ mod tests {
                         path: "/c/b".into(),
                         data: vec![],
                         mode: CreateMode::Persistent,
+                        acl: None,
                     },
                 ],
             },
@@ -2169,6 +2382,7 @@ mod tests {
                         path: "/other".into(),
                         data: vec![],
                         mode: CreateMode::Persistent,
+                        acl: None,
                     },
                 ],
             },
@@ -2258,6 +2472,7 @@ mod tests {
                         path: "/w/x".into(),
                         data: vec![],
                         mode: CreateMode::Persistent,
+                        acl: None,
                     },
                 ),
                 vec![ev(EventType::NodeChildrenChanged, "/w")],
@@ -2276,6 +2491,7 @@ mod tests {
                         path: "/w".into(),
                         data: vec![],
                         mode: CreateMode::Persistent,
+                        acl: None,
                     },
                 ),
                 vec![ev(EventType::NodeCreated, "/w")],
@@ -2303,6 +2519,7 @@ mod tests {
                     path: p.into(),
                     data: vec![],
                     mode: CreateMode::Persistent,
+                    acl: None,
                 },
             );
             got.extend(events_for(&a, 2));
@@ -2361,6 +2578,7 @@ mod tests {
                 path: "/x".into(),
                 data: vec![],
                 mode: CreateMode::Persistent,
+                acl: None,
             },
         );
         assert_eq!(events_for(&a, 2), vec![ev(EventType::NodeCreated, "/x")]);
@@ -2519,5 +2737,398 @@ mod tests {
         assert!(!rec.is_empty(), "the root's count keeps its record");
         let s = serde_json::to_string(&rec).expect("serialize");
         assert_eq!(serde_json::from_str::<WatchRecord>(&s).expect("parse"), rec);
+    }
+
+    mod acls {
+        //! ZooKeeper 3.8's ACL checks, in its order relative to the other errors (measured
+        //! with kazoo against ZooKeeper 3.8.0; the same scenario is diffed end to end in
+        //! `tests/zk_acl.rs`).
+        use super::*;
+        use crate::acl::{Acl, digest, perms};
+
+        fn auth(w: &mut World, s: SessionId, user_password: &str) {
+            let r = w.run(
+                s,
+                Op::AddAuth {
+                    scheme: "digest".into(),
+                    auth: user_password.as_bytes().to_vec(),
+                },
+            );
+            assert_eq!(r.result, OpResult::AuthAdded);
+        }
+        fn create_acl(w: &mut World, s: SessionId, path: &str, acl: Vec<Acl>) -> OpResult {
+            w.run(
+                s,
+                Op::Create {
+                    path: path.into(),
+                    data: b"d".to_vec(),
+                    mode: CreateMode::Persistent,
+                    acl: Some(acl),
+                },
+            )
+            .result
+        }
+        fn alice_all() -> Acl {
+            Acl::new(perms::ALL, "digest", &digest(b"alice:pa"))
+        }
+        /// Sessions 1 (alice), 2 (bob), 3 (nobody); `/p` alice-only, `/p/k` alice-only.
+        fn world() -> World {
+            let mut w = World::new();
+            for s in 1..=3 {
+                w.open(s);
+            }
+            auth(&mut w, 1, "alice:pa");
+            auth(&mut w, 2, "bob:pb");
+            assert!(matches!(
+                create_acl(&mut w, 1, "/p", vec![alice_all()]),
+                OpResult::Created { .. }
+            ));
+            assert!(matches!(
+                create_acl(&mut w, 1, "/p/k", vec![alice_all()]),
+                OpResult::Created { .. }
+            ));
+            w
+        }
+
+        #[test]
+        fn writes_need_their_permission_after_no_node() {
+            let mut w = world();
+            let e = |w: &mut World, op| err(&w.run(2, op).result);
+            let set = |path: &str, version| Op::SetData {
+                path: path.into(),
+                data: vec![1],
+                version,
+            };
+            let del = |path: &str, version| Op::Delete {
+                path: path.into(),
+                version,
+            };
+            assert_eq!(e(&mut w, set("/p", -1)), Some(ZkError::NoAuth));
+            assert_eq!(
+                e(&mut w, set("/p", 7)),
+                Some(ZkError::NoAuth),
+                "before the version"
+            );
+            assert_eq!(e(&mut w, set("/p/none", -1)), Some(ZkError::NoNode));
+            assert_eq!(e(&mut w, del("/p/k", 9)), Some(ZkError::NoAuth));
+            // DELETE is on the parent, checked before the node itself is looked up.
+            assert_eq!(e(&mut w, del("/p/none", -1)), Some(ZkError::NoAuth));
+            assert_eq!(e(&mut w, del("/p/none/x", -1)), Some(ZkError::NoNode));
+            assert_eq!(
+                err(&w.create(2, "/p/c", CreateMode::Persistent)),
+                Some(ZkError::NoAuth)
+            );
+            assert_eq!(
+                err(&w.create(2, "/p/k", CreateMode::Persistent)),
+                Some(ZkError::NoAuth)
+            );
+            assert_eq!(
+                err(&w.create(2, "/p/x/y", CreateMode::Persistent)),
+                Some(ZkError::NoNode)
+            );
+            // Nothing changed; the owner may do all of it.
+            assert_eq!(w.state.nodes["/p"].stat.version, 0);
+            assert!(matches!(
+                w.run(1, set("/p", 0)).result,
+                OpResult::Stat { .. }
+            ));
+            assert!(matches!(
+                w.create(1, "/p/c", CreateMode::Persistent),
+                OpResult::Created { .. }
+            ));
+            assert_eq!(w.run(1, del("/p/c", -1)).result, OpResult::Deleted);
+        }
+
+        #[test]
+        fn reads_need_read_but_exists_and_ephemerals_do_not() {
+            let mut w = world();
+            let data = |path: &str| Op::GetData {
+                path: path.into(),
+                watch: true,
+            };
+            assert_eq!(err(&w.run(2, data("/p")).result), Some(ZkError::NoAuth));
+            assert!(
+                w.state.watches.get("/p").is_none(),
+                "a refused read leaves no watch"
+            );
+            assert_eq!(
+                err(&w.run(2, data("/p/none")).result),
+                Some(ZkError::NoNode)
+            );
+            let kids = Op::GetChildren {
+                path: "/p".into(),
+                watch: false,
+            };
+            assert_eq!(err(&w.run(3, kids).result), Some(ZkError::NoAuth));
+            let count = Op::GetAllChildrenNumber { path: "/p".into() };
+            assert_eq!(err(&w.run(2, count.clone()).result), Some(ZkError::NoAuth));
+            assert_eq!(
+                w.run(1, count).result,
+                OpResult::AllChildrenNumber { total: 1 }
+            );
+            let exists = Op::Exists {
+                path: "/p".into(),
+                watch: true,
+            };
+            assert!(matches!(
+                w.run(2, exists).result,
+                OpResult::Exists { stat: Some(_) }
+            ));
+            let eph = Op::GetEphemerals {
+                prefix: "/p".into(),
+            };
+            assert_eq!(w.run(2, eph).result, OpResult::Ephemerals { paths: vec![] });
+            assert!(matches!(w.run(1, data("/p")).result, OpResult::Data { .. }));
+        }
+
+        #[test]
+        fn set_acl_and_get_acl() {
+            let mut w = world();
+            let set = |acl: Vec<Acl>, version| Op::SetAcl {
+                path: "/p".into(),
+                acl,
+                version,
+            };
+            let world_read = Acl::new(perms::READ, "world", "anyone");
+            let both = vec![alice_all(), world_read.clone()];
+            assert_eq!(
+                err(&w.run(2, set(both.clone(), -1)).result),
+                Some(ZkError::NoAuth)
+            );
+            assert_eq!(
+                err(&w.run(2, set(both.clone(), 9)).result),
+                Some(ZkError::NoAuth)
+            );
+            assert_eq!(
+                err(&w.run(1, set(both.clone(), 5)).result),
+                Some(ZkError::BadVersion)
+            );
+            // The list is judged first, even on a missing node.
+            assert_eq!(
+                err(&w.run(1, set(vec![], 0)).result),
+                Some(ZkError::InvalidAcl)
+            );
+            let missing = Op::SetAcl {
+                path: "/none".into(),
+                acl: vec![Acl::new(1, "foo", "x")],
+                version: 0,
+            };
+            assert_eq!(err(&w.run(1, missing).result), Some(ZkError::InvalidAcl));
+            let get = Op::GetAcl { path: "/p".into() };
+            assert_eq!(err(&w.run(2, get.clone()).result), Some(ZkError::NoAuth));
+            let OpResult::Stat { stat } = w.run(1, set(both.clone(), 0)).result else {
+                panic!("setACL refused")
+            };
+            assert_eq!(
+                (stat.aversion, stat.version, stat.mzxid),
+                (1, 0, stat.czxid)
+            );
+            // READ without ADMIN: digest ids are cut to `user:x`.
+            let OpResult::Acl { acl, stat } = w.run(2, get.clone()).result else {
+                panic!("getACL refused")
+            };
+            assert_eq!(
+                acl,
+                vec![Acl::new(perms::ALL, "digest", "alice:x"), world_read]
+            );
+            assert_eq!(stat.aversion, 1);
+            assert_eq!(w.run(1, get).result, OpResult::Acl { acl: both, stat });
+            assert!(matches!(
+                w.run(
+                    3,
+                    Op::GetData {
+                        path: "/p".into(),
+                        watch: false
+                    }
+                )
+                .result,
+                OpResult::Data { .. }
+            ));
+            // The initial tree: `/zookeeper/config` is world-readable only, aversion -1.
+            let OpResult::Acl { acl, stat } = w
+                .run(
+                    3,
+                    Op::GetAcl {
+                        path: "/zookeeper/config".into(),
+                    },
+                )
+                .result
+            else {
+                panic!("getACL of /zookeeper/config")
+            };
+            assert_eq!((acl, stat.aversion), (crate::acl::read_unsafe(), -1));
+            let OpResult::Acl { acl, .. } = w.run(3, Op::GetAcl { path: "/".into() }).result else {
+                panic!("getACL of /")
+            };
+            assert_eq!(acl, crate::acl::open_unsafe());
+        }
+
+        #[test]
+        fn create_acls_are_validated_and_auth_expands() {
+            let mut w = world();
+            let any = |scheme: &str, id: &str| Acl::new(perms::ALL, scheme, id);
+            assert_eq!(
+                err(&create_acl(&mut w, 3, "/q", vec![any("auth", "")])),
+                Some(ZkError::InvalidAcl)
+            );
+            assert_eq!(
+                err(&create_acl(&mut w, 1, "/q", vec![])),
+                Some(ZkError::InvalidAcl)
+            );
+            // The ACL is judged before the parent is looked up.
+            assert_eq!(
+                err(&create_acl(&mut w, 1, "/none/q", vec![])),
+                Some(ZkError::InvalidAcl)
+            );
+            for bad in [
+                any("foo", "x"),
+                any("world", "foo"),
+                any("digest", "alice"),
+                any("ip", "10.0.0.1"),
+            ] {
+                assert_eq!(
+                    err(&create_acl(&mut w, 1, "/q", vec![bad])),
+                    Some(ZkError::InvalidAcl)
+                );
+            }
+            assert!(!w.state.nodes.contains_key("/q"));
+            auth(&mut w, 1, "bob:pb");
+            auth(&mut w, 1, "alice:pa");
+            assert!(matches!(
+                create_acl(&mut w, 1, "/q", vec![Acl::new(3, "auth", "ignored")]),
+                OpResult::Created { .. }
+            ));
+            assert_eq!(
+                w.state.nodes["/q"].acl,
+                vec![
+                    Acl::new(3, "digest", &digest(b"alice:pa")),
+                    Acl::new(3, "digest", &digest(b"bob:pb")),
+                ],
+                "one entry per id, each once"
+            );
+            // An explicit open ACL is stored as no ACL (the bytes of an open node).
+            create_acl(&mut w, 3, "/open", crate::acl::open_unsafe());
+            assert!(w.state.nodes["/open"].acl.is_empty());
+        }
+
+        #[test]
+        fn a_multi_with_one_refused_op_changes_nothing() {
+            let mut w = world();
+            w.create(2, "/free", CreateMode::Persistent);
+            let ops = vec![
+                MultiOp::Create {
+                    path: "/free/a".into(),
+                    data: vec![],
+                    mode: CreateMode::Persistent,
+                    acl: None,
+                },
+                MultiOp::SetData {
+                    path: "/p".into(),
+                    data: vec![],
+                    version: -1,
+                },
+            ];
+            let r = w.run(2, Op::Multi { ops }).result;
+            assert!(
+                matches!(
+                    r,
+                    OpResult::MultiFailed {
+                        index: 1,
+                        error: ZkError::NoAuth,
+                        ..
+                    }
+                ),
+                "{r:?}"
+            );
+            assert!(!w.state.nodes.contains_key("/free/a"));
+            let check = vec![MultiOp::Check {
+                path: "/p".into(),
+                version: 5,
+            }];
+            let r = w.run(2, Op::Multi { ops: check }).result;
+            assert!(
+                matches!(
+                    r,
+                    OpResult::MultiFailed {
+                        index: 0,
+                        error: ZkError::NoAuth,
+                        ..
+                    }
+                ),
+                "READ before the version: {r:?}"
+            );
+        }
+
+        #[test]
+        fn the_service_deletes_without_permission() {
+            // Ephemerals of a closed session go even under a parent it may not delete from.
+            let mut w = world();
+            let grant = Op::SetAcl {
+                path: "/p".into(),
+                acl: vec![
+                    alice_all(),
+                    Acl::new(perms::CREATE, "digest", &digest(b"bob:pb")),
+                ],
+                version: -1,
+            };
+            assert!(matches!(w.run(1, grant).result, OpResult::Stat { .. }));
+            assert!(matches!(
+                w.create(2, "/p/e", CreateMode::Ephemeral),
+                OpResult::Created { .. }
+            ));
+            assert_eq!(err(&w.delete(2, "/p/e").result), Some(ZkError::NoAuth));
+            assert_eq!(w.run(2, Op::CloseSession).result, OpResult::SessionClosed);
+            assert!(!w.state.nodes.contains_key("/p/e"));
+        }
+
+        #[test]
+        fn credentials_never_reach_the_log_and_bad_schemes_fail() {
+            let op = crate::wire::to_log(Op::AddAuth {
+                scheme: "digest".into(),
+                auth: b"alice:pa".to_vec(),
+            });
+            assert_eq!(
+                op,
+                Op::Authenticated {
+                    ids: vec![Id {
+                        scheme: "digest".into(),
+                        id: digest(b"alice:pa")
+                    }]
+                }
+            );
+            assert!(!serde_json::to_string(&op).expect("json").contains("pa\""));
+            let bad = Op::AddAuth {
+                scheme: "foo".into(),
+                auth: b"x".to_vec(),
+            };
+            assert_eq!(
+                crate::wire::precheck(&bad).map_err(|e| e.0),
+                Err(ZkError::AuthFailed)
+            );
+            let forged = Op::Authenticated { ids: vec![] };
+            assert_eq!(
+                crate::wire::precheck(&forged).map_err(|e| e.0),
+                Err(ZkError::BadArguments)
+            );
+            let mut w = World::new();
+            w.open(1);
+            assert_eq!(err(&w.run(1, bad).result), Some(ZkError::AuthFailed));
+            assert!(w.state.sessions[&1].auth.is_empty());
+        }
+
+        #[test]
+        fn records_without_acls_read_back_open() {
+            let old: NodeRecord = serde_json::from_str(
+                r#"{"data":"","stat":{"czxid":1,"mzxid":1,"ctime":0,"mtime":0,"version":0,"cversion":0,"aversion":0,"ephemeral_owner":0,"data_length":0,"num_children":0,"pzxid":1},"children":[]}"#,
+            )
+            .expect("old record");
+            assert!(old.acl.is_empty());
+            assert!(!serde_json::to_string(&old).expect("json").contains("acl"));
+            let sess: SessionRecord = serde_json::from_str(
+                r#"{"timeout_ms":4000,"notify":"n","last_seq":0,"last_result":null,"ephemerals":[],"closed":false}"#,
+            )
+            .expect("old session");
+            assert!(sess.auth.is_empty());
+        }
     }
 }

@@ -42,6 +42,13 @@ pub enum ZkError {
     /// The node already exists (-110).
     #[error("node exists")]
     NodeExists,
+    /// The ACL is empty, names an unknown scheme, holds a malformed id, or uses `auth`
+    /// without authenticated ids (-114).
+    #[error("invalid ACL")]
+    InvalidAcl,
+    /// `addAuth` with an unknown scheme (-115); ZooKeeper then closes the connection.
+    #[error("authentication failed")]
+    AuthFailed,
     /// The node has children (-111).
     #[error("directory not empty")]
     NotEmpty,
@@ -70,6 +77,8 @@ impl ZkError {
             ZkError::NoChildrenForEphemerals => -108,
             ZkError::NodeExists => -110,
             ZkError::NotEmpty => -111,
+            ZkError::InvalidAcl => -114,
+            ZkError::AuthFailed => -115,
             ZkError::SessionExpired => -112,
             ZkError::NoWatcher => -121,
         }
@@ -91,6 +100,8 @@ impl ZkError {
             -108 => ZkError::NoChildrenForEphemerals,
             -110 => ZkError::NodeExists,
             -111 => ZkError::NotEmpty,
+            -114 => ZkError::InvalidAcl,
+            -115 => ZkError::AuthFailed,
             -112 => ZkError::SessionExpired,
             -121 => ZkError::NoWatcher,
             _ => return None,
@@ -113,6 +124,9 @@ mod tests {
             ZkError::NodeExists,
             ZkError::NotEmpty,
             ZkError::SessionExpired,
+            ZkError::NoAuth,
+            ZkError::InvalidAcl,
+            ZkError::AuthFailed,
         ] {
             assert_eq!(ZkError::from_code(e.code()), Some(e));
         }

@@ -18,7 +18,7 @@
 //!     session: 7, seq: 0, op: Op::OpenSession { timeout_ms: 10_000, notify: "n".into() } } };
 //! apply(&mut state, &open).unwrap();
 //! let create = Txn { zxid: 2, time_ms: 11, request: Request { session: 7, seq: 1, op: Op::Create {
-//!     path: "/a".into(), data: b"hello".to_vec(), mode: CreateMode::Persistent } } };
+//!     path: "/a".into(), data: b"hello".to_vec(), mode: CreateMode::Persistent, acl: None } } };
 //! let out = apply(&mut state, &create).unwrap();
 //! match out.result {
 //!     OpResult::Created { path, stat } => { assert_eq!(path, "/a"); assert_eq!(stat.czxid, 2); }
@@ -27,6 +27,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod acl;
 pub mod apply;
 mod error;
 pub mod keys;

@@ -3,6 +3,7 @@
 //! One format for every platform: the bundled host, Spin and wasmCloud pass these bodies over
 //! `wasi:http` unchanged. Binary payloads are base64 strings.
 
+use crate::acl::{Acl, Id};
 use crate::{CreateMode, SessionId, Stat, ZkError, Zxid};
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,10 @@ pub enum Op {
         data: Vec<u8>,
         /// Create mode.
         mode: CreateMode,
+        /// The node's ACL; none means `world:anyone` with all permissions. An empty list is
+        /// `InvalidACL`, as in ZooKeeper.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        acl: Option<Vec<Acl>>,
     },
     /// Replace a node's data if `version` matches (-1: any).
     SetData {
@@ -155,6 +160,39 @@ pub enum Op {
         /// Only check, remove nothing (`checkWatches`).
         check_only: bool,
     },
+    /// Replace a node's ACL if its `aversion` is `version` (-1: any); needs ADMIN on the node.
+    SetAcl {
+        /// Path.
+        path: String,
+        /// The new ACL (checked and expanded as a create's).
+        acl: Vec<Acl>,
+        /// Expected aversion, -1 for any.
+        version: i32,
+    },
+    /// A node's ACL and stat; needs READ or ADMIN on the node (digest ids are shown as
+    /// `user:x` without ADMIN).
+    GetAcl {
+        /// Path.
+        path: String,
+    },
+    /// Authenticate the session (ZooKeeper's `addAuth`), e.g. scheme `digest` with
+    /// `user:password`. This is what clients send; the writer turns it into
+    /// [`Op::Authenticated`] before the log ([`to_log`]), so no password is ever stored.
+    /// An unknown scheme is refused with `AuthFailed`.
+    AddAuth {
+        /// Scheme.
+        scheme: String,
+        /// Credentials.
+        #[serde(with = "b64")]
+        auth: Vec<u8>,
+    },
+    /// The log form of [`Op::AddAuth`]: the ids the credentials proved, added to the
+    /// session's ids in session order, so every later request of the session is judged with
+    /// them. Only the writer makes it; sent by a client it is `BadArguments`.
+    Authenticated {
+        /// Proved ids (none for an `ip` addAuth, which proves nothing here).
+        ids: Vec<Id>,
+    },
     /// Delete a TTL node that has expired (`crate::ttl::expired` at the txn's time), with the
     /// events of a delete; anything else is left alone. Only the service issues it, under
     /// [`crate::session::SERVICE_SESSION`] (ZooKeeper's `deleteContainer` from its
@@ -220,6 +258,9 @@ pub enum MultiOp {
         data: Vec<u8>,
         /// Create mode.
         mode: CreateMode,
+        /// As in [`Op::Create`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        acl: Option<Vec<Acl>>,
     },
     /// As [`Op::Delete`].
     Delete {
@@ -262,11 +303,15 @@ impl Op {
             | Op::Sync { path }
             | Op::AddWatch { path, .. }
             | Op::RemoveWatches { path, .. }
+            | Op::SetAcl { path, .. }
+            | Op::GetAcl { path }
             | Op::DeleteExpired { path } => Some(path),
             Op::OpenSession { .. }
             | Op::CloseSession
             | Op::SetWatches { .. }
             | Op::Multi { .. }
+            | Op::AddAuth { .. }
+            | Op::Authenticated { .. }
             | Op::GetEphemerals { .. } => None,
         }
     }
@@ -277,12 +322,38 @@ impl Op {
 pub fn precheck(op: &Op) -> Result<(), (ZkError, String)> {
     check_packet(op)?;
     match op {
-        Op::Create { path, mode, .. } => {
-            crate::path::validate_create(path, mode.is_sequential())
-                .map_err(|e| (ZkError::BadArguments, e.to_string()))?;
+        Op::Create {
+            path, mode, acl, ..
+        } => {
             mode.validate()
-                .map_err(|e| (e, format!("TTL must be 1..={} ms", crate::ttl::MAX_TTL_MS)))
+                .map_err(|e| (e, format!("TTL must be 1..={} ms", crate::ttl::MAX_TTL_MS)))?;
+            // ZooKeeper judges the ACL before the rest of the path; an `auth` entry depends
+            // on the session's ids, so such a create is judged whole by apply.
+            let has_auth = match acl {
+                Some(acl) if create_path_shaped(path) => {
+                    crate::acl::check_shape(acl).map_err(|e| (e, format!("{path}: invalid ACL")))?
+                }
+                _ => false,
+            };
+            if has_auth {
+                return Ok(());
+            }
+            crate::path::validate_create(path, mode.is_sequential())
+                .map_err(|e| (ZkError::BadArguments, e.to_string()))
         }
+        Op::SetAcl { path, acl, .. } => {
+            crate::path::validate(path).map_err(|e| (ZkError::BadArguments, e.to_string()))?;
+            crate::acl::check_shape(acl)
+                .map(|_| ())
+                .map_err(|e| (e, format!("{path}: invalid ACL")))
+        }
+        Op::AddAuth { scheme, auth } => crate::acl::authenticate(scheme, auth)
+            .map(|_| ())
+            .map_err(|e| (e, format!("no authentication scheme {scheme:?}"))),
+        Op::Authenticated { .. } => Err((
+            ZkError::BadArguments,
+            "authenticated ids are recorded by the writer only".to_string(),
+        )),
         Op::SetData { path, .. }
         | Op::Delete { path, .. }
         | Op::GetData { path, .. }
@@ -292,6 +363,7 @@ pub fn precheck(op: &Op) -> Result<(), (ZkError, String)> {
         | Op::Sync { path }
         | Op::AddWatch { path, .. }
         | Op::RemoveWatches { path, .. }
+        | Op::GetAcl { path }
         | Op::DeleteExpired { path } => {
             crate::path::validate(path).map_err(|e| (ZkError::BadArguments, e.to_string()))
         }
@@ -314,19 +386,55 @@ pub fn precheck(op: &Op) -> Result<(), (ZkError, String)> {
     }
 }
 
+/// Whether ZooKeeper gets as far as the ACL of a create with this path
+/// (`PrepRequestProcessor.validatePathForCreate`: a `/` somewhere and no NUL); the path's
+/// other rules are checked after the ACL.
+pub(crate) fn create_path_shaped(path: &str) -> bool {
+    path.contains('/') && !path.contains('\0')
+}
+
+/// The op as it enters the log: [`Op::AddAuth`] becomes [`Op::Authenticated`] (the ids its
+/// credentials prove), so credentials never reach the log; anything else is unchanged.
+/// Called by the writer after [`precheck`] accepted the op.
+pub fn to_log(op: Op) -> Op {
+    match op {
+        Op::AddAuth { scheme, auth } => match crate::acl::authenticate(&scheme, &auth) {
+            Ok(id) => Op::Authenticated {
+                ids: id.into_iter().collect(),
+            },
+            // precheck refused it already; keep the refusal without the credentials.
+            Err(_) => Op::AddAuth {
+                scheme,
+                auth: Vec::new(),
+            },
+        },
+        other => other,
+    }
+}
+
 /// Length of a jute string or buffer: a 4-byte length, then the bytes.
 fn jute(bytes: usize) -> usize {
     4 + bytes
 }
 
-/// The open ACL `[world:anyone, ALL]` every request here is taken to carry: a vector of one
-/// (4) holding perms (4), scheme "world" and id "anyone".
-const OPEN_ACL_LEN: usize = 4 + 4 + 4 + 5 + 4 + 6;
+/// The jute length of an ACL vector: its length (4), then per entry perms (4), scheme, id.
+/// No ACL counts as the open ACL `[world:anyone, ALL]` (27 bytes).
+fn acl_len(acl: Option<&[Acl]>) -> usize {
+    match acl {
+        None => 4 + 4 + jute(5) + jute(6),
+        Some(acl) => {
+            4 + acl
+                .iter()
+                .map(|a| 4 + jute(a.scheme.len()) + jute(a.id.len()))
+                .sum::<usize>()
+        }
+    }
+}
 
 /// Body of a create request: path, data, ACL, flags, and the TTL of `createTTL`.
-fn create_body(path: &str, data: &[u8], mode: &CreateMode) -> usize {
+fn create_body(path: &str, data: &[u8], mode: &CreateMode, acl: Option<&[Acl]>) -> usize {
     let ttl = if mode.ttl_ms().is_some() { 8 } else { 0 };
-    jute(path.len()) + jute(data.len()) + OPEN_ACL_LEN + 4 + ttl
+    jute(path.len()) + jute(data.len()) + acl_len(acl) + 4 + ttl
 }
 
 /// The length the op would have as a ZooKeeper request packet (xid, op code and body: what
@@ -340,7 +448,21 @@ pub fn packet_len(op: &Op) -> usize {
     const MULTI_HEADER: usize = 4 + 1 + 4;
     HEADER
         + match op {
-            Op::Create { path, data, mode } => create_body(path, data, mode),
+            Op::Create {
+                path,
+                data,
+                mode,
+                acl,
+            } => create_body(path, data, mode, acl.as_deref()),
+            Op::SetAcl { path, acl, .. } => jute(path.len()) + acl_len(Some(acl)) + 4,
+            Op::GetAcl { path } => jute(path.len()),
+            Op::AddAuth { scheme, auth } => 4 + jute(scheme.len()) + jute(auth.len()),
+            Op::Authenticated { ids } => {
+                4 + ids
+                    .iter()
+                    .map(|i| jute(i.scheme.len()) + jute(i.id.len()))
+                    .sum::<usize>()
+            }
             Op::SetData { path, data, .. } => jute(path.len()) + jute(data.len()) + 4,
             Op::Delete { path, .. } => jute(path.len()) + 4,
             Op::GetData { path, .. } | Op::Exists { path, .. } | Op::GetChildren { path, .. } => {
@@ -364,9 +486,12 @@ pub fn packet_len(op: &Op) -> usize {
                         .map(|o| {
                             MULTI_HEADER
                                 + match o {
-                                    MultiOp::Create { path, data, mode } => {
-                                        create_body(path, data, mode)
-                                    }
+                                    MultiOp::Create {
+                                        path,
+                                        data,
+                                        mode,
+                                        acl,
+                                    } => create_body(path, data, mode, acl.as_deref()),
                                     MultiOp::SetData { path, data, .. } => {
                                         jute(path.len()) + jute(data.len()) + 4
                                     }
@@ -499,6 +624,15 @@ pub enum OpResult {
         /// Number of descendants, all levels.
         total: i32,
     },
+    /// A node's ACL ([`Op::GetAcl`]).
+    Acl {
+        /// The entries.
+        acl: Vec<Acl>,
+        /// The node's stat.
+        stat: Stat,
+    },
+    /// The session's ids now include what [`Op::AddAuth`] proved.
+    AuthAdded,
     /// A persistent watch was left ([`Op::AddWatch`]).
     WatchAdded,
     /// Watches were removed, or with `check_only` found ([`Op::RemoveWatches`]).
@@ -687,6 +821,11 @@ pub struct NodeView {
     pub stat: Stat,
     /// Sorted child names.
     pub children: Vec<String>,
+    /// The node's ACL in [`crate::acl::stored`] form: empty (and left out of the JSON) when
+    /// it is `world:anyone` with all permissions. Whoever serves reads checks READ against it
+    /// and strips it from the answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acl: Vec<Acl>,
 }
 
 #[cfg(test)]
@@ -702,6 +841,7 @@ mod tests {
                 path: "/x".into(),
                 data: vec![0, 1, 255],
                 mode: CreateMode::EphemeralSequential,
+                acl: None,
             },
         };
         let s = serde_json::to_string(&r).expect("serialize");
@@ -739,6 +879,7 @@ mod tests {
             path: "/x".into(),
             data: vec![0; n],
             mode,
+            acl: None,
         };
         // 8 + (4+2) + (4+n) + 27 + 4 (+ 8 for the TTL of createTTL), as the measured frames.
         assert_eq!(packet_len(&create(0, CreateMode::Persistent)), 49);

@@ -28,6 +28,7 @@ pub mod faults;
 pub mod hub;
 pub mod kv;
 pub mod outbound;
+mod reads;
 pub mod routing;
 pub mod runtime;
 pub mod sandbox;
@@ -226,17 +227,23 @@ pub fn embedded_stages() -> Vec<(StageName, &'static [u8])> {
     ]
 }
 
-/// Reads node objects from the user bucket as `GET /v1/node` does, without the HTTP hop.
-fn direct_reader(user: Arc<dyn faaskeeper_storage::Store>) -> faaskeeper_client::DirectReader {
-    faaskeeper_client::DirectReader(Arc::new(move |path: String| {
-        let user = user.clone();
+/// Reads node objects from the user bucket as `GET /v1/node` does (READ checked the same
+/// way), without the HTTP hop.
+fn direct_reader(
+    user: Arc<dyn faaskeeper_storage::Store>,
+    system: Arc<dyn faaskeeper_storage::Store>,
+) -> faaskeeper_client::DirectReader {
+    use faaskeeper_client::NodeRead;
+    use faaskeeper_core::acl::ReadAnswer;
+    faaskeeper_client::DirectReader(Arc::new(move |session, path: String| {
+        let (user, system) = (user.clone(), system.clone());
         Box::pin(async move {
-            match user.get(&faaskeeper_core::keys::user_node(&path)).await {
-                Ok(Some(bytes)) => serde_json::from_slice(&bytes)
-                    .map(Some)
+            match reads::read_node(&*user, &*system, Some(session), &path).await? {
+                Some(ReadAnswer::Serve(bytes)) => serde_json::from_slice(&bytes)
+                    .map(NodeRead::Node)
                     .map_err(|e| format!("node object of {path}: {e}")),
-                Ok(None) => Ok(None),
-                Err(e) => Err(e.to_string()),
+                Some(ReadAnswer::NoAuth(stat)) => Ok(NodeRead::NoAuth(stat)),
+                None => Ok(NodeRead::Missing),
             }
         })
     }))
@@ -335,6 +342,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
             None => embedded_stores(&opts.data_dir)?,
         };
         let user = stores.open(USER_BUCKET)?;
+        let system = stores.open(SYSTEM_BUCKET)?;
         for line in stores.summary() {
             summary.push(if multi {
                 format!("tenant {}: {line}", t.name)
@@ -391,7 +399,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
                 let gw = zk::Gateway::new(
                     url.clone(),
                     zk_addr.port(),
-                    Some(direct_reader(user.clone())),
+                    Some(direct_reader(user.clone(), system.clone())),
                 );
                 tasks.push(tokio::spawn(zk::serve(listener, gw)));
                 Some(zk_addr)
@@ -403,6 +411,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
             Arc::new(server::Api {
                 rt: runtime.clone(),
                 user,
+                system,
             }),
         );
         running.push(RunningTenant {

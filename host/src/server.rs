@@ -9,8 +9,9 @@
 use crate::hub::SessionHub;
 use crate::runtime::Runtime;
 use bytes::Bytes;
+use faaskeeper_core::acl::ReadAnswer;
 use faaskeeper_core::wire::{Op, Request, Submission, WriteBatch};
-use faaskeeper_core::{SessionId, keys, path, url};
+use faaskeeper_core::{SessionId, path, url};
 use faaskeeper_storage::Store;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -38,6 +39,8 @@ pub enum Routes {
 pub struct Api {
     pub(crate) rt: Arc<Runtime>,
     pub(crate) user: Arc<dyn Store>,
+    /// Session records, for the READ check of nodes whose ACL is not open.
+    pub(crate) system: Arc<dyn Store>,
 }
 
 type Resp = hyper::Response<Full<Bytes>>;
@@ -176,8 +179,21 @@ impl Api {
         if let Err(e) = path::validate(&p) {
             return error(StatusCode::BAD_REQUEST, "bad_arguments", e);
         }
-        match self.user.get(&keys::user_node(&p)).await {
-            Ok(Some(bytes)) => {
+        let session = match url::query_param(query, "session") {
+            None => None,
+            Some(s) => match s.parse::<SessionId>() {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_arguments",
+                        "session is not a number",
+                    );
+                }
+            },
+        };
+        match crate::reads::read_node(&*self.user, &*self.system, session, &p).await {
+            Ok(Some(ReadAnswer::Serve(bytes))) => {
                 let mut r = hyper::Response::new(Full::new(Bytes::from(bytes)));
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,
@@ -185,6 +201,11 @@ impl Api {
                 );
                 r
             }
+            // ZooKeeper shows the stat to anyone (`exists`), so the refusal carries it.
+            Ok(Some(ReadAnswer::NoAuth(stat))) => reply(
+                StatusCode::FORBIDDEN,
+                json!({ "error": "no_auth", "message": p, "stat": stat }),
+            ),
             Ok(None) => error(StatusCode::NOT_FOUND, "no_node", p),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "system_error", e),
         }

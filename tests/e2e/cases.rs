@@ -181,6 +181,7 @@ async fn requests_over_jute_maxbuffer_are_refused_and_nothing_stored() {
             path: p.clone(),
             data: Vec::new(),
             mode: CreateMode::Persistent,
+            acl: None,
         });
     let set_room = MAX_PACKET_LEN
         - overhead(Op::SetData {
@@ -539,11 +540,13 @@ async fn multi_and_containers() {
                 path: p.clone(),
                 data: b"a".to_vec(),
                 mode: CreateMode::Container,
+                acl: None,
             },
             MultiOp::Create {
                 path: format!("{p}/kid"),
                 data: vec![],
                 mode: CreateMode::Persistent,
+                acl: None,
             },
             MultiOp::SetData {
                 path: p.clone(),

@@ -95,6 +95,7 @@ fn op(i: usize) -> (i64, Op) {
                     path: "/bench".to_string(),
                     data: Vec::new(),
                     mode: CreateMode::Persistent,
+                    acl: None,
                 },
             );
         }
@@ -105,6 +106,7 @@ fn op(i: usize) -> (i64, Op) {
                     path: pool_path(i - 3),
                     data: payload(i),
                     mode: CreateMode::Persistent,
+                    acl: None,
                 },
             );
         }
@@ -120,6 +122,7 @@ fn op(i: usize) -> (i64, Op) {
                 path: node,
                 data: payload(i),
                 mode: CreateMode::Persistent,
+                acl: None,
             },
         ),
         1 => (

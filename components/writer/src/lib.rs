@@ -12,12 +12,14 @@
 //!
 //! After appending, the writer wakes the distributor by service chaining.
 //!
-//! It also serves reads, which need no pipeline: `/node?path=<path>` answers the node object
-//! of a path from the `user` bucket (what the bundled host's `GET /v1/node` answers), so that
-//! a platform without the bundled host (Spin) has a read route for clients.
+//! It also serves reads, which need no pipeline: `/node?path=<path>&session=<id>` answers the
+//! node object of a path from the `user` bucket (what the bundled host's `GET /v1/node`
+//! answers, READ permission checked the same way), so that a platform without the bundled
+//! host (Spin) has a read route for clients.
 
+use faaskeeper_core::acl::{ReadAnswer, judge_read, session_ids};
 use faaskeeper_core::keys;
-use faaskeeper_core::wire::{LogEntry, LogHead, Submission, Txn, WriteBatch, precheck};
+use faaskeeper_core::wire::{LogEntry, LogHead, Submission, Txn, WriteBatch, precheck, to_log};
 use faaskeeper_guest::kv::{Bucket, KvError};
 use faaskeeper_guest::{Reply, Stage};
 
@@ -46,7 +48,9 @@ impl Stage for Writer {
 
 faaskeeper_guest::export_stage!(Writer);
 
-/// `/node?path=<path>`: the node object (`NodeView` JSON), 404 if there is none.
+/// `/node?path=<path>&session=<id>`: the node object (`NodeView` JSON, without its ACL),
+/// 404 if there is none, 403 with the stat if the session may not read it (no `session`:
+/// judged as a session without ids).
 fn read_node(uri: &str) -> Reply {
     let query = uri.split_once('?').map_or("", |(_, q)| q);
     let Some(path) = faaskeeper_core::url::query_param(query, "path") else {
@@ -55,9 +59,36 @@ fn read_node(uri: &str) -> Reply {
     if let Err(e) = faaskeeper_core::path::validate(&path) {
         return Reply::error(400, &e.to_string());
     }
-    match Bucket::open(keys::USER_BUCKET).and_then(|b| b.get(&keys::user_node(&path))) {
-        Ok(Some(body)) => Reply { status: 200, body },
-        Ok(None) => Reply::error(404, &format!("no node {path}")),
+    let session = match faaskeeper_core::url::query_param(query, "session") {
+        None => None,
+        Some(s) => match s.parse::<i64>() {
+            Ok(id) => Some(id),
+            Err(_) => return Reply::error(400, "session is not a number"),
+        },
+    };
+    let object = match Bucket::open(keys::USER_BUCKET).and_then(|b| b.get(&keys::user_node(&path)))
+    {
+        Ok(Some(body)) => body,
+        Ok(None) => return Reply::error(404, &format!("no node {path}")),
+        Err(e) => return Reply::error(503, &e.to_string()),
+    };
+    let ids = || -> Result<_, KvError> {
+        let Some(id) = session else {
+            return Ok(Vec::new());
+        };
+        match Bucket::open(keys::SYSTEM_BUCKET)?.get(&keys::session(id))? {
+            Some(rec) => session_ids(&rec).map_err(|e| KvError::Corrupt(e.to_string())),
+            None => Ok(Vec::new()),
+        }
+    };
+    match judge_read(object, ids) {
+        Ok(ReadAnswer::Serve(body)) => Reply { status: 200, body },
+        Ok(ReadAnswer::NoAuth(stat)) => Reply {
+            status: 403,
+            body: serde_json::json!({ "error": "no_auth", "message": path, "stat": stat })
+                .to_string()
+                .into_bytes(),
+        },
         Err(e) => Reply::error(503, &e.to_string()),
     }
 }
@@ -68,9 +99,11 @@ fn write(batch: WriteBatch) -> Result<Vec<Submission>, KvError> {
     let mut subs: Vec<Option<Submission>> = batch.requests.iter().map(|_| None).collect();
     let mut accepted = Vec::new();
     let mut positions = Vec::new();
-    for (i, req) in batch.requests.into_iter().enumerate() {
+    for (i, mut req) in batch.requests.into_iter().enumerate() {
         match precheck(&req.op) {
             Ok(()) => {
+                // Credentials of an addAuth become the ids they prove: never in the log.
+                req.op = to_log(req.op);
                 accepted.push(req);
                 positions.push(i);
             }

@@ -44,6 +44,28 @@ fn reply(xid: i32, zxid: i64, outcome: Result<Response, ZkError>) -> Reply {
     Reply::Send(encode_reply(&ReplyHeader { xid, zxid, err }, &body))
 }
 
+/// A ZooKeeper ACL as the pipeline takes it. Every ZooKeeper create carries one (clients
+/// send `world:anyone` when the application gives none), so it always goes along.
+fn acl_in(acl: Vec<Acl>) -> Vec<faaskeeper_core::acl::Acl> {
+    acl.into_iter()
+        .map(|a| faaskeeper_core::acl::Acl {
+            perms: a.perms,
+            scheme: a.scheme,
+            id: a.id,
+        })
+        .collect()
+}
+
+fn acl_out(acl: Vec<faaskeeper_core::acl::Acl>) -> Vec<Acl> {
+    acl.into_iter()
+        .map(|a| Acl {
+            perms: a.perms,
+            scheme: a.scheme,
+            id: a.id,
+        })
+        .collect()
+}
+
 fn zk_mode(opcode: i32, flags: i32, ttl: Option<i64>) -> Result<CreateMode, ZkError> {
     CreateMode::for_request(flags, opcode == op::CREATE_CONTAINER, ttl)
 }
@@ -159,15 +181,20 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
         Request::Create {
             path,
             data,
+            acl,
             flags,
             ttl,
-            ..
         } => {
             let mode = match zk_mode(hdr.op, flags, ttl) {
                 Ok(m) => m,
                 Err(e) => return reply(xid, c.last_zxid(), Err(e)),
             };
-            let (zxid, r) = run!(Op::Create { path, data, mode });
+            let (zxid, r) = run!(Op::Create {
+                path,
+                data,
+                mode,
+                acl: Some(acl_in(acl)),
+            });
             let out = match r {
                 OpResult::Created { path, .. } if hdr.op == op::CREATE => {
                     Ok(Response::Create { path })
@@ -260,24 +287,27 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
             reply(xid, zxid, out)
         }
         Request::GetAcl { path } => {
-            // ACLs are not enforced yet: every node is world:anyone with all permissions.
-            let out = match direct!(c.exists(&path).await) {
-                Ok(Some(stat)) => Ok(Response::GetAcl {
-                    acl: vec![Acl::open_unsafe()],
+            let (zxid, r) = run!(Op::GetAcl { path });
+            let out = match r {
+                OpResult::Acl { acl, stat } => Ok(Response::GetAcl {
+                    acl: acl_out(acl),
                     stat,
                 }),
-                Ok(None) => Err(ZkError::NoNode),
-                Err(e) => Err(e),
+                other => Err(error_of(other)),
             };
-            reply(xid, c.last_zxid(), out)
+            reply(xid, zxid, out)
         }
-        Request::SetAcl { path, .. } => {
-            let out = match direct!(c.exists(&path).await) {
-                Ok(Some(stat)) => Ok(Response::Stat(stat)),
-                Ok(None) => Err(ZkError::NoNode),
-                Err(e) => Err(e),
+        Request::SetAcl { path, acl, version } => {
+            let (zxid, r) = run!(Op::SetAcl {
+                path,
+                acl: acl_in(acl),
+                version
+            });
+            let out = match r {
+                OpResult::Stat { stat } => Ok(Response::Stat(stat)),
+                other => Err(error_of(other)),
             };
-            reply(xid, c.last_zxid(), out)
+            reply(xid, zxid, out)
         }
         Request::Sync { path } => {
             let (zxid, r) = run!(Op::Sync { path });
@@ -306,7 +336,20 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
             };
             reply(xid, zxid, out)
         }
-        Request::Auth { .. } => reply(xid, 0, Ok(Response::Empty)),
+        // ZooKeeper answers auth packets with zxid 0. Here the auth goes through the pipeline
+        // like any request of the session, so a request sent after it is judged with it.
+        Request::Auth { scheme, auth, .. } => {
+            let (_, r) = run!(Op::AddAuth { scheme, auth });
+            match r {
+                OpResult::AuthAdded => reply(xid, 0, Ok(Response::Empty)),
+                // An unknown scheme: ZooKeeper answers AuthFailed and closes the connection
+                // (the session lives on until it times out; clients give it up).
+                other => match reply(xid, 0, Err(error_of(other))) {
+                    Reply::Send(p) => Reply::SendAndClose(p),
+                    other => other,
+                },
+            }
+        }
         Request::WhoAmI => reply(
             xid,
             c.last_zxid(),
@@ -333,11 +376,16 @@ pub(crate) async fn handle(gw: &Arc<Gateway>, s: &Arc<GwSession>, payload: &[u8]
                         op: opcode,
                         path,
                         data,
+                        acl,
                         flags,
                         ttl,
-                        ..
                     } => match zk_mode(opcode, flags, ttl) {
-                        Ok(mode) => WireMultiOp::Create { path, data, mode },
+                        Ok(mode) => WireMultiOp::Create {
+                            path,
+                            data,
+                            mode,
+                            acl: Some(acl_in(acl)),
+                        },
                         Err(e) => return reply(xid, c.last_zxid(), Err(e)),
                     },
                     MultiOp::Delete { path, version } => WireMultiOp::Delete { path, version },
