@@ -343,7 +343,7 @@ mod tests {
             a("ip", "127.0.0.1"),
         ] {
             assert_eq!(
-                fixup(&[bad.clone()], &[alice()]),
+                fixup(std::slice::from_ref(&bad), &[alice()]),
                 Err(ZkError::InvalidAcl),
                 "{bad:?}"
             );
@@ -417,10 +417,10 @@ mod tests {
             allows(&acl, &[alice()], perms::READ | perms::WRITE),
             "any bit"
         );
-        assert!(!allows(&[ali.clone()], &[], perms::READ));
+        assert!(!allows(std::slice::from_ref(&ali), &[], perms::READ));
         assert!(allows(&[], &[], perms::ALL), "the stored open ACL");
         assert_eq!(
-            require(&[ali.clone()], &[], perms::READ),
+            require(std::slice::from_ref(&ali), &[], perms::READ),
             Err(ZkError::NoAuth)
         );
         assert_eq!(redacted(vec![ali])[0].id, "alice:x");

@@ -2191,6 +2191,7 @@ mod tests {
             path: "/t".into(),
             data: vec![],
             mode: CreateMode::PersistentWithTtl { ttl_ms: 1000 },
+            acl: None,
         };
         let first = w.run_at(1, 1, 5000, op.clone());
         let again = w.run_at(1, 1, 5000, op);
@@ -2848,7 +2849,7 @@ mod tests {
             };
             assert_eq!(err(&w.run(2, data("/p")).result), Some(ZkError::NoAuth));
             assert!(
-                w.state.watches.get("/p").is_none(),
+                !w.state.watches.contains_key("/p"),
                 "a refused read leaves no watch"
             );
             assert_eq!(

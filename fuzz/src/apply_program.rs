@@ -4,6 +4,7 @@
 //! sessions); what must hold after every txn is that the tree is consistent, that a
 //! redelivered txn changes nothing, and that a failed multi changes no node.
 
+use faaskeeper_core::acl::Acl;
 use faaskeeper_core::apply::{MemState, apply};
 use faaskeeper_core::session::SERVICE_SESSION;
 use faaskeeper_core::wire::{MultiOp, Op, OpResult, Request, Txn, WatchKind};
@@ -88,12 +89,32 @@ impl Bytes<'_> {
         })
     }
 
+    /// An ACL for a create or setACL: none, open, one user's digest, `auth`, world-read,
+    /// or an invalid list.
+    fn acl(&mut self) -> Option<Option<Vec<Acl>>> {
+        let b = self.byte()?;
+        let perms = i32::from(b >> 3) & 0x1f;
+        Some(match b % 6 {
+            0 => None,
+            1 => Some(faaskeeper_core::acl::open_unsafe()),
+            2 => Some(vec![Acl::new(
+                perms,
+                "digest",
+                &faaskeeper_core::acl::digest(b"alice:pa"),
+            )]),
+            3 => Some(vec![Acl::new(perms, "auth", "")]),
+            4 => Some(faaskeeper_core::acl::read_unsafe()),
+            _ => Some(vec![]),
+        })
+    }
+
     fn multi_op(&mut self) -> Option<MultiOp> {
         Some(match self.byte()? % 4 {
             0 => MultiOp::Create {
                 path: self.path()?,
                 data: self.data()?,
                 mode: self.mode()?,
+                acl: self.acl()?,
             },
             1 => MultiOp::Delete {
                 path: self.path()?,
@@ -112,11 +133,12 @@ impl Bytes<'_> {
     }
 
     fn op(&mut self) -> Option<Op> {
-        Some(match self.byte()? % 16 {
+        Some(match self.byte()? % 19 {
             0..=2 => Op::Create {
                 path: self.path()?,
                 data: self.data()?,
                 mode: self.mode()?,
+                acl: self.acl()?,
             },
             3 | 4 => Op::SetData {
                 path: self.path()?,
@@ -164,7 +186,17 @@ impl Bytes<'_> {
             },
             13 => Op::GetAllChildrenNumber { path: self.path()? },
             14 => Op::CloseSession,
-            _ => Op::DeleteExpired { path: self.path()? },
+            15 => Op::DeleteExpired { path: self.path()? },
+            16 => Op::SetAcl {
+                path: self.path()?,
+                acl: self.acl()?.unwrap_or_default(),
+                version: self.version()?,
+            },
+            17 => Op::GetAcl { path: self.path()? },
+            _ => Op::AddAuth {
+                scheme: self.pick(&["digest", "ip", "foo"])?.to_string(),
+                auth: self.pick(&[&b"alice:pa"[..], b"bob:pb"])?.to_vec(),
+            },
         })
     }
 }
