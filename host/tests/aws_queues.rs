@@ -90,6 +90,7 @@ async fn poller_appends_from_the_writer_queue_and_answers_on_the_session_queue()
             path: "/q".into(),
             data: b"one".to_vec(),
             mode: CreateMode::Persistent,
+            acl: None,
         },
         Op::SetData {
             path: "/q".into(),
@@ -101,12 +102,14 @@ async fn poller_appends_from_the_writer_queue_and_answers_on_the_session_queue()
             path: "no-slash".into(),
             data: Vec::new(),
             mode: CreateMode::Persistent,
+            acl: None,
         },
         // Over SQS's 256 KiB once base64'd: the body goes through S3.
         Op::Create {
             path: "/big".into(),
             data: big.clone(),
             mode: CreateMode::Persistent,
+            acl: None,
         },
     ];
     // Sent back to back, not waiting for results: the FIFO group keeps their order.

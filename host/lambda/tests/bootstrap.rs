@@ -275,6 +275,7 @@ async fn writer_and_distributor_functions_on_sqs_events() {
             path: "/from-lambda".into(),
             data: b"hello".to_vec(),
             mode: CreateMode::Persistent,
+            acl: None,
         }), Some(&group)),
         // Another client's garbage, in its own group.
         record(&wq, "m-bad", "{\"requests\": 42", Some("999")),
