@@ -179,6 +179,7 @@ fn zk_op(path: &str, op: &ZkOp) -> Op {
             path: path.into(),
             data: data.clone().into_bytes(),
             mode: CreateMode::Persistent,
+            acl: None,
         },
         ZkOp::Delete { version } => Op::Delete {
             path: path.into(),
