@@ -86,11 +86,21 @@ impl Transport {
         }
     }
 
-    pub(crate) async fn read_node(&self, path: &str) -> Result<Option<NodeView>, Error> {
+    /// The node at `path` as `session` may see it. On the AWS transport the object store
+    /// answers directly, so READ ACLs are not checked there (the bucket policy is the
+    /// boundary; docs/reliability.md, "Auth and ACLs").
+    pub(crate) async fn read_node(
+        &self,
+        session: SessionId,
+        path: &str,
+    ) -> Result<crate::NodeRead, Error> {
         match self {
-            Transport::Http(h) => h.read_node(path).await,
+            Transport::Http(h) => h.read_node(session, path).await,
             #[cfg(feature = "aws")]
-            Transport::Aws(a) => a.read_node(path).await,
+            Transport::Aws(a) => Ok(a
+                .read_node(path)
+                .await?
+                .map_or(crate::NodeRead::Missing, crate::NodeRead::Node)),
         }
     }
 
