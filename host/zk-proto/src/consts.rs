@@ -136,21 +136,8 @@ pub mod add_watch_mode {
     pub const PERSISTENT_RECURSIVE: i32 = 1;
 }
 
-/// ACL permission bits (`ZooDefs.Perms`).
-pub mod perms {
-    /// Read data and list children.
-    pub const READ: i32 = 1;
-    /// Set data.
-    pub const WRITE: i32 = 2;
-    /// Create children.
-    pub const CREATE: i32 = 4;
-    /// Delete children.
-    pub const DELETE: i32 = 8;
-    /// Set ACLs.
-    pub const ADMIN: i32 = 16;
-    /// Everything.
-    pub const ALL: i32 = 31;
-}
+/// ACL permission bits (`ZooDefs.Perms`), as core judges them.
+pub use faaskeeper_core::acl::perms;
 
 /// A create request's `flags` (ZooKeeper's `CreateMode`, all seven wire values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
