@@ -63,113 +63,61 @@ async fn aws_transport_round_trip_and_watch() {
 }
 
 /// Billable AWS requests per client operation (issue 5's cost table), counted by the same
-/// code as `faaskeeper cost --measure` on a backend and host of its own, so the other tests'
-/// traffic does not count. Its idle background traffic is measured first and subtracted.
+/// code as `faaskeeper cost --measure` on deployments of their own (so the other tests'
+/// traffic does not count): DynamoDB, S3 and SQS, service and client side. Idle background
+/// traffic is measured first and subtracted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn billable_requests_per_operation() {
+    use faaskeeper_backend_aws::{AwsOptions, UserStorage};
+    use faaskeeper_host::cost::measure::measure;
     let opts = faaskeeper_tests::aws_options(&format!("cost-{}", std::process::id()));
-    let table = faaskeeper_host::cost::measure::measure(&opts, &[100, 4096], 10, "e2e_aws")
+    let table = measure(&opts, &[100, 4096], 10, 1, "e2e_aws")
         .await
         .expect("counted");
     println!("{}", serde_json::to_string_pretty(&table).expect("json"));
     let [small, large] = [&table.sizes[0], &table.sizes[1]];
     for row in [small, large] {
+        for (op, c) in [
+            ("create", &row.create),
+            ("set", &row.set_data),
+            ("delete", &row.delete),
+        ] {
+            assert!(c.dynamo_write_units >= 1.0, "a {op} writes to DynamoDB");
+            assert!(c.s3_put >= 1.0, "a {op} writes its node object to S3");
+            assert!(c.sqs_requests >= 3.0, "a {op} goes through SQS: {c:?}");
+        }
+        let get = &row.get_data;
+        assert!(get.s3_get >= 1.0, "a read is an S3 GET");
         assert!(
-            row.create.dynamo_write_units >= 1.0,
-            "a create writes to DynamoDB"
-        );
-        assert!(
-            row.create.s3_put >= 1.0,
-            "a create writes its node object to S3"
-        );
-        assert!(row.set_data.s3_put >= 1.0, "a set rewrites the node object");
-        assert!(row.get_data.s3_get >= 1.0, "a read is an S3 GET");
-        assert!(
-            row.get_data.dynamo_write_units < 0.5,
-            "a read writes nothing: {:?}",
-            row.get_data
+            get.dynamo_write_units < 0.5 && get.sqs_requests < 0.5 && get.s3_put < 0.5,
+            "a read writes nothing and uses no queue: {get:?}"
         );
     }
     assert!(
         large.set_data.dynamo_write_units >= small.set_data.dynamo_write_units + 3.0,
         "4 KiB of data costs DynamoDB write units by the KiB"
     );
-}
-
-/// SQS requests per client operation on the AWS transport (issue 5's cost table): the
-/// client's own (send, receive, delete on its session queue) and the service side's (the
-/// poller's receives and deletes, the deliveries), counted by the meters on a host of its
-/// own. Idle traffic (long polls, pings) is measured first and subtracted pro rata.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqs_requests_per_operation() {
-    use faaskeeper_backend_aws::Usage;
-    use std::time::Instant;
-    const N: usize = 20;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let opts = faaskeeper_tests::aws_options(&format!("sqs-cost-{}", std::process::id()));
-    let (_host, aws) = faaskeeper_tests::start_aws_host(&opts, dir.path().to_path_buf()).await;
-    let c = Client::connect_aws(&opts, Options::default())
+    // The user bucket on DynamoDB: small nodes need no S3 request at all.
+    let opts = AwsOptions {
+        user_storage: UserStorage::DynamoDb,
+        ..faaskeeper_tests::aws_options(&format!("cost-ddb-{}", std::process::id()))
+    };
+    let table = measure(&opts, &[100], 10, 1, "e2e_aws dynamodb")
         .await
-        .expect("session opens");
-    let both = |c: &Client| -> (Usage, Usage) { (c.aws_usage().expect("aws"), aws.usage().queues) };
-    let t = Instant::now();
-    let (c0, s0) = both(&c);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let (c1, s1) = both(&c);
-    let idle = (c1.since(&c0), s1.since(&s0), t.elapsed().as_secs_f64());
-    let root = unique("sqscost");
-    c.create(&root, b"", CreateMode::Persistent)
-        .await
-        .expect("root");
-    let paths: Vec<String> = (0..N).map(|i| format!("{root}/n{i}")).collect();
-    let data = vec![7u8; 100];
-    let mut rows: Vec<(&str, [f64; 4])> = Vec::new();
-    macro_rules! measure {
-        ($name:expr, |$p:ident| $body:expr) => {{
-            let t = Instant::now();
-            let (c0, s0) = both(&c);
-            for $p in &paths {
-                $body;
-            }
-            let (c1, s1) = both(&c);
-            let scale = t.elapsed().as_secs_f64() / idle.2;
-            let per = |now: u64, bg: u64| ((now as f64 - bg as f64 * scale) / N as f64).max(0.0);
-            let (cu, su) = (c1.since(&c0), s1.since(&s0));
-            rows.push((
-                $name,
-                [
-                    per(cu.sqs_requests, idle.0.sqs_requests),
-                    per(cu.sqs_billed, idle.0.sqs_billed),
-                    per(su.sqs_requests, idle.1.sqs_requests),
-                    per(su.sqs_billed, idle.1.sqs_billed),
-                ],
-            ));
-        }};
+        .expect("counted");
+    println!("{}", serde_json::to_string_pretty(&table).expect("json"));
+    let row = &table.sizes[0];
+    for c in [&row.create, &row.set_data, &row.delete, &row.get_data] {
+        assert!(c.s3_put < 0.5 && c.s3_get < 0.5, "no S3 request: {c:?}");
     }
-    measure!("create (100 B)", |p| c
-        .create(p, &data, CreateMode::Persistent)
-        .await
-        .expect("create"));
-    measure!("set_data (100 B)", |p| c
-        .set_data(p, &data, -1)
-        .await
-        .expect("set"));
-    measure!("get_data", |p| c.get_data(p).await.expect("get"));
-    measure!("delete", |p| c.delete(p, -1).await.expect("delete"));
-    println!(
-        "SQS requests per operation (mean of {N}, idle subtracted):\n{:<18} {:>10} {:>10} {:>10} {:>10}",
-        "op", "client", "client$", "service", "service$"
+    // One unit per read, less the idle traffic subtracted pro rata.
+    assert!(row.get_data.dynamo_read_units >= 0.5, "a read is a GetItem");
+    assert!(
+        row.set_data
+            .dollars(&faaskeeper_host::cost::prices::AWS_US_EAST_1_2025)
+            < small
+                .set_data
+                .dollars(&faaskeeper_host::cost::prices::AWS_US_EAST_1_2025),
+        "a small set costs less with the user bucket on DynamoDB"
     );
-    for (name, v) in &rows {
-        println!(
-            "{name:<18} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
-            v[0], v[1], v[2], v[3]
-        );
-    }
-    let (_, create) = &rows[0];
-    assert!(create[0] >= 1.0, "a create sends at least one message");
-    assert!(create[2] >= 1.0, "the service receives it");
-    let (_, get) = &rows[2];
-    assert!(get[0] < 0.5, "a read needs no queue");
-    c.close().await.ok();
 }

@@ -5,7 +5,10 @@
 //!   session, so SQS hands them to the writer in the order the session sent them
 //!   (Guarantee 2); deduplication id = `<session>-<seq>`. Bodies over SQS's limit go through
 //!   S3 (`faaskeeper_backend_aws::Queues::send`).
-//! - **Reads** are one S3 GET of the node object (`node<path>`) in `<prefix>-user`.
+//! - **Reads** go straight to the user bucket: one S3 GET of the node object (`node<path>`)
+//!   in `<prefix>-user`, or, with `AwsOptions::user_storage` = DynamoDB, one strongly
+//!   consistent `GetItem` in `<prefix>-nodes` (plus an S3 GET for a node too large for an
+//!   item). The session's `AwsOptions` must name the deployment's user storage.
 //! - **Results and watch events** come on the session's own FIFO queue
 //!   (`<prefix>-session-<id>.fifo`), created when the session opens and deleted when it
 //!   closes. No other session reads it, so none can take another's replies; the watch stage
@@ -161,8 +164,7 @@ impl AwsTransport {
     }
 
     pub(crate) async fn read_node(&self, path: &str) -> Result<Option<NodeView>, Error> {
-        let key = format!("{}{path}", faaskeeper_backend_aws::OBJECT_PREFIX);
-        match self.queues.get_object(&key).await.map_err(transport)? {
+        match self.queues.read_node(path).await.map_err(transport)? {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| transport(format!("node object of {path}: {e}"))),

@@ -71,9 +71,13 @@ enum Command {
         /// With `--measure`: the AWS endpoint, e.g. `http://127.0.0.1:5000`.
         #[arg(long, env = "FAASKEEPER_AWS_ENDPOINT", requires = "measure")]
         aws_endpoint: Option<String>,
-        /// With `--measure`: operations of each kind per data size.
+        /// With `--measure`: operations of each kind per data size and session.
         #[arg(long, default_value_t = 20, requires = "measure")]
         ops: usize,
+        /// With `--measure`: sessions doing them at once (1 is the worst case: nothing is
+        /// batched).
+        #[arg(long, default_value_t = 1, requires = "measure")]
+        sessions: usize,
         /// With `--measure`: the data sizes to count at.
         #[arg(
             long,
@@ -85,6 +89,11 @@ enum Command {
         /// With `--measure`: also write the counts here (e.g. docs/cost-counts.json).
         #[arg(long, requires = "measure")]
         write_counts: Option<PathBuf>,
+        /// The user bucket's store: `s3` (one object per node) or `dynamodb` (one item per
+        /// node, S3 only for nodes over 8 KiB). Picks the built-in count table of that
+        /// deployment, or what `--measure` deploys.
+        #[arg(long, default_value = "s3", value_parser = ["s3", "dynamodb"])]
+        user_storage: String,
     },
     /// Run the service (on the embedded store, or on AWS with `--backend aws`).
     Serve {
@@ -104,6 +113,11 @@ enum Command {
         /// `<prefix>-writer.fifo`, `<prefix>-distributor`, `<prefix>-session-<id>.fifo`.
         #[arg(long, default_value = "faaskeeper")]
         aws_prefix: String,
+        /// With `--backend aws`: the user bucket's store, `s3` (one object per node, bucket
+        /// `<prefix>-user`) or `dynamodb` (one item per node in table `<prefix>-nodes`, S3
+        /// for nodes over 8 KiB). Clients on the AWS transport must be told the same.
+        #[arg(long, default_value = "s3", value_parser = ["s3", "dynamodb"])]
+        user_storage: String,
         /// HTTP API port.
         #[arg(long, default_value_t = 8181)]
         port: u16,
@@ -297,6 +311,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             aws_endpoint,
             aws_region,
             aws_prefix,
+            user_storage,
             port,
             host,
             zk_port,
@@ -321,6 +336,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             aws_endpoint.clone(),
                             aws_region.clone(),
                             format!("{aws_prefix}-{name}"),
+                            &user_storage,
                         )
                         .await?
                         .stores,
@@ -330,7 +346,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let aws = match backend {
                 Backend::Aws if tenants.is_empty() => {
-                    Some(aws_backend(aws_endpoint, aws_region, aws_prefix).await?)
+                    Some(aws_backend(aws_endpoint, aws_region, aws_prefix, &user_storage).await?)
                 }
                 _ => None,
             };
@@ -411,8 +427,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             measure,
             aws_endpoint,
             ops,
+            sessions,
             sizes,
             write_counts,
+            user_storage,
         } => {
             use faaskeeper_host::cost::{self, CountTable, Workload, prices};
             for (name, v) in [("reads", reads_per_day), ("writes", writes_per_day)] {
@@ -422,7 +440,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let table = if measure {
-                let table = measure_counts(aws_endpoint, &sizes, ops).await?;
+                tracing_subscriber::fmt()
+                    .with_env_filter(
+                        tracing_subscriber::EnvFilter::try_from_default_env()
+                            .unwrap_or_else(|_| "warn".into()),
+                    )
+                    .with_writer(std::io::stderr)
+                    .init();
+                let table =
+                    measure_counts(aws_endpoint, &sizes, ops, sessions, &user_storage).await?;
                 if let Some(path) = write_counts {
                     std::fs::write(&path, serde_json::to_string_pretty(&table)? + "\n")
                         .with_context(|| format!("writing {}", path.display()))?;
@@ -432,6 +458,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let json = match counts {
                     Some(path) => std::fs::read_to_string(&path)
                         .with_context(|| format!("reading {}", path.display()))?,
+                    None if user_storage == "dynamodb" => {
+                        cost::COMMITTED_COUNTS_DYNAMODB.to_string()
+                    }
                     None => cost::COMMITTED_COUNTS.to_string(),
                 };
                 CountTable::from_json(&json)?
@@ -452,8 +481,13 @@ async fn measure_counts(
     endpoint: Option<String>,
     sizes: &[usize],
     ops: usize,
+    sessions: usize,
+    user_storage: &str,
 ) -> anyhow::Result<faaskeeper_host::cost::CountTable> {
     use faaskeeper_backend_aws::{AwsOptions, moto::MotoServer};
+    let user_storage = user_storage
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
     anyhow::ensure!(
         !sizes.is_empty() && sizes.windows(2).all(|w| w[0] < w[1]),
         "--sizes must be increasing"
@@ -465,18 +499,23 @@ async fn measure_counts(
             let opts = AwsOptions {
                 endpoint: Some(endpoint.clone()),
                 prefix,
+                user_storage,
                 ..AwsOptions::default()
             };
             let what = format!("counted {date} by `faaskeeper cost --measure` on {endpoint}");
-            faaskeeper_host::cost::measure::measure(&opts, sizes, ops, &what).await
+            faaskeeper_host::cost::measure::measure(&opts, sizes, ops, sessions, &what).await
         }
         None => {
             let moto = MotoServer::start().context("starting moto (pip install 'moto[server]')")?;
             let what = format!(
-                "counted {date} by `faaskeeper cost --measure` on moto (DynamoDB system bucket, \
-                 S3 user bucket, host as a poller)"
+                "counted {date} by `faaskeeper cost --measure --user-storage {user_storage}` on \
+                 moto (DynamoDB system bucket, host as a poller, client on the AWS transport)"
             );
-            faaskeeper_host::cost::measure::measure(&moto.options(&prefix), sizes, ops, &what).await
+            let opts = AwsOptions {
+                user_storage,
+                ..moto.options(&prefix)
+            };
+            faaskeeper_host::cost::measure::measure(&opts, sizes, ops, sessions, &what).await
         }
     }
 }
@@ -486,6 +525,8 @@ async fn measure_counts(
     _endpoint: Option<String>,
     _sizes: &[usize],
     _ops: usize,
+    _sessions: usize,
+    _user_storage: &str,
 ) -> anyhow::Result<faaskeeper_host::cost::CountTable> {
     anyhow::bail!("this binary was built without the `aws` feature")
 }
@@ -569,6 +610,7 @@ async fn aws_backend(
     endpoint: Option<String>,
     region: String,
     prefix: String,
+    user_storage: &str,
 ) -> anyhow::Result<AwsServe> {
     use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
     let opts = faaskeeper_backend_aws::AwsOptions {
@@ -576,6 +618,9 @@ async fn aws_backend(
         region,
         prefix,
         credentials: None,
+        user_storage: user_storage
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?,
     };
     let backend = faaskeeper_backend_aws::AwsBackend::connect(&opts)
         .await
@@ -597,6 +642,7 @@ async fn aws_backend(
     _endpoint: Option<String>,
     _region: String,
     _prefix: String,
+    _user_storage: &str,
 ) -> anyhow::Result<AwsServe> {
     anyhow::bail!("this faaskeeper was built without the `aws` feature")
 }

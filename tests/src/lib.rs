@@ -83,14 +83,22 @@ struct AwsShared {
 }
 
 static AWS_HOST: OnceLock<AwsShared> = OnceLock::new();
+static AWS_DYNAMODB_HOST: OnceLock<AwsShared> = OnceLock::new();
 
-fn aws_shared() -> &'static AwsShared {
-    AWS_HOST.get_or_init(|| {
+/// The shared AWS-backed host whose user bucket is on `user_storage`, started on first use.
+fn aws_shared_on(
+    cell: &'static OnceLock<AwsShared>,
+    user_storage: faaskeeper_backend_aws::UserStorage,
+) -> &'static AwsShared {
+    cell.get_or_init(|| {
         // Never stopped by drop (a static): moto exits when this process does, as its stdin
         // closes.
         let moto = faaskeeper_backend_aws::moto::MotoServer::start()
             .expect("moto starts (pip install 'moto[server]')");
-        let opts = moto.options(&format!("e2e-{}", std::process::id()));
+        let opts = faaskeeper_backend_aws::AwsOptions {
+            user_storage,
+            ..moto.options(&format!("e2e-{}", std::process::id()))
+        };
         let shared_opts = opts.clone();
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().to_path_buf();
@@ -109,7 +117,28 @@ fn aws_shared() -> &'static AwsShared {
     })
 }
 
-/// Start a host whose `system` bucket is DynamoDB and `user` bucket S3, as `opts` say, and
+fn aws_shared() -> &'static AwsShared {
+    aws_shared_on(&AWS_HOST, faaskeeper_backend_aws::UserStorage::S3)
+}
+
+fn aws_dynamodb_shared() -> &'static AwsShared {
+    aws_shared_on(
+        &AWS_DYNAMODB_HOST,
+        faaskeeper_backend_aws::UserStorage::DynamoDb,
+    )
+}
+
+/// Base URL of the AWS-backed shared host whose user bucket is a DynamoDB table.
+pub fn aws_dynamodb_host_url() -> String {
+    aws_dynamodb_shared().url.clone()
+}
+
+/// Options of that host's deployment (for clients on the AWS transport).
+pub fn aws_dynamodb_host_options() -> faaskeeper_backend_aws::AwsOptions {
+    aws_dynamodb_shared().opts.clone()
+}
+
+/// Start a host whose `system` bucket is DynamoDB and `user` bucket S3 or DynamoDB, as `opts` say, and
 /// which also consumes the SQS writer queue (for clients on the AWS transport).
 pub async fn start_aws_host(
     opts: &faaskeeper_backend_aws::AwsOptions,

@@ -13,15 +13,23 @@
 //! compare-and-swaps per run. Without an owner every run takes and releases the lease.
 //!
 //! *Crash safety* (Guarantee 1): each batch is decided in memory, then written as a redo record
-//! (`dist/pending`) before any of its effects. Effects are plain overwrites and deletes, so a
-//! distributor that dies anywhere is finished by the next one, which replays the redo record
-//! instead of deciding the txns again (deciding twice could differ: a create would see its own
-//! node and answer `NodeExists`).
+//! before any of its effects. Effects are plain overwrites and deletes, so a distributor that
+//! dies anywhere is finished by the next one, which replays the redo record instead of
+//! deciding the txns again (deciding twice could differ: a create would see its own node and
+//! answer `NodeExists`).
+//!
+//! *One record of progress* (`dist/applied`): the last applied zxid and, while a batch is in
+//! progress, its redo record. Starting a batch is one write (applied, redo), ending it another
+//! (new applied, no redo); a run reads one key to learn both. On DynamoDB each of those
+//! writes and reads costs request units, which is why they are not two keys. The redo record
+//! names each changed node once: the user-bucket object is derived from the node record when
+//! the batch is carried out, not stored a second time.
 
 mod state;
 
+use faaskeeper_core::SessionId;
 use faaskeeper_core::Zxid;
-use faaskeeper_core::apply::{NodeRecord, apply, initial_nodes};
+use faaskeeper_core::apply::{NodeRecord, SessionRecord, WatchRecord, apply, initial_nodes};
 use faaskeeper_core::keys;
 use faaskeeper_core::session::{LiveSession, LiveSessions};
 use faaskeeper_core::ttl::TtlIndex;
@@ -55,17 +63,113 @@ struct Put {
     value: Vec<u8>,
 }
 
-/// The redo record of one batch.
+/// The redo record of one batch. The records are kept typed, not as the bytes they are
+/// stored as: JSON inside base64 inside JSON is a third larger, and on DynamoDB the redo
+/// record is written twice per batch (as it starts, and by the write that ends it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pending {
     to_zxid: Zxid,
+    /// Changed nodes (`None`: deleted); each is written to both buckets (the system record
+    /// and the user object derived from it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    nodes: Vec<(String, Option<NodeRecord>)>,
+    /// Changed session records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sessions: Vec<(SessionId, SessionRecord)>,
+    /// Changed watch records (an empty one: deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    watches: Vec<(String, WatchRecord)>,
+    /// The new index of TTL nodes, if the batch changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ttl_index: Option<TtlIndex>,
+    /// The new index of open sessions, if the batch changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    live: Option<LiveSessions>,
+    /// Raw writes: what redo records written before the typed fields existed held.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     system_puts: Vec<Put>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     system_deletes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     user_puts: Vec<Put>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     user_deletes: Vec<String>,
     deliveries: Vec<Delivery>,
     /// Log entries the batch consumed, deleted once it is applied.
     txn_ids: Vec<String>,
+}
+
+/// What `dist/applied` holds: the last applied zxid and the batch in progress, if any.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Progress {
+    applied: Zxid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending: Option<Pending>,
+}
+
+/// A [`Progress`] with a batch in progress, written without copying the batch.
+#[derive(Serialize)]
+struct Starting<'a> {
+    applied: Zxid,
+    pending: &'a Pending,
+}
+
+/// Prefix of a progress record stored deflated (raw DEFLATE follows). A record with a redo
+/// record in it is mostly JSON names repeated per txn, and DynamoDB bills it by the KiB,
+/// twice per batch; deflated, the redo record of a single small write fits in one unit.
+const DEFLATED: &[u8] = b"\0fk-deflate\0";
+/// Largest progress record inflated (far above what a batch of `MAX_BATCH` txns can need
+/// within a stage's memory limit).
+const INFLATED_MAX: usize = 1 << 30;
+
+/// Store the progress record, deflated when that makes it smaller.
+fn put_progress<T: Serialize>(system: &Bucket, record: &T) -> Result<(), KvError> {
+    let json = encode(record)?;
+    if json.len() > 256 {
+        let packed = miniz_oxide::deflate::compress_to_vec(&json, 6);
+        if packed.len() + DEFLATED.len() < json.len() {
+            let mut bytes = DEFLATED.to_vec();
+            bytes.extend_from_slice(&packed);
+            return system.set(keys::DIST_APPLIED, &bytes);
+        }
+    }
+    system.set(keys::DIST_APPLIED, &json)
+}
+
+/// The progress record, from either layout; `true` if it was the old one.
+fn progress(system: &Bucket) -> Result<(Progress, bool), KvError> {
+    let stored = match system.get(keys::DIST_APPLIED)? {
+        None => None,
+        Some(bytes) => {
+            let json = match bytes.strip_prefix(DEFLATED) {
+                Some(packed) => {
+                    miniz_oxide::inflate::decompress_to_vec_with_limit(packed, INFLATED_MAX)
+                        .map_err(|e| corrupt(format!("progress record does not inflate: {e}")))?
+                }
+                None => bytes,
+            };
+            // A bare zxid (with the redo record under `dist/pending`) was the layout before
+            // `Progress`; stores written by that version still read. (Not an untagged enum:
+            // serde's buffering of those cannot read maps with number keys, as in the index
+            // of open sessions.)
+            Some(match serde_json::from_slice::<Zxid>(&json) {
+                Ok(applied) => Err(applied),
+                Err(_) => Ok(serde_json::from_slice::<Progress>(&json)
+                    .map_err(|e| corrupt(format!("progress record: {e}")))?),
+            })
+        }
+    };
+    match stored {
+        None => Err(corrupt("applied marker missing; run init")),
+        Some(Ok(p)) => Ok((p, false)),
+        Some(Err(applied)) => Ok((
+            Progress {
+                applied,
+                pending: system.get_json::<Pending>(keys::DIST_PENDING)?,
+            },
+            true,
+        )),
+    }
 }
 
 struct Distributor;
@@ -124,7 +228,7 @@ fn init() -> Result<(), KvError> {
         }
     }
     if system.get(keys::DIST_APPLIED)?.is_none() {
-        system.set_json(keys::DIST_APPLIED, &0i64)?;
+        system.set_json(keys::DIST_APPLIED, &Progress::default())?;
     }
     if system.get(keys::DIST_LEASE)?.is_none() {
         system.set_json(keys::DIST_LEASE, &Lease::default())?;
@@ -202,6 +306,8 @@ fn release(system: &Bucket, me: &str) -> Result<(), KvError> {
 
 /// Refuse to write effects unless we still hold the lease. (A holder paused past its lease
 /// could still interleave; DESIGN.md's fault-injection work tightens this with fenced writes.)
+/// The first batch of a run skips this read: `acquire` has just checked the lease, and left
+/// at least half of it to run.
 fn still_holding(system: &Bucket, me: &str) -> Result<(), KvError> {
     let lease: Lease = system
         .get_json(keys::DIST_LEASE)?
@@ -214,15 +320,16 @@ fn still_holding(system: &Bucket, me: &str) -> Result<(), KvError> {
 }
 
 fn apply_all(system: &Bucket, user: &Bucket, me: &str) -> Result<Zxid, KvError> {
-    let mut applied: Zxid = system
-        .get_json(keys::DIST_APPLIED)?
-        .ok_or_else(|| corrupt("applied marker missing; run init"))?;
+    let (record, old_layout) = progress(system)?;
+    let mut applied = record.applied;
     // Finish a batch a crashed distributor left behind.
-    if let Some(pending) = system.get_json::<Pending>(keys::DIST_PENDING)? {
+    if let Some(pending) = record.pending {
         if pending.to_zxid > applied {
             finish(system, user, &pending)?;
             applied = pending.to_zxid;
-        } else {
+        }
+        if old_layout {
+            // `finish` has written the new layout's marker; the old redo record is spent.
             system.delete(keys::DIST_PENDING)?;
         }
     }
@@ -252,10 +359,16 @@ fn apply_all(system: &Bucket, user: &Bucket, me: &str) -> Result<Zxid, KvError> 
         zxid -= 1;
     }
     chain.reverse();
-    for part in chain.chunks(MAX_BATCH) {
-        still_holding(system, me)?;
+    for (i, part) in chain.chunks(MAX_BATCH).enumerate() {
+        if i > 0 {
+            still_holding(system, me)?;
+        }
         let pending = decide(system, part)?;
-        system.set_json(keys::DIST_PENDING, &pending)?;
+        let start = Starting {
+            applied,
+            pending: &pending,
+        };
+        put_progress(system, &start)?;
         finish(system, user, &pending)?;
         applied = pending.to_zxid;
     }
@@ -320,76 +433,68 @@ fn decide(system: &Bucket, part: &[(String, LogEntry)]) -> Result<Pending, KvErr
         }
         Some(index)
     };
-    let mut pending = Pending {
+    Ok(Pending {
         to_zxid: part.last().map(|(_, e)| e.txn.zxid).unwrap_or(0),
+        nodes: changes.nodes,
+        sessions: changes.sessions,
+        watches: changes.watches,
+        ttl_index,
+        live: (live != live_before).then_some(live),
         system_puts: Vec::new(),
         system_deletes: Vec::new(),
         user_puts: Vec::new(),
         user_deletes: Vec::new(),
         deliveries: per_session,
         txn_ids: part.iter().map(|(id, _)| id.clone()).collect(),
-    };
-    for (path, node) in changes.nodes {
-        match node {
-            Some(node) => {
-                pending.user_puts.push(Put {
-                    key: keys::user_node(&path),
-                    value: encode(&node.view())?,
-                });
-                pending.system_puts.push(Put {
-                    key: keys::node(&path),
-                    value: encode::<NodeRecord>(&node)?,
-                });
-            }
-            None => {
-                pending.user_deletes.push(keys::user_node(&path));
-                pending.system_deletes.push(keys::node(&path));
-            }
-        }
-    }
-    if let Some(index) = ttl_index {
-        pending.system_puts.push(Put {
-            key: keys::TTL_NODES.to_string(),
-            value: encode(&index)?,
-        });
-    }
-    if live != live_before {
-        pending.system_puts.push(Put {
-            key: keys::LIVE_SESSIONS.to_string(),
-            value: encode(&live)?,
-        });
-    }
-    for (id, session) in changes.sessions {
-        pending.system_puts.push(Put {
-            key: keys::session(id),
-            value: encode(&session)?,
-        });
-    }
-    for (path, watches) in changes.watches {
-        if watches.is_empty() {
-            pending.system_deletes.push(keys::watches(&path));
-        } else {
-            pending.system_puts.push(Put {
-                key: keys::watches(&path),
-                value: encode(&watches)?,
-            });
-        }
-    }
-    Ok(pending)
+    })
 }
 
 /// Carry out a decided batch. Every step is an overwrite or delete, so repeating it after a
 /// crash is harmless; notifications may repeat and clients drop duplicates.
 fn finish(system: &Bucket, user: &Bucket, p: &Pending) -> Result<(), KvError> {
-    let to_pairs = |puts: &[Put]| {
+    let mut system_puts: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut system_deletes = p.system_deletes.clone();
+    let mut user_puts: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut user_deletes = p.user_deletes.clone();
+    for (path, node) in &p.nodes {
+        match node {
+            Some(node) => {
+                system_puts.push((keys::node(path), encode::<NodeRecord>(node)?));
+                user_puts.push((keys::user_node(path), encode(&node.view())?));
+            }
+            None => {
+                system_deletes.push(keys::node(path));
+                user_deletes.push(keys::user_node(path));
+            }
+        }
+    }
+    if let Some(index) = &p.ttl_index {
+        system_puts.push((keys::TTL_NODES.to_string(), encode(index)?));
+    }
+    if let Some(live) = &p.live {
+        system_puts.push((keys::LIVE_SESSIONS.to_string(), encode(live)?));
+    }
+    for (id, session) in &p.sessions {
+        system_puts.push((keys::session(*id), encode(session)?));
+    }
+    for (path, watches) in &p.watches {
+        if watches.is_empty() {
+            system_deletes.push(keys::watches(path));
+        } else {
+            system_puts.push((keys::watches(path), encode(watches)?));
+        }
+    }
+    let pairs = |puts: &[Put]| {
         puts.iter()
             .map(|p| (p.key.clone(), p.value.clone()))
-            .collect()
+            .collect::<Vec<_>>()
     };
-    system.set_many(to_pairs(&p.system_puts))?;
-    system.delete_many(p.system_deletes.clone())?;
-    user.set_many(to_pairs(&p.user_puts))?;
-    user.delete_many(p.user_deletes.clone())?;
+    system_puts.extend(pairs(&p.system_puts));
+    user_puts.extend(pairs(&p.user_puts));
+    system.set_many(system_puts)?;
+    system.delete_many(system_deletes)?;
+    user.set_many(user_puts)?;
+    user.delete_many(user_deletes)?;
     if !p.deliveries.is_empty() {
         let batch = DeliveryBatch {
             deliveries: p.deliveries.clone(),
@@ -406,8 +511,11 @@ fn finish(system: &Bucket, user: &Bucket, p: &Pending) -> Result<(), KvError> {
             Err(e) => return Err(KvError::Store(format!("watch stage unreachable: {e}"))),
         }
     }
-    system.set_json(keys::DIST_APPLIED, &p.to_zxid)?;
-    system.delete(keys::DIST_PENDING)?;
+    let done = Progress {
+        applied: p.to_zxid,
+        pending: None,
+    };
+    put_progress(system, &done)?;
     system.delete_many(p.txn_ids.iter().map(|id| keys::txn(id)).collect())?;
     Ok(())
 }

@@ -311,13 +311,21 @@ pub fn usage_json(u: &AwsUsage) -> serde_json::Value {
 }
 
 /// The deployment's options from the environment (`FAASKEEPER_PREFIX`, `AWS_REGION`,
-/// `FAASKEEPER_AWS_ENDPOINT`); credentials from the default chain (the function's role).
-pub fn options_from_env() -> AwsOptions {
+/// `FAASKEEPER_AWS_ENDPOINT`, `FAASKEEPER_USER_STORAGE` = `s3` or `dynamodb`); credentials
+/// from the default chain (the function's role).
+pub fn options_from_env() -> anyhow::Result<AwsOptions> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    AwsOptions {
+    let user_storage = match var("FAASKEEPER_USER_STORAGE") {
+        Some(v) => v
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("FAASKEEPER_USER_STORAGE: {e}"))?,
+        None => Default::default(),
+    };
+    Ok(AwsOptions {
         endpoint: var("FAASKEEPER_AWS_ENDPOINT"),
         region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
         prefix: var("FAASKEEPER_PREFIX").unwrap_or_else(|| "faaskeeper".into()),
         credentials: None,
-    }
+        user_storage,
+    })
 }

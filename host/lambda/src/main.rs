@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(async move {
-            let opts = faaskeeper_lambda::options_from_env();
+            let opts = faaskeeper_lambda::options_from_env()?;
             // /tmp is the only writable place on Lambda; compiled stages survive warm starts.
             let cache = std::env::temp_dir().join("faaskeeper-compiled");
             let function = Arc::new(

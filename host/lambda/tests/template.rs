@@ -57,6 +57,29 @@ fn template_has_what_the_code_expects() {
     assert_eq!(table["KeySchema"][0]["KeyType"], "HASH");
     assert_eq!(table["AttributeDefinitions"][0]["AttributeType"], "S");
     find(&t, "AWS::S3::Bucket", "BucketName", &opts.bucket_name());
+    // The user bucket on DynamoDB, made when the UserStorage parameter asks for it.
+    let nodes = find(
+        &t,
+        "AWS::DynamoDB::Table",
+        "TableName",
+        &opts.nodes_table_name(),
+    );
+    assert_eq!(nodes["KeySchema"], table["KeySchema"]);
+    let condition = &t["Resources"]["NodesTable"]["Condition"];
+    assert_eq!(
+        t["Conditions"][condition.as_str().unwrap()]["Fn::Equals"][1],
+        faaskeeper_backend_aws::UserStorage::DynamoDb.to_string()
+    );
+    let allowed = t["Parameters"]["UserStorage"]["AllowedValues"].clone();
+    for v in allowed.as_array().unwrap() {
+        assert!(
+            v.as_str()
+                .unwrap()
+                .parse::<faaskeeper_backend_aws::UserStorage>()
+                .is_ok(),
+            "{v} is a user storage the code knows"
+        );
+    }
     let writer = find(&t, "AWS::SQS::Queue", "QueueName", &names.writer());
     assert_eq!(
         writer["FifoQueue"], true,
@@ -83,6 +106,10 @@ fn template_has_what_the_code_expects() {
         assert_eq!(
             p["Environment"]["Variables"]["FAASKEEPER_PREFIX"]["Ref"],
             "Prefix"
+        );
+        assert_eq!(
+            p["Environment"]["Variables"]["FAASKEEPER_USER_STORAGE"]["Ref"], "UserStorage",
+            "{id} opens the user bucket the deployment chose"
         );
         roles.push((role.to_string(), id.to_string()));
     }

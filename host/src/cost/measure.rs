@@ -1,10 +1,14 @@
 //! `faaskeeper cost --measure`: count the billable requests of each operation on the AWS
 //! backend, against any endpoint speaking the AWS APIs (moto locally, AWS itself).
 //!
-//! One session does `ops` operations of each kind, one after another, at each data size; the
-//! meter's counts over each run, minus the host's idle background traffic over the same time,
-//! divided by `ops`, are the per-operation counts. A single session is the worst case: nothing
-//! is batched with other sessions' requests.
+//! The deployment is the one a user runs: this host polls the writer queue and runs the
+//! stages against DynamoDB (and S3), and the clients are on the AWS transport (writes to SQS,
+//! reads straight from the user bucket, results on their session queues). `sessions` clients
+//! each do `ops` operations of each kind, one after another, all sessions at once. What the
+//! service's meters and the clients' meters count over each run, minus the idle background
+//! traffic over the same time, divided by the operations, is the per-operation count. One
+//! session is the worst case (nothing to batch with); with more, the writer and the
+//! distributor share their fixed costs among the requests that arrive together.
 
 use super::{CountTable, OpCounts, SizeCounts};
 use anyhow::Context;
@@ -15,13 +19,15 @@ use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn counts(u: &AwsUsage) -> OpCounts {
-    let add = |f: fn(&Usage) -> u64| (f(&u.system) + f(&u.user)) as f64;
+fn counts(service: &AwsUsage, clients: &Usage) -> OpCounts {
+    let all = [&service.system, &service.user, &service.queues, clients];
+    let add = |f: fn(&Usage) -> u64| all.iter().map(|u| f(u)).sum::<u64>() as f64;
     OpCounts {
         dynamo_read_units: add(|u| u.dynamo_read_units),
         dynamo_write_units: add(|u| u.dynamo_write_units),
         s3_get: add(|u| u.s3_get),
         s3_put: add(|u| u.s3_put + u.s3_list),
+        sqs_requests: add(|u| u.sqs_billed),
         ..OpCounts::default()
     }
 }
@@ -41,15 +47,72 @@ fn per_op(run: OpCounts, secs: f64, idle: OpCounts, idle_secs: f64, ops: usize) 
     }
 }
 
-/// Count `ops` operations of each kind at each of `sizes` on the backend `opts` names
-/// (its table and bucket are created if missing), with this host running the stages.
+/// `n` bytes that do not compress (xorshift), so that nothing deflated on the way, such
+/// as the distributor's redo record, looks smaller than it would with real data.
+fn incompressible(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Everything counted so far: the service's meters and every client's.
+struct Meters<'a> {
+    backend: &'a AwsBackend,
+    clients: &'a [Client],
+}
+
+impl Meters<'_> {
+    fn now(&self) -> (AwsUsage, Usage) {
+        let clients = self
+            .clients
+            .iter()
+            .filter_map(Client::aws_usage)
+            .fold(Usage::default(), |a, u| a.plus(&u));
+        (self.backend.usage(), clients)
+    }
+
+    fn since(&self, before: &(AwsUsage, Usage)) -> OpCounts {
+        let (s, c) = self.now();
+        counts(&s.since(&before.0), &c.since(&before.1))
+    }
+
+    /// Wait until the service's store traffic stops (a write is answered before the
+    /// distributor's last steps, which belong to it), at most 5 s.
+    async fn settle(&self) {
+        let store = |u: &AwsUsage| {
+            let p = u.system.plus(&u.user);
+            p.dynamo_requests + p.s3_put + p.s3_delete
+        };
+        let mut last = store(&self.backend.usage());
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = store(&self.backend.usage());
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+}
+
+/// Count `ops` operations of each kind per session, with `sessions` sessions at once, at
+/// each of `sizes`, on the deployment `opts` names (its tables, bucket and queues are
+/// created if missing), with this host running the stages.
 pub async fn measure(
     opts: &AwsOptions,
     sizes: &[usize],
     ops: usize,
+    sessions: usize,
     what: &str,
 ) -> anyhow::Result<CountTable> {
     anyhow::ensure!(ops > 0, "--ops must be at least 1");
+    anyhow::ensure!(sessions > 0, "--sessions must be at least 1");
     let backend = Arc::new(
         AwsBackend::connect(opts)
             .await
@@ -64,49 +127,84 @@ pub async fn measure(
         ..Default::default()
     })
     .await?;
-    let client = Client::connect(&host.url(), Options::default()).await?;
+    let pollers = crate::aws::start_pollers(host.runtime(), backend.queues(), 2);
+    let mut clients = Vec::with_capacity(sessions);
+    for _ in 0..sessions {
+        clients.push(
+            Client::connect_aws(opts, Options::default())
+                .await
+                .context("opening a session on the AWS transport")?,
+        );
+    }
+    let meters = Meters {
+        backend: &backend,
+        clients: &clients,
+    };
+    meters.settle().await;
     let t = Instant::now();
-    let before = backend.usage();
+    let before = meters.now();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle = counts(&backend.usage().since(&before));
+    let idle = meters.since(&before);
     let idle_secs = t.elapsed().as_secs_f64();
     let root = format!("/cost-{}", std::process::id());
-    client.create(&root, b"", CreateMode::Persistent).await?;
+    clients[0]
+        .create(&root, b"", CreateMode::Persistent)
+        .await?;
+    let total = ops * sessions;
     let mut rows = Vec::new();
     for &size in sizes {
-        let data = vec![0x5a_u8; size];
+        let data = incompressible(size);
+        let data: &[u8] = &data;
         let base = format!("{root}/{size}");
-        client.create(&base, b"", CreateMode::Persistent).await?;
-        let paths: Vec<String> = (0..ops).map(|i| format!("{base}/n{i}")).collect();
+        clients[0]
+            .create(&base, b"", CreateMode::Persistent)
+            .await?;
+        let paths: Vec<Vec<String>> = (0..sessions)
+            .map(|s| (0..ops).map(|i| format!("{base}/s{s}n{i}")).collect())
+            .collect();
         let mut row = SizeCounts {
             data_bytes: size,
             ..SizeCounts::default()
         };
         macro_rules! count {
-            ($field:ident, |$p:ident| $op:expr) => {{
+            ($field:ident, |$c:ident, $p:ident| $op:expr) => {{
+                meters.settle().await;
                 let t = Instant::now();
-                let before = backend.usage();
-                for $p in &paths {
-                    $op;
+                let before = meters.now();
+                let runs = clients.iter().zip(&paths).map(|($c, mine)| async move {
+                    for $p in mine {
+                        $op;
+                    }
+                    anyhow::Ok(())
+                });
+                for r in futures::future::join_all(runs).await {
+                    r?;
                 }
-                let run = counts(&backend.usage().since(&before));
-                row.$field = per_op(run, t.elapsed().as_secs_f64(), idle, idle_secs, ops);
+                meters.settle().await;
+                let run = meters.since(&before);
+                row.$field = per_op(run, t.elapsed().as_secs_f64(), idle, idle_secs, total);
             }};
         }
-        count!(create, |p| client
-            .create(p, &data, CreateMode::Persistent)
+        count!(create, |c, p| c
+            .create(p, data, CreateMode::Persistent)
             .await?);
-        count!(set_data, |p| client.set_data(p, &data, -1).await?);
-        count!(get_data, |p| client.get_data(p).await?);
-        count!(delete, |p| client.delete(p, -1).await?);
-        client.delete(&base, -1).await?;
+        count!(set_data, |c, p| c.set_data(p, data, -1).await?);
+        count!(get_data, |c, p| c.get_data(p).await?);
+        count!(delete, |c, p| c.delete(p, -1).await?);
+        clients[0].delete(&base, -1).await?;
         rows.push(row);
     }
-    client.delete(&root, -1).await?;
-    client.close().await?;
+    clients[0].delete(&root, -1).await?;
+    for c in clients {
+        c.close().await?;
+    }
+    for p in pollers {
+        p.abort();
+    }
     Ok(CountTable {
         measured: what.to_string(),
         ops_per_kind: ops,
+        sessions,
         sizes: rows,
     })
 }

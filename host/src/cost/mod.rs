@@ -87,10 +87,17 @@ pub struct SizeCounts {
 pub struct CountTable {
     /// What was measured, on which setup, and when.
     pub measured: String,
-    /// Operations of each kind per size the means are taken over.
+    /// Operations of each kind per size and session the means are taken over.
     pub ops_per_kind: usize,
+    /// Sessions that ran them at once (1: the worst case, nothing batched).
+    #[serde(default = "one")]
+    pub sessions: usize,
     /// Rows, by increasing data size.
     pub sizes: Vec<SizeCounts>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Why a count table cannot be used.
@@ -104,8 +111,10 @@ pub enum CostError {
     Invalid(&'static str),
 }
 
-/// The table `faaskeeper cost` uses unless told otherwise.
+/// The table `faaskeeper cost` uses unless told otherwise (user bucket on S3).
 pub const COMMITTED_COUNTS: &str = include_str!("../../../docs/cost-counts.json");
+/// The table of the deployment whose user bucket is on DynamoDB (`--user-storage dynamodb`).
+pub const COMMITTED_COUNTS_DYNAMODB: &str = include_str!("../../../docs/cost-counts-dynamodb.json");
 
 impl CountTable {
     /// Parse and check a table.
@@ -363,6 +372,7 @@ mod tests {
         CountTable {
             measured: "test".into(),
             ops_per_kind: 1,
+            sessions: 1,
             sizes: vec![
                 SizeCounts {
                     data_bytes: 100,

@@ -22,7 +22,8 @@ pub struct Prices {
     pub s3_get: f64,
     /// S3 Standard PUT, COPY, POST, LIST.
     pub s3_put: f64,
-    /// SQS standard queue request, per started 64 KiB.
+    /// SQS request, per started 64 KiB, at the FIFO price (the writer and session queues are
+    /// FIFO; the distributor queue is standard at $0.40, so SQS is priced from above).
     pub sqs_request: f64,
     /// Lambda request.
     pub lambda_invocation: f64,
@@ -43,7 +44,7 @@ pub const AWS_US_EAST_1_2025: Prices = Prices {
     dynamo_read_unit: 0.125,
     s3_get: 0.40,
     s3_put: 5.00,
-    sqs_request: 0.40,
+    sqs_request: 0.50,
     lambda_invocation: 0.20,
     lambda_gb_second: 16.6667,
     zookeeper: &[

@@ -17,7 +17,7 @@
 //! Reads are strongly consistent everywhere (`ConsistentRead`), so a read sees every write
 //! that returned before it. Compare-and-swap is one conditional `PutItem`.
 
-use crate::meter::{Meter, item_size};
+use crate::meter::{ItemSizes, Meter, item_size};
 use crate::{backoff, unavailable};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::primitives::Blob;
@@ -55,6 +55,11 @@ pub struct DynamoSystemStore {
     /// Where values over [`INLINE_MAX`] live, under `blob/`.
     pub(crate) bucket: String,
     pub(crate) meter: Arc<Meter>,
+    /// Values larger than this go to S3 ([`INLINE_MAX`] for the system bucket; less for a
+    /// table of user nodes, where an S3 PUT is cheaper than the write units of a large item).
+    pub(crate) inline_max: usize,
+    /// Sizes of the items seen, for billing writes as DynamoDB does.
+    pub(crate) sizes: ItemSizes,
 }
 
 enum Stored {
@@ -152,7 +157,10 @@ impl DynamoSystemStore {
             .send()
             .await
             .map_err(unavailable)?;
-        self.meter.read_item(out.item.as_ref().map(item_size));
+        let size = out.item.as_ref().map(item_size);
+        tracing::trace!(target: "faaskeeper::billing", table = %self.table, op = "get", key, size);
+        self.meter.read_item(size);
+        self.sizes.seen(key, size);
         Ok(out.item)
     }
 
@@ -164,7 +172,11 @@ impl DynamoSystemStore {
         return_old: bool,
     ) -> Result<Written, StoreError> {
         self.meter.dynamo_request();
-        self.meter.write_item(item_size(&item));
+        let key = key_of(&item).unwrap_or_default().to_string();
+        let size = item_size(&item);
+        let billed = self.sizes.billed(&key, size);
+        tracing::trace!(target: "faaskeeper::billing", table = %self.table, op = "put", key, billed);
+        self.meter.write_item(billed);
         let mut req = self
             .ddb
             .put_item()
@@ -180,7 +192,10 @@ impl DynamoSystemStore {
             req = req.return_values(ReturnValue::AllOld);
         }
         match req.send().await {
-            Ok(out) => Ok(Written::Done(out.attributes)),
+            Ok(out) => {
+                self.sizes.seen(&key, Some(size));
+                Ok(Written::Done(out.attributes))
+            }
             Err(e) if is_condition_failure(&e) => Ok(Written::ConditionFailed),
             Err(e) => Err(unavailable(e)),
         }
@@ -192,7 +207,7 @@ impl DynamoSystemStore {
         key: &str,
         value: &[u8],
     ) -> Result<(Item, Option<String>), StoreError> {
-        if value.len() <= INLINE_MAX {
+        if value.len() <= self.inline_max {
             return Ok((inline_item(key, value), None));
         }
         let blob = format!("blob/{key}/{}", unique_id());
@@ -301,8 +316,16 @@ impl DynamoSystemStore {
             while !pending.is_empty() {
                 self.meter.dynamo_request();
                 for r in &pending {
-                    let size = r.put_request().map_or(0, |p| item_size(p.item()));
-                    self.meter.write_item(size);
+                    let (key, size) = match (r.put_request(), r.delete_request()) {
+                        (Some(p), _) => (key_of(p.item()), Some(item_size(p.item()))),
+                        (None, Some(d)) => (key_of(d.key()), None),
+                        (None, None) => (None, None),
+                    };
+                    let key = key.unwrap_or_default();
+                    let billed = self.sizes.billed(key, size.unwrap_or(0));
+                    tracing::trace!(target: "faaskeeper::billing", table = %self.table, op = "batch-write", key, billed);
+                    self.meter.write_item(billed);
+                    self.sizes.seen(key, size);
                 }
                 let out = self
                     .ddb
@@ -380,8 +403,11 @@ impl Store for DynamoSystemStore {
                     .and_then(|mut r| r.remove(&self.table))
                     .unwrap_or_default()
                 {
-                    self.meter.read_item(Some(item_size(&item)));
+                    let size = item_size(&item);
+                    tracing::trace!(target: "faaskeeper::billing", table = %self.table, op = "batch-get", key = key_of(&item), size);
+                    self.meter.read_item(Some(size));
                     if let Some(k) = key_of(&item) {
+                        self.sizes.seen(k, Some(size));
                         found.insert(k.to_string(), item);
                     }
                 }
@@ -422,7 +448,7 @@ impl Store for DynamoSystemStore {
         }
         let mut requests = Vec::new();
         for (k, v) in last {
-            if v.len() > INLINE_MAX {
+            if v.len() > self.inline_max {
                 self.set(&k, v).await?;
                 continue;
             }
@@ -439,7 +465,9 @@ impl Store for DynamoSystemStore {
         let not_spilled = format!("attribute_not_exists({BLOB})");
         for return_old in [false, true] {
             self.meter.dynamo_request();
-            self.meter.write_item(1);
+            let billed = self.sizes.billed(key, 0);
+            tracing::trace!(target: "faaskeeper::billing", table = %self.table, op = "delete", key, billed);
+            self.meter.write_item(billed);
             let mut req = self
                 .ddb
                 .delete_item()
@@ -452,6 +480,7 @@ impl Store for DynamoSystemStore {
             }
             match req.send().await {
                 Ok(out) => {
+                    self.sizes.seen(key, None);
                     self.drop_old(out.attributes).await;
                     return Ok(());
                 }
@@ -578,7 +607,8 @@ impl Store for DynamoSystemStore {
                         Stored::Counter(_) => continue,
                         Stored::Spilled(_) => {
                             return Err(StoreError::InvalidValue(format!(
-                                "counter of more than {INLINE_MAX} bytes"
+                                "counter of more than {} bytes",
+                                self.inline_max
                             )));
                         }
                     };
@@ -612,7 +642,7 @@ impl Store for DynamoSystemStore {
         // The size of a value decides where it lives, so the condition names one attribute.
         let cond = match expected {
             None => format!("attribute_not_exists({KEY})"),
-            Some(e) if e.len() > INLINE_MAX => {
+            Some(e) if e.len() > self.inline_max => {
                 values.insert(":h".into(), b(&sha2::Sha256::digest(e)));
                 format!("{HASH} = :h")
             }
@@ -626,7 +656,7 @@ impl Store for DynamoSystemStore {
                 }
             }
         };
-        let spilled_old = expected.is_some_and(|e| e.len() > INLINE_MAX);
+        let spilled_old = expected.is_some_and(|e| e.len() > self.inline_max);
         let (item, blob) = self.item_for(key, &new).await?;
         match self.put(item, Some((&cond, values)), spilled_old).await? {
             Written::Done(old) => {
@@ -646,7 +676,7 @@ impl Store for DynamoSystemStore {
         format!(
             "DynamoDB table {} (values over {} KiB in S3 bucket {}, under blob/)",
             self.table,
-            INLINE_MAX / 1024,
+            self.inline_max / 1024,
             self.bucket
         )
     }

@@ -1,8 +1,11 @@
 //! # faaskeeper-backend-aws
 //!
 //! The AWS backend of the bundled host (`faaskeeper serve --backend aws`): the `system` bucket
-//! on one DynamoDB table ([`DynamoSystemStore`]), the `user` bucket on one S3 bucket
-//! ([`S3UserStore`]), one object per node so that clients can read nodes from S3 directly.
+//! on one DynamoDB table ([`DynamoSystemStore`]), the `user` bucket, one entry per node so that
+//! clients read nodes directly, on one of two stores ([`UserStorage`]): an S3 bucket
+//! ([`S3UserStore`], one object per node), or a second DynamoDB table whose items hold nodes
+//! up to [`USER_INLINE_MAX`] bytes and point to S3 objects for larger ones (the same
+//! [`DynamoSystemStore`] type; FaaSKeeper offers the same two choices).
 //! Both implement [`faaskeeper_storage::Store`] and pass its conformance suite against moto.
 //! Every request is counted per bucket in a [`Meter`] (DynamoDB request units by item size,
 //! S3 requests by kind) for the cost model. `docs/aws.md` describes the mapping.
@@ -12,13 +15,14 @@
 //! ## Example
 //!
 //! ```no_run
-//! use faaskeeper_backend_aws::{AwsBackend, AwsOptions};
+//! use faaskeeper_backend_aws::{AwsBackend, AwsOptions, UserStorage};
 //! # async fn run() -> Result<(), faaskeeper_storage::StoreError> {
 //! let aws = AwsBackend::connect(&AwsOptions {
 //!     endpoint: Some("http://127.0.0.1:5000".into()), // moto; None: the real AWS endpoints
 //!     region: "us-east-1".into(),
 //!     prefix: "faaskeeper".into(), // table faaskeeper-system, bucket faaskeeper-user
 //!     credentials: None,           // the default AWS credential chain
+//!     user_storage: UserStorage::S3, // nodes as S3 objects; DynamoDb: table faaskeeper-nodes
 //! })
 //! .await?;
 //! let system = aws.system();
@@ -36,6 +40,13 @@ mod s3;
 mod sqs;
 
 pub use dynamo::{DynamoSystemStore, INLINE_MAX};
+
+/// Largest node object kept inside an item of the user-node table; larger ones go to S3.
+/// Up to here DynamoDB is the cheaper store for both writes and reads: a write of 8 KiB is 8
+/// write units ($5.00 per million at the prices of `docs/cost.md`) against an S3 PUT plus
+/// the pointer item ($5.63), and a strongly consistent read of 8 KiB is 2 read units ($0.25)
+/// against a pointer read plus an S3 GET ($0.53).
+pub const USER_INLINE_MAX: usize = 8 * 1024;
 pub use meter::{Meter, Usage};
 pub use s3::{OBJECT_PREFIX, S3UserStore};
 pub use sqs::{
@@ -63,6 +74,8 @@ pub struct AwsOptions {
     /// Fixed credentials (tests against moto); `None`: the default AWS credential chain
     /// (environment, profile, web identity, container, instance metadata).
     pub credentials: Option<StaticCredentials>,
+    /// Where the `user` bucket (the node objects clients read) lives.
+    pub user_storage: UserStorage,
 }
 
 impl Default for AwsOptions {
@@ -72,7 +85,41 @@ impl Default for AwsOptions {
             region: "us-east-1".into(),
             prefix: "faaskeeper".into(),
             credentials: None,
+            user_storage: UserStorage::default(),
         }
+    }
+}
+
+/// The store of the `user` bucket. The stages do not know which one it is; clients do,
+/// because they read it directly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UserStorage {
+    /// One S3 object per node in `<prefix>-user` (every write one PUT, every read one GET).
+    #[default]
+    S3,
+    /// One item per node in the DynamoDB table `<prefix>-nodes`; node objects over
+    /// [`USER_INLINE_MAX`] bytes go to S3 (`<prefix>-user`, under `blob/`) with the item
+    /// pointing to them.
+    DynamoDb,
+}
+
+impl std::str::FromStr for UserStorage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "s3" => Ok(UserStorage::S3),
+            "dynamodb" => Ok(UserStorage::DynamoDb),
+            other => Err(format!("user storage {other:?}: use s3 or dynamodb")),
+        }
+    }
+}
+
+impl std::fmt::Display for UserStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UserStorage::S3 => "s3",
+            UserStorage::DynamoDb => "dynamodb",
+        })
     }
 }
 
@@ -103,13 +150,84 @@ impl AwsOptions {
     pub fn bucket_name(&self) -> String {
         format!("{}-user", self.prefix)
     }
+
+    /// The DynamoDB table of the `user` bucket under [`UserStorage::DynamoDb`].
+    pub fn nodes_table_name(&self) -> String {
+        format!("{}-nodes", self.prefix)
+    }
 }
 
 /// Both buckets on AWS and the queues, with their meters.
 pub struct AwsBackend {
     system: Arc<DynamoSystemStore>,
-    user: Arc<S3UserStore>,
+    user: UserStore,
     queues: Queues,
+}
+
+/// The `user` bucket's store, as [`UserStorage`] chose it.
+#[derive(Clone)]
+pub(crate) enum UserStore {
+    S3(Arc<S3UserStore>),
+    DynamoDb(Arc<DynamoSystemStore>),
+}
+
+impl UserStore {
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            UserStore::S3(s) => s.clone(),
+            UserStore::DynamoDb(d) => d.clone(),
+        }
+    }
+
+    fn meter(&self) -> Arc<Meter> {
+        match self {
+            UserStore::S3(s) => s.meter.clone(),
+            UserStore::DynamoDb(d) => d.meter.clone(),
+        }
+    }
+
+    /// The object of the node at `path`, as a client reads it (the user bucket's key of a
+    /// node is its path: `faaskeeper_core::keys::user_node`).
+    pub(crate) async fn read_node(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store().get(path).await
+    }
+}
+
+/// A DynamoDB table with values over `inline_max` in S3 under `blob/`, counted by `meter`.
+fn dynamo_store(
+    sdk: &aws_config::SdkConfig,
+    opts: &AwsOptions,
+    table: String,
+    inline_max: usize,
+    meter: Arc<Meter>,
+) -> DynamoSystemStore {
+    DynamoSystemStore {
+        ddb: aws_sdk_dynamodb::Client::new(sdk),
+        s3: s3_client(sdk, opts),
+        table,
+        bucket: opts.bucket_name(),
+        meter,
+        inline_max,
+        sizes: Default::default(),
+    }
+}
+
+/// The `user` bucket's store `opts` name, counted by `meter`; creates nothing.
+fn user_store(sdk: &aws_config::SdkConfig, opts: &AwsOptions, meter: Arc<Meter>) -> UserStore {
+    match opts.user_storage {
+        UserStorage::S3 => UserStore::S3(Arc::new(S3UserStore {
+            s3: s3_client(sdk, opts),
+            bucket: opts.bucket_name(),
+            meter,
+        })),
+        UserStorage::DynamoDb => UserStore::DynamoDb(Arc::new(dynamo_store(
+            sdk,
+            opts,
+            opts.nodes_table_name(),
+            USER_INLINE_MAX,
+            meter,
+        ))),
+    }
 }
 
 /// What both buckets have counted.
@@ -197,43 +315,32 @@ fn check_prefix(prefix: &str) -> Result<(), StoreError> {
 }
 
 impl Queues {
-    /// The queues of the deployment `opts` name, without DynamoDB (what a client needs:
-    /// the writer queue, its own session queue, and S3 for spilled bodies). Creates nothing.
+    /// The queues of the deployment `opts` name and its `user` bucket (what a client needs:
+    /// the writer queue, its own session queue, S3 for spilled bodies, and the node store it
+    /// reads directly). Creates nothing. One meter counts all of it.
     pub async fn connect(opts: &AwsOptions) -> Result<Queues, StoreError> {
         check_prefix(&opts.prefix)?;
         let sdk = sdk_config(opts).await;
+        let meter = Arc::new(Meter::default());
         Ok(Queues {
             sqs: aws_sdk_sqs::Client::new(&sdk),
             s3: s3_client(&sdk, opts),
             bucket: opts.bucket_name(),
             names: QueueNames::new(&opts.prefix),
-            meter: Arc::new(Meter::default()),
+            nodes: Some(user_store(&sdk, opts, meter.clone())),
+            meter,
             urls: Default::default(),
         })
     }
 
-    /// Read the object `key` of the user bucket (a client's direct read of a node);
+    /// Read the object of the node at `path` from the user bucket (a client's direct read);
     /// `None` if there is none.
-    pub async fn get_object(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.meter.s3_get();
-        match self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(
-                out.body
-                    .collect()
-                    .await
-                    .map_err(unavailable)?
-                    .into_bytes()
-                    .to_vec(),
+    pub async fn read_node(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.nodes {
+            Some(nodes) => nodes.read_node(path).await,
+            None => Err(StoreError::Unavailable(
+                "these queues were opened without the user bucket".into(),
             )),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(unavailable(e)),
         }
     }
 }
@@ -244,7 +351,11 @@ impl AwsBackend {
     pub async fn connect(opts: &AwsOptions) -> Result<AwsBackend, StoreError> {
         let backend = AwsBackend::open(opts).await?;
         ensure_table(&backend.system.ddb, &backend.system.table).await?;
-        ensure_bucket(&backend.user.s3, &backend.user.bucket, &opts.region).await?;
+        let s3 = backend.queues.s3.clone();
+        ensure_bucket(&s3, &opts.bucket_name(), &opts.region).await?;
+        if let UserStore::DynamoDb(nodes) = &backend.user {
+            ensure_table(&nodes.ddb, &nodes.table).await?;
+        }
         backend
             .queues
             .ensure_stage_queues()
@@ -258,30 +369,23 @@ impl AwsBackend {
     pub async fn open(opts: &AwsOptions) -> Result<AwsBackend, StoreError> {
         check_prefix(&opts.prefix)?;
         let sdk = sdk_config(opts).await;
-        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-        let s3 = s3_client(&sdk, opts);
-        let table = opts.table_name();
-        let bucket = opts.bucket_name();
-        let system = Arc::new(DynamoSystemStore {
-            ddb,
-            s3: s3.clone(),
-            table,
-            bucket: bucket.clone(),
-            meter: Arc::new(Meter::default()),
-        });
+        let system = Arc::new(dynamo_store(
+            &sdk,
+            opts,
+            opts.table_name(),
+            INLINE_MAX,
+            Arc::new(Meter::default()),
+        ));
         let queues = Queues {
             sqs: aws_sdk_sqs::Client::new(&sdk),
-            s3: s3.clone(),
-            bucket: bucket.clone(),
+            s3: s3_client(&sdk, opts),
+            bucket: opts.bucket_name(),
             names: QueueNames::new(&opts.prefix),
+            nodes: None,
             meter: Arc::new(Meter::default()),
             urls: Default::default(),
         };
-        let user = Arc::new(S3UserStore {
-            s3,
-            bucket,
-            meter: Arc::new(Meter::default()),
-        });
+        let user = user_store(&sdk, opts, Arc::new(Meter::default()));
         Ok(AwsBackend {
             system,
             user,
@@ -301,7 +405,7 @@ impl AwsBackend {
 
     /// The `user` bucket.
     pub fn user(&self) -> Arc<dyn Store> {
-        self.user.clone()
+        self.user.store()
     }
 
     /// The two buckets under the names the stages open (`system`, `user`).
@@ -315,7 +419,7 @@ impl AwsBackend {
     pub fn usage(&self) -> AwsUsage {
         AwsUsage {
             system: self.system.meter.snapshot(),
-            user: self.user.meter.snapshot(),
+            user: self.user.meter().snapshot(),
             queues: self.queues.meter.snapshot(),
         }
     }
@@ -327,7 +431,7 @@ impl AwsBackend {
 
     /// The live counters of the `user` bucket.
     pub fn user_meter(&self) -> Arc<Meter> {
-        self.user.meter.clone()
+        self.user.meter()
     }
 }
 

@@ -5,16 +5,50 @@
 //! one write unit per started 1 KiB of the item written (a failed condition still costs the
 //! write). S3 bills per request: GET, PUT, LIST; DELETE is free but counted anyway. The units
 //! are computed here from the item sizes this crate sends and receives (DynamoDB's own
-//! `ConsumedCapacity` is not trusted because moto reports fixed numbers). Writes are counted by
-//! the size of the new item; DynamoDB bills the larger of the old and the new item, so a write
-//! that shrinks an item is undercounted.
+//! `ConsumedCapacity` is not trusted because moto reports fixed numbers). DynamoDB bills a
+//! write by the larger of the old and the new item, and a delete by the item it removes; the
+//! old sizes come from [`ItemSizes`], which remembers the size of every item this process read
+//! or wrote. An item last written by another process and not read here since is billed by
+//! its new size alone (a delete: one unit), so such writes may be undercounted.
 //!
 //! SQS bills every started 64 KiB of a call's payload as one request (a batch call of up to
 //! 10 messages is one call). Lambda bills invocations and duration × memory (GB-s).
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Items remembered by [`ItemSizes`] before it starts afresh (about 100 bytes each).
+const SIZES_KEPT: usize = 100_000;
+
+/// The last known size of each item of one table, by key (`None`: known to be absent).
+#[derive(Debug, Default)]
+pub(crate) struct ItemSizes(Mutex<std::collections::HashMap<String, usize>>);
+
+impl ItemSizes {
+    /// `key` was read or written with `size` bytes, or found absent or deleted (`None`).
+    pub(crate) fn seen(&self, key: &str, size: Option<usize>) {
+        let Ok(mut m) = self.0.lock() else { return };
+        match size {
+            Some(n) => {
+                if m.len() >= SIZES_KEPT {
+                    m.clear();
+                }
+                m.insert(key.to_string(), n);
+            }
+            None => {
+                m.remove(key);
+            }
+        }
+    }
+
+    /// The size a write of `new` bytes to `key` is billed by: the larger of old and new.
+    pub(crate) fn billed(&self, key: &str, new: usize) -> usize {
+        let old = self.0.lock().ok().and_then(|m| m.get(key).copied());
+        old.unwrap_or(0).max(new)
+    }
+}
 
 /// Live counters of one bucket; cheap to update from many tasks at once.
 #[derive(Debug, Default)]

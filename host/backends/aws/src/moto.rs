@@ -84,6 +84,7 @@ impl MotoServer {
                 access_key_id: "test".into(),
                 secret_access_key: "test".into(),
             }),
+            user_storage: Default::default(),
         }
     }
 }

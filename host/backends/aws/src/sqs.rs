@@ -149,6 +149,8 @@ pub struct Queues {
     pub(crate) s3: aws_sdk_s3::Client,
     pub(crate) bucket: String,
     pub(crate) names: QueueNames,
+    /// The `user` bucket, on a client's queues (which read nodes directly).
+    pub(crate) nodes: Option<crate::UserStore>,
     pub(crate) meter: Arc<Meter>,
     pub(crate) urls: Arc<Mutex<HashMap<String, String>>>,
 }

@@ -5,7 +5,7 @@
 //!
 //! Each test starts its own moto server (`MotoServer`, needs `pip install 'moto[server]'`).
 use faaskeeper_backend_aws::moto::MotoServer;
-use faaskeeper_backend_aws::{AwsBackend, Usage};
+use faaskeeper_backend_aws::{AwsBackend, AwsOptions, USER_INLINE_MAX, Usage, UserStorage};
 use faaskeeper_storage::{Store, StoreError, conformance};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +38,81 @@ async fn s3_user_bucket_conforms() {
         async move { backend(moto, &prefix).await.user() }
     })
     .await;
+}
+
+async fn dynamodb_user_backend(moto: &MotoServer, prefix: &str) -> AwsBackend {
+    AwsBackend::connect(&AwsOptions {
+        user_storage: UserStorage::DynamoDb,
+        ..moto.options(prefix)
+    })
+    .await
+    .expect("connect to moto")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_user_bucket_conforms() {
+    let moto = MotoServer::start().expect("moto");
+    let n = AtomicUsize::new(0);
+    conformance::run_all(|| {
+        let prefix = format!("conf-nodes-{}", n.fetch_add(1, Ordering::SeqCst));
+        let moto = &moto;
+        async move { dynamodb_user_backend(moto, &prefix).await.user() }
+    })
+    .await;
+}
+
+/// The user bucket on DynamoDB keeps node objects up to `USER_INLINE_MAX` in the item and
+/// larger ones in S3, and a node that grows and shrinks across the limit reads back right
+/// each time, through every read path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_user_bucket_spills_large_nodes_to_s3() {
+    let moto = MotoServer::start().expect("moto");
+    let aws = dynamodb_user_backend(&moto, "nodes-spill").await;
+    let user = aws.user();
+    let at_limit = vec![7u8; USER_INLINE_MAX];
+    let over = vec![8u8; USER_INLINE_MAX + 1];
+    let before = aws.usage().user;
+    user.set("/a", at_limit.clone())
+        .await
+        .expect("set at the limit");
+    let u = aws.usage().user.since(&before);
+    // 8 KiB of value plus the key and attribute names: 9 started KiB.
+    assert_eq!((u.s3_put, u.dynamo_write_units), (0, 9), "{u:?}");
+    let before = aws.usage().user;
+    user.set("/a", over.clone())
+        .await
+        .expect("set over the limit");
+    let u = aws.usage().user.since(&before);
+    assert_eq!(u.s3_put, 1, "over the limit the object goes to S3: {u:?}");
+    assert_eq!(user.get("/a").await.expect("get"), Some(over.clone()));
+    user.set_many(vec![
+        ("/a".into(), b"small".to_vec()),
+        ("/b".into(), over.clone()),
+    ])
+    .await
+    .expect("set_many");
+    assert_eq!(
+        user.get_many(&["/a".into(), "/b".into(), "/c".into()])
+            .await
+            .expect("get_many"),
+        vec![Some(b"small".to_vec()), Some(over.clone()), None]
+    );
+    let queues = faaskeeper_backend_aws::Queues::connect(&AwsOptions {
+        user_storage: UserStorage::DynamoDb,
+        ..moto.options("nodes-spill")
+    })
+    .await
+    .expect("a client's view");
+    assert_eq!(
+        queues.read_node("/b").await.expect("client read"),
+        Some(over)
+    );
+    assert_eq!(
+        queues.read_node("/a").await.expect("client read"),
+        Some(b"small".to_vec())
+    );
+    user.delete("/b").await.expect("delete");
+    assert_eq!(queues.read_node("/b").await.expect("client read"), None);
 }
 
 /// `tasks` tasks each add 1 `rounds` times with `increment` and, on another key, with
@@ -189,6 +264,14 @@ async fn the_meter_counts_billable_requests() {
         (u.dynamo_requests, u.dynamo_write_units, u.dynamo_read_units),
         (5, 1 + 5 + 1, 2 + 1)
     );
+    // DynamoDB bills an overwrite by the larger item and a delete by the item removed.
+    let before = aws.usage();
+    system.set("k2", vec![0; 10]).await.expect("shrink");
+    system.delete_many(vec!["k2".into()]).await.expect("delete");
+    system.set("k3", vec![0; 3000]).await.expect("set");
+    system.delete("k3").await.expect("delete");
+    let u = aws.usage().since(&before).system;
+    assert_eq!(u.dynamo_write_units, 5 + 1 + 3 + 3, "{u:?}");
     user.set("/a", b"x".to_vec()).await.expect("set");
     user.get("/a").await.expect("get");
     user.list_keys(None, 10).await.expect("list");
