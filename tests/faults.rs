@@ -417,7 +417,13 @@ async fn worker(sh: Arc<Shared>, w: usize, wl: Arc<Workload>, sigkill: bool) {
         i += 1;
         sh.ops.fetch_add(1, Ordering::SeqCst);
         let z = wl.hot[rng.below(wl.hot.len() as u64) as usize].clone();
-        let data = format!("w{w}-{i}");
+        // Every other value is long enough that the distributor's redo record names it by
+        // reference to its log entry, so a redo after a fault rebuilds data from the log.
+        let data = if i % 2 == 0 {
+            format!("w{w}-{i}-{}", "x".repeat(300))
+        } else {
+            format!("w{w}-{i}")
+        };
         let roll = rng.below(100);
         if !private_ready {
             let (out, _) = write(

@@ -110,9 +110,16 @@ impl ResourceLimiter for MemoryCounter {
     }
 }
 
-fn new_store(engine: &Engine) -> Store<Ctx> {
+fn new_store(engine: &Engine, epochs: bool) -> Store<Ctx> {
     let mut store = Store::new(engine, Ctx::new());
     store.limiter(|ctx| &mut ctx.memory);
+    if epochs {
+        // As the host's sandbox: checked at every tick; the host yields to its executor there
+        // (or stops the guest past its deadline), which a sync call cannot, so here the
+        // guest goes on. The cost measured is the checks the compiled code makes.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Continue(1)));
+    }
     store
 }
 
@@ -126,6 +133,9 @@ enum Pool {
     /// `PAGEMAP_SCAN` (Linux ≥ 6.7) finds the pages the guest dirtied and only those are
     /// copied back from the image, instead of `madvise` on free and page faults on reuse.
     Tuned,
+    /// The host's, plus epoch interruption with a ticker thread bumping the epoch every 10 ms,
+    /// as `host/src/sandbox.rs` runs every stage (its time limit).
+    Epochs,
 }
 
 /// Dirty bytes per slot reset with `memcpy` rather than `madvise` in [`Pool::Tuned`].
@@ -147,16 +157,28 @@ fn engine(pool_kind: Pool) -> Engine {
     }
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config.epoch_interruption(pool_kind == Pool::Epochs);
     if std::env::var_os("FAASKEEPER_BENCH_PERFMAP").is_some() {
         // For `perf record` (with criterion's `--profile-time`): names for the JIT code.
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
-    Engine::new(&config).expect("engine")
+    let engine = Engine::new(&config).expect("engine");
+    if pool_kind == Pool::Epochs {
+        let ticking = engine.clone();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(10));
+                ticking.increment_epoch();
+            }
+        });
+    }
+    engine
 }
 
 /// The bench guest compiled once and pre-instantiated against WASI with both APIs.
 struct Guest {
     engine: Engine,
+    epochs: bool,
     pre_async: InstancePre<Ctx>,
     pre_sync: InstancePre<Ctx>,
     noop: ComponentExportIndex,
@@ -181,6 +203,7 @@ impl Guest {
         Guest {
             noop: export("noop"),
             apply_batch: export("apply-batch"),
+            epochs: pool == Pool::Epochs,
             engine,
             pre_async,
             pre_sync,
@@ -189,7 +212,7 @@ impl Guest {
 
     /// One invocation as the host makes it: new store, instantiate, call, drop.
     async fn invoke_async(&self) -> u32 {
-        let mut store = new_store(&self.engine);
+        let mut store = new_store(&self.engine, self.epochs);
         let instance = self
             .pre_async
             .instantiate_async(&mut store)
@@ -202,7 +225,7 @@ impl Guest {
     }
 
     fn invoke_sync(&self) -> u32 {
-        let mut store = new_store(&self.engine);
+        let mut store = new_store(&self.engine, self.epochs);
         let instance = self.pre_sync.instantiate(&mut store).expect("instantiate");
         let noop = instance
             .get_typed_func::<(), (u32,)>(&mut store, &self.noop)
@@ -228,7 +251,7 @@ where
     P: ComponentNamedList + Lower,
     R: ComponentNamedList + Lift,
 {
-    let mut store = new_store(&guest.engine);
+    let mut store = new_store(&guest.engine, guest.epochs);
     let instance = rt
         .block_on(guest.pre_async.instantiate_async(&mut store))
         .expect("instantiate");
@@ -269,10 +292,10 @@ fn bench_apply(c: &mut Criterion, wasm: &[(&str, &Guest)]) {
 }
 
 /// `invoke/*` on `host` (the host's pool) and `invoke/*_tuned` on `tuned`.
-fn bench_invoke(c: &mut Criterion, host: &Guest, tuned: &Guest) {
+fn bench_invoke(c: &mut Criterion, host: &Guest, tuned: &Guest, epochs: &Guest) {
     let rt = runtime();
     let mut group = c.benchmark_group("invoke");
-    for (suffix, guest) in [("", host), ("_tuned", tuned)] {
+    for (suffix, guest) in [("", host), ("_tuned", tuned), ("_epochs", epochs)] {
         group.bench_function(format!("instantiate_call_drop{suffix}"), |b| {
             b.iter(|| rt.block_on(guest.invoke_async()))
         });
@@ -285,7 +308,7 @@ fn bench_invoke(c: &mut Criterion, host: &Guest, tuned: &Guest) {
     group.bench_function("reuse_instance", |b| {
         b.iter(|| rt.block_on(noop.call_async(&mut store, ())).expect("call"))
     });
-    let mut store = new_store(&host.engine);
+    let mut store = new_store(&host.engine, host.epochs);
     let instance = host.pre_sync.instantiate(&mut store).expect("instantiate");
     let noop = instance
         .get_typed_func::<(), (u32,)>(&mut store, &host.noop)
@@ -312,7 +335,7 @@ fn measure_memory(guest: &Guest) -> MemoryReport {
     let before = rss_bytes();
     let mut live = Vec::with_capacity(INSTANCES);
     for _ in 0..INSTANCES {
-        let mut store = new_store(&guest.engine);
+        let mut store = new_store(&guest.engine, guest.epochs);
         let instance = rt
             .block_on(guest.pre_async.instantiate_async(&mut store))
             .expect("instantiate");
@@ -419,23 +442,31 @@ fn main() {
     let guest = Guest::new(Pool::Host, BENCH_GUEST_COMPONENT);
     let talc = Guest::new(Pool::Host, BENCH_GUEST_TALC_COMPONENT);
     let tuned = Guest::new(Pool::Tuned, BENCH_GUEST_COMPONENT);
+    let epochs = Guest::new(Pool::Epochs, BENCH_GUEST_COMPONENT);
     let mut c = Criterion::default()
         .output_directory(&dir)
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4))
         .configure_from_args();
-    bench_apply(&mut c, &[("wasm", &guest), ("wasm_talc", &talc)]);
-    bench_invoke(&mut c, &guest, &tuned);
+    bench_apply(
+        &mut c,
+        &[
+            ("wasm", &guest),
+            ("wasm_talc", &talc),
+            ("wasm_epochs", &epochs),
+        ],
+    );
+    bench_invoke(&mut c, &guest, &tuned, &epochs);
     c.final_summary();
 
-    let paired = paired_ratios(&[&guest, &talc]);
-    let [ratio, ratio_talc] = paired[..] else {
+    let paired = paired_ratios(&[&guest, &talc, &epochs]);
+    let [ratio, ratio_talc, ratio_epochs] = paired[..] else {
         unreachable!("one ratio per guest")
     };
     println!(
         "apply wasm ÷ native, median of {PAIRED_ROUNDS} interleaved rounds: {ratio:.2}× \
-         (dlmalloc), {ratio_talc:.2}× (talc)"
+         (dlmalloc), {ratio_talc:.2}× (talc), {ratio_epochs:.2}× (dlmalloc, epoch interruption)"
     );
 
     let memory = measure_memory(&guest);
@@ -451,11 +482,13 @@ fn main() {
         ("invoke", "instantiate_call_drop_sync"),
         ("invoke", "instantiate_call_drop_tuned"),
         ("invoke", "instantiate_call_drop_sync_tuned"),
+        ("invoke", "instantiate_call_drop_epochs"),
         ("invoke", "reuse_instance"),
         ("invoke", "reuse_instance_sync"),
         ("apply", "native"),
         ("apply", "wasm"),
         ("apply", "wasm_talc"),
+        ("apply", "wasm_epochs"),
     ];
     let Some(us) = names
         .iter()
@@ -470,11 +503,13 @@ fn main() {
         invoke_sync,
         invoke_tuned,
         invoke_sync_tuned,
+        invoke_epochs,
         reuse,
         reuse_sync,
         native,
         wasm,
         wasm_talc,
+        wasm_epochs,
     ] = us[..]
     else {
         unreachable!("one median per name")
@@ -494,6 +529,9 @@ fn main() {
         "reuse_sync_us": reuse_sync,
         "apply_wasm_talc_us_per_txn": per_txn(wasm_talc),
         "ratio_talc": ratio_talc,
+        "invoke_epochs_us": invoke_epochs,
+        "apply_wasm_epochs_us_per_txn": per_txn(wasm_epochs),
+        "ratio_epochs": ratio_epochs,
         "ratio_criterion": wasm / native,
         "ratio_talc_criterion": wasm_talc / native,
         "idle_instance_rss_bytes": memory.idle_rss,
@@ -502,7 +540,8 @@ fn main() {
             "estimate": "criterion median of this run, µs",
             "api": "invoke_us, reuse_us: wasmtime async API, as the host calls stages; *_sync_*: sync API",
             "engine": "host/src/runtime.rs Config (pooling allocator, Limits::default()); \
-                       *_tuned_*: plus pagemap_scan and 1 MiB linear_memory_keep_resident/table_keep_resident",
+                       *_tuned_*: plus pagemap_scan and 1 MiB linear_memory_keep_resident/table_keep_resident; \
+                       *_epochs*: plus epoch interruption ticking every 10 ms, as the host's sandbox runs stages",
             "apply": format!("{TXNS} txns of the bench-guest mix per call, wasm on a live instance; \
                               ratio: median of {PAIRED_ROUNDS} interleaved native/wasm rounds (ratio_criterion: of the criterion medians, \
                               which ran minutes apart); dlmalloc is Rust's default, as the stages ship, *_talc: the talc allocator"),
@@ -512,7 +551,7 @@ fn main() {
     });
     println!(
         "invoke {invoke:.2} µs (sync {invoke_sync:.2}; tuned pool {invoke_tuned:.2}, sync \
-         {invoke_sync_tuned:.2}), reuse {reuse:.3} µs (sync {reuse_sync:.3}); apply native {:.3} \
+         {invoke_sync_tuned:.2}; epoch interruption {invoke_epochs:.2}), reuse {reuse:.3} µs (sync {reuse_sync:.3}); apply native {:.3} \
          µs/txn, wasm {:.3} µs/txn ({:.2}×), wasm with talc {:.3} µs/txn ({:.2}×)",
         per_txn(native),
         per_txn(wasm),

@@ -34,7 +34,7 @@ use faaskeeper_core::keys;
 use faaskeeper_core::session::{LiveSession, LiveSessions};
 use faaskeeper_core::ttl::TtlIndex;
 use faaskeeper_core::wire::{Delivery, DeliveryBatch, LogEntry, LogHead, b64};
-use faaskeeper_core::wire::{Op, OpResult};
+use faaskeeper_core::wire::{MultiOp, Op, OpResult};
 use faaskeeper_guest::kv::{Bucket, KvError};
 use faaskeeper_guest::{Reply, Stage};
 use serde::{Deserialize, Serialize};
@@ -97,6 +97,99 @@ struct Pending {
     deliveries: Vec<Delivery>,
     /// Log entries the batch consumed, deleted once it is applied.
     txn_ids: Vec<String>,
+    /// Node data left out of `nodes` because a log entry of the batch holds the same bytes
+    /// (the entries stay until the batch is applied): written once more, not twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    data_refs: Vec<DataRef>,
+}
+
+/// Where the data of `nodes[node]` is: payload `payload` of the log entry `txn` (see
+/// [`payloads`]), `len` bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DataRef {
+    node: usize,
+    txn: String,
+    payload: usize,
+    len: usize,
+}
+
+/// Node data at least this long goes into the redo record by reference.
+const DATA_REF_MIN: usize = 256;
+
+/// The payloads a request carries, in order: the data of a create or a set, or of each
+/// create and set of a multi.
+fn payloads(op: &Op) -> Vec<&[u8]> {
+    match op {
+        Op::Create { data, .. } | Op::SetData { data, .. } => vec![data.as_slice()],
+        Op::Multi { ops } => ops
+            .iter()
+            .filter_map(|o| match o {
+                MultiOp::Create { data, .. } | MultiOp::SetData { data, .. } => {
+                    Some(data.as_slice())
+                }
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Pending {
+    /// The redo record to store: node data that a log entry of `part` holds is left out and
+    /// named by reference.
+    fn by_reference(&self, part: &[(String, LogEntry)]) -> Pending {
+        let mut stored = self.clone();
+        for (i, (_, node)) in stored.nodes.iter_mut().enumerate() {
+            let Some(node) = node else { continue };
+            if node.data.len() < DATA_REF_MIN {
+                continue;
+            }
+            let found = part.iter().rev().find_map(|(id, entry)| {
+                payloads(&entry.txn.request.op)
+                    .iter()
+                    .position(|p| *p == node.data.as_slice())
+                    .map(|k| (id.clone(), k))
+            });
+            if let Some((txn, payload)) = found {
+                stored.data_refs.push(DataRef {
+                    node: i,
+                    txn,
+                    payload,
+                    len: node.data.len(),
+                });
+                node.data = Vec::new();
+            }
+        }
+        stored
+    }
+
+    /// Put the data named by reference back, from the log entries (a redo after a crash).
+    fn resolve(mut self, system: &Bucket) -> Result<Pending, KvError> {
+        let mut entries: Vec<(String, LogEntry)> = Vec::new();
+        for r in std::mem::take(&mut self.data_refs) {
+            if !entries.iter().any(|(id, _)| *id == r.txn) {
+                let entry: LogEntry = system
+                    .get_json(&keys::txn(&r.txn))?
+                    .ok_or_else(|| corrupt(format!("redo names log entry {} missing", r.txn)))?;
+                entries.push((r.txn.clone(), entry));
+            }
+            let data = entries
+                .iter()
+                .find(|(id, _)| *id == r.txn)
+                .and_then(|(_, e)| {
+                    payloads(&e.txn.request.op)
+                        .get(r.payload)
+                        .map(|d| d.to_vec())
+                })
+                .filter(|d| d.len() == r.len)
+                .ok_or_else(|| corrupt(format!("redo names payload {} of {}", r.payload, r.txn)))?;
+            match self.nodes.get_mut(r.node) {
+                Some((_, Some(node))) => node.data = data,
+                _ => return Err(corrupt(format!("redo names node {} of none", r.node))),
+            }
+        }
+        Ok(self)
+    }
 }
 
 /// What `dist/applied` holds: the last applied zxid and the batch in progress, if any.
@@ -325,6 +418,7 @@ fn apply_all(system: &Bucket, user: &Bucket, me: &str) -> Result<Zxid, KvError> 
     // Finish a batch a crashed distributor left behind.
     if let Some(pending) = record.pending {
         if pending.to_zxid > applied {
+            let pending = pending.resolve(system)?;
             finish(system, user, &pending)?;
             applied = pending.to_zxid;
         }
@@ -364,9 +458,10 @@ fn apply_all(system: &Bucket, user: &Bucket, me: &str) -> Result<Zxid, KvError> 
             still_holding(system, me)?;
         }
         let pending = decide(system, part)?;
+        let stored = pending.by_reference(part);
         let start = Starting {
             applied,
-            pending: &pending,
+            pending: &stored,
         };
         put_progress(system, &start)?;
         finish(system, user, &pending)?;
@@ -446,6 +541,7 @@ fn decide(system: &Bucket, part: &[(String, LogEntry)]) -> Result<Pending, KvErr
         user_deletes: Vec::new(),
         deliveries: per_session,
         txn_ids: part.iter().map(|(id, _)| id.clone()).collect(),
+        data_refs: Vec::new(),
     })
 }
 
