@@ -439,8 +439,17 @@ mod tests {
     }
 
     #[test]
-    fn the_committed_table_parses() {
+    fn the_committed_tables_parse() {
         let t = CountTable::from_json(COMMITTED_COUNTS).expect("docs/cost-counts.json");
         assert!(t.sizes.iter().all(|s| s.create.s3_put >= 1.0));
+        assert!(t.sizes.iter().all(|s| s.set_data.sqs_requests >= 3.0));
+        let d = CountTable::from_json(COMMITTED_COUNTS_DYNAMODB)
+            .expect("docs/cost-counts-dynamodb.json");
+        // Small nodes live in the table; only the 64 KiB row goes to S3.
+        assert_eq!(d.at(100).set_data.s3_put, 0.0);
+        assert!(
+            d.at(100).set_data.dollars(&prices::AWS_US_EAST_1_2025)
+                < t.at(100).set_data.dollars(&prices::AWS_US_EAST_1_2025)
+        );
     }
 }
