@@ -1,8 +1,10 @@
 //! `faaskeeper cost`: what a workload costs per month on AWS, from counted requests.
 //!
-//! The counts are never estimated here: they are what the AWS backend's meter counted per
-//! client operation on a real AWS API (moto locally), at a few data sizes ([`CountTable`],
-//! committed as `docs/cost-counts.json` and remade by `faaskeeper cost --measure`). This
+//! The counts are never estimated here: they are what the AWS backend's and the clients'
+//! meters counted per client operation on a real AWS API (moto locally), at a few data sizes
+//! ([`CountTable`], committed as `docs/cost-counts.json` for the user bucket on S3 and
+//! `docs/cost-counts-dynamodb.json` for it on DynamoDB, and remade by `faaskeeper cost
+//! --measure`). This
 //! module only interpolates between the measured sizes and prices the result with a dated
 //! price table ([`prices`]), and compares it with provisioned ZooKeeper VMs, the FaaSKeeper
 //! paper's baseline.
