@@ -1,0 +1,143 @@
+//! A store written before the distributor kept its redo record inside `dist/applied` still
+//! starts and finishes the batch it was in: the old layout was a bare zxid in `dist/applied`
+//! and the redo record, with raw base64 writes, under `dist/pending`. The test stops a host,
+//! rewrites its store as the old version would have left it in the middle of a batch, starts
+//! a new host on it, and checks the batch is finished, the old key gone, and writes go on.
+
+use faaskeeper_backend_embedded::EmbeddedDb;
+use faaskeeper_client::{Client, Options};
+use faaskeeper_core::CreateMode;
+use faaskeeper_core::apply::NodeRecord;
+use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
+use faaskeeper_core::wire::NodeView;
+use faaskeeper_storage::StoreManager;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A raw write of the old redo record.
+#[derive(Serialize)]
+struct Put {
+    key: String,
+    #[serde(with = "faaskeeper_core::wire::b64")]
+    value: Vec<u8>,
+}
+
+async fn host(db: &Arc<EmbeddedDb>, dir: &std::path::Path) -> faaskeeper_host::RunningHost {
+    let stores = StoreManager::new()
+        .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET).expect("system"))
+        .with_bucket(USER_BUCKET, db.bucket(USER_BUCKET).expect("user"));
+    faaskeeper_host::start(faaskeeper_host::ServeOptions {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        zk_listen: None,
+        stores: Some(stores),
+        ..Default::default()
+    })
+    .await
+    .expect("host starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_in_the_old_progress_layout_is_finished_and_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = EmbeddedDb::open(
+        &dir.path().join("store.redb"),
+        &[SYSTEM_BUCKET, USER_BUCKET],
+    )
+    .expect("store");
+    let first = host(&db, dir.path()).await;
+    let c = Client::connect(&first.url(), Options::default())
+        .await
+        .expect("connect");
+    let (_, stat) = c
+        .create2("/a", b"one", CreateMode::Persistent)
+        .await
+        .expect("create");
+    c.close().await.expect("close");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let system = db.bucket(SYSTEM_BUCKET).expect("system");
+    let progress: serde_json::Value = serde_json::from_slice(
+        &system
+            .get(keys::DIST_APPLIED)
+            .await
+            .expect("read")
+            .expect("progress record"),
+    )
+    .expect("an idle progress record is plain JSON");
+    let applied = progress["applied"].as_i64().expect("applied zxid");
+    assert!(progress.get("pending").is_none(), "idle: {progress}");
+
+    // As the old version left a batch that wrote /a's data "legacy" and crashed before
+    // marking it applied.
+    let mut node: NodeRecord = serde_json::from_slice(
+        &system
+            .get(&keys::node("/a"))
+            .await
+            .expect("read")
+            .expect("node record"),
+    )
+    .expect("node record");
+    node.data = b"legacy".to_vec();
+    let view: NodeView = node.view();
+    let legacy = serde_json::json!({
+        "to_zxid": applied,
+        "system_puts": [Put { key: keys::node("/a"), value: serde_json::to_vec(&node).expect("json") }],
+        "system_deletes": [],
+        "user_puts": [Put { key: keys::user_node("/a"), value: serde_json::to_vec(&view).expect("json") }],
+        "user_deletes": [],
+        "deliveries": [],
+        "txn_ids": [],
+    });
+    system
+        .set(keys::DIST_APPLIED, (applied - 1).to_string().into_bytes())
+        .await
+        .expect("bare zxid");
+    system
+        .set(
+            keys::DIST_PENDING,
+            serde_json::to_vec(&legacy).expect("json"),
+        )
+        .await
+        .expect("old redo record");
+
+    let second = host(&db, dir.path()).await;
+    let c = Client::connect(&second.url(), Options::default())
+        .await
+        .expect("connect");
+    c.create("/b", b"two", CreateMode::Persistent)
+        .await
+        .expect("writes go on");
+    let (data, now) = c.get_data("/a").await.expect("read /a");
+    assert_eq!(data, b"legacy", "the old redo record was carried out");
+    assert_eq!(now.version, stat.version);
+    assert_eq!(c.get_data("/b").await.expect("read /b").0, b"two");
+    assert_eq!(
+        system.get(keys::DIST_PENDING).await.expect("read"),
+        None,
+        "the old redo record is gone once finished"
+    );
+    // A write is answered before its batch is marked applied: wait for the idle record.
+    let mut progress = serde_json::Value::Null;
+    for _ in 0..50 {
+        let bytes = system
+            .get(keys::DIST_APPLIED)
+            .await
+            .expect("read")
+            .expect("progress record");
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            && v.get("pending").is_none()
+        {
+            progress = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        progress["applied"].as_i64().expect("zxid") > applied,
+        "{progress}"
+    );
+    c.close().await.expect("close");
+}
