@@ -40,19 +40,7 @@ async fn aws_transport_round_trip_and_watch() {
         ZkError::BadArguments
     );
     // A watch set over SQS fires for another session's change.
-    let (_, _, watch) = c.get_data_w(&p).await.expect("get_data_w");
-    other
-        .set_data(&p, b"changed", -1)
-        .await
-        .expect("other client's set");
-    let event = tokio::time::timeout(Duration::from_secs(60), watch.wait())
-        .await
-        .expect("event within a minute")
-        .expect("event");
-    assert_eq!(
-        (event.kind, event.path.as_str()),
-        (EventType::NodeDataChanged, p.as_str())
-    );
+    faaskeeper_tests::watch_fires_for_another_session(&c, &other, &p).await;
     assert_eq!(c.get_data(&p).await.expect("get").0, b"changed");
     c.delete(&p, -1).await.expect("delete");
     assert_eq!(other.exists(&p).await.expect("exists"), None);

@@ -51,19 +51,7 @@ async fn aws_transport_reads_nodes_from_dynamodb() {
     assert_eq!(c.get_data(&p).await.expect("read").0, b"small again");
     // A watch set over SQS fires for another session's change, and a deleted node is gone
     // for both readers.
-    let (_, _, watch) = c.get_data_w(&p).await.expect("get_data_w");
-    other
-        .set_data(&p, b"changed", -1)
-        .await
-        .expect("other client's set");
-    let event = tokio::time::timeout(Duration::from_secs(60), watch.wait())
-        .await
-        .expect("event within a minute")
-        .expect("event");
-    assert_eq!(
-        (event.kind, event.path.as_str()),
-        (EventType::NodeDataChanged, p.as_str())
-    );
+    faaskeeper_tests::watch_fires_for_another_session(&c, &other, &p).await;
     c.delete(&p, -1).await.expect("delete");
     assert_eq!(code(c.get_data(&p).await), ZkError::NoNode);
     assert_eq!(other.exists(&p).await.expect("exists"), None);

@@ -198,3 +198,25 @@ pub fn unique(name: &str) -> String {
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     format!("/{name}-{}-{n}", std::process::id())
 }
+
+/// A data watch that `watcher` leaves on `path` fires for `other`'s set, within a minute
+/// (the AWS transport's events come through its session queue).
+pub async fn watch_fires_for_another_session(
+    watcher: &faaskeeper_client::Client,
+    other: &faaskeeper_client::Client,
+    path: &str,
+) {
+    let (_, _, watch) = watcher.get_data_w(path).await.expect("get_data_w");
+    other
+        .set_data(path, b"changed", -1)
+        .await
+        .expect("other client's set");
+    let event = tokio::time::timeout(std::time::Duration::from_secs(60), watch.wait())
+        .await
+        .expect("event within a minute")
+        .expect("event");
+    assert_eq!(
+        (event.kind, event.path.as_str()),
+        (faaskeeper_client::EventType::NodeDataChanged, path)
+    );
+}

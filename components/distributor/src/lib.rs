@@ -135,32 +135,43 @@ fn payloads(op: &Op) -> Vec<&[u8]> {
 }
 
 impl Pending {
-    /// The redo record to store: node data that a log entry of `part` holds is left out and
-    /// named by reference.
-    fn by_reference(&self, part: &[(String, LogEntry)]) -> Pending {
+    /// The redo record to store when node data that a log entry of `part` holds can be left
+    /// out and named by reference; `None` when nothing can (then `self` is stored as it is,
+    /// without a copy).
+    fn by_reference(&self, part: &[(String, LogEntry)]) -> Option<Pending> {
+        let refs: Vec<DataRef> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, node))| {
+                let data = &node.as_ref()?.data;
+                if data.len() < DATA_REF_MIN {
+                    return None;
+                }
+                part.iter().rev().find_map(|(id, entry)| {
+                    let payload = payloads(&entry.txn.request.op)
+                        .iter()
+                        .position(|p| *p == data.as_slice())?;
+                    Some(DataRef {
+                        node: i,
+                        txn: id.clone(),
+                        payload,
+                        len: data.len(),
+                    })
+                })
+            })
+            .collect();
+        if refs.is_empty() {
+            return None;
+        }
         let mut stored = self.clone();
-        for (i, (_, node)) in stored.nodes.iter_mut().enumerate() {
-            let Some(node) = node else { continue };
-            if node.data.len() < DATA_REF_MIN {
-                continue;
-            }
-            let found = part.iter().rev().find_map(|(id, entry)| {
-                payloads(&entry.txn.request.op)
-                    .iter()
-                    .position(|p| *p == node.data.as_slice())
-                    .map(|k| (id.clone(), k))
-            });
-            if let Some((txn, payload)) = found {
-                stored.data_refs.push(DataRef {
-                    node: i,
-                    txn,
-                    payload,
-                    len: node.data.len(),
-                });
+        for r in &refs {
+            if let Some((_, Some(node))) = stored.nodes.get_mut(r.node) {
                 node.data = Vec::new();
             }
         }
-        stored
+        stored.data_refs = refs;
+        Some(stored)
     }
 
     /// Put the data named by reference back, from the log entries (a redo after a crash).
@@ -461,7 +472,7 @@ fn apply_all(system: &Bucket, user: &Bucket, me: &str) -> Result<Zxid, KvError> 
         let stored = pending.by_reference(part);
         let start = Starting {
             applied,
-            pending: &stored,
+            pending: stored.as_ref().unwrap_or(&pending),
         };
         put_progress(system, &start)?;
         finish(system, user, &pending)?;

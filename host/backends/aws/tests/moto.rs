@@ -16,28 +16,39 @@ async fn backend(moto: &MotoServer, prefix: &str) -> AwsBackend {
         .expect("connect to moto")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dynamodb_system_bucket_conforms() {
+/// The store conformance suite on the bucket `pick` takes from fresh backends of `storage`.
+async fn conforms(label: &str, storage: UserStorage, pick: fn(&AwsBackend) -> Arc<dyn Store>) {
     let moto = MotoServer::start().expect("moto");
     let n = AtomicUsize::new(0);
     conformance::run_all(|| {
-        let prefix = format!("conf-sys-{}", n.fetch_add(1, Ordering::SeqCst));
+        let prefix = format!("conf-{label}-{}", n.fetch_add(1, Ordering::SeqCst));
         let moto = &moto;
-        async move { backend(moto, &prefix).await.system() }
+        async move {
+            let aws = AwsBackend::connect(&AwsOptions {
+                user_storage: storage,
+                ..moto.options(&prefix)
+            })
+            .await
+            .expect("connect to moto");
+            pick(&aws)
+        }
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_system_bucket_conforms() {
+    conforms("sys", UserStorage::S3, AwsBackend::system).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_user_bucket_conforms() {
-    let moto = MotoServer::start().expect("moto");
-    let n = AtomicUsize::new(0);
-    conformance::run_all(|| {
-        let prefix = format!("conf-user-{}", n.fetch_add(1, Ordering::SeqCst));
-        let moto = &moto;
-        async move { backend(moto, &prefix).await.user() }
-    })
-    .await;
+    conforms("user", UserStorage::S3, AwsBackend::user).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_user_bucket_conforms() {
+    conforms("nodes", UserStorage::DynamoDb, AwsBackend::user).await;
 }
 
 async fn dynamodb_user_backend(moto: &MotoServer, prefix: &str) -> AwsBackend {
@@ -47,18 +58,6 @@ async fn dynamodb_user_backend(moto: &MotoServer, prefix: &str) -> AwsBackend {
     })
     .await
     .expect("connect to moto")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dynamodb_user_bucket_conforms() {
-    let moto = MotoServer::start().expect("moto");
-    let n = AtomicUsize::new(0);
-    conformance::run_all(|| {
-        let prefix = format!("conf-nodes-{}", n.fetch_add(1, Ordering::SeqCst));
-        let moto = &moto;
-        async move { dynamodb_user_backend(moto, &prefix).await.user() }
-    })
-    .await;
 }
 
 /// The user bucket on DynamoDB keeps node objects up to `USER_INLINE_MAX` in the item and
