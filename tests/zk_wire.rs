@@ -166,18 +166,25 @@ fn wire_transcript(addr: &str) -> Vec<String> {
         bad.timeout_ms, bad.session_id
     ));
 
-    // An unknown op code: ZooKeeper's answer, then the connection's fate.
+    // An unknown op code: ZooKeeper 3.8 answers Unimplemented and closes the connection, and
+    // its client sometimes sees only the close (the answer is lost to the reset), so both
+    // count as the same outcome.
     again.send(&encode_request(
         &RequestHeader { xid: 7, op: 999 },
         &Request::Ping,
     ));
-    match again.recv() {
-        Some(p) => {
-            let h = decode_reply_header(&p).expect("header");
-            t.push(format!("unknown op: xid={} err={}", h.xid, h.err));
-            t.push(format!("then closed: {}", again.recv().is_none()));
+    let answer = again
+        .recv()
+        .map(|p| decode_reply_header(&p).expect("header"));
+    match answer {
+        Some(h) if (h.xid, h.err) != (7, -6) => {
+            t.push(format!("unknown op: xid={} err={}", h.xid, h.err))
         }
-        None => t.push("unknown op: closed without reply".into()),
+        Some(_) => t.push(format!(
+            "unknown op: Unimplemented or no answer, then closed: {}",
+            again.recv().is_none()
+        )),
+        None => t.push("unknown op: Unimplemented or no answer, then closed: true".into()),
     }
     // The session survives its connection being dropped for bad input.
     let (mut c, r) = Conn::handshake(addr, resp.session_id, resp.passwd.clone());

@@ -46,6 +46,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
+pub use transport::LocalService;
 use transport::Transport;
 use watches::{WatchKind, Watchers};
 
@@ -116,9 +117,6 @@ pub struct Options {
     /// that relays another client's pings (the ZooKeeper gateway) turns this off and calls
     /// [`Client::heartbeat`] itself.
     pub auto_heartbeat: bool,
-    /// Read node objects with this instead of the HTTP API (a front end in the service's own
-    /// process reads the user bucket directly; see [`DirectReader`]).
-    pub reader: Option<DirectReader>,
 }
 
 /// A node read straight from the store, as the session may see it.
@@ -133,30 +131,12 @@ pub enum NodeRead {
     NoAuth(Stat),
 }
 
-/// The future a [`DirectReader`] returns: the node at a path, as the session may see it.
-pub type ReadFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<NodeRead, String>> + Send>>;
-
-/// Reads the node object of a path for a session straight from the user bucket, bypassing
-/// the HTTP API; it must check READ as `GET /v1/node` does. Every other guarantee of
-/// [`Client`] reads (ordered notifications, read-your-writes) still applies: the reader only
-/// replaces the transport.
-#[derive(Clone)]
-pub struct DirectReader(pub std::sync::Arc<dyn Fn(SessionId, String) -> ReadFuture + Send + Sync>);
-
-impl std::fmt::Debug for DirectReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DirectReader")
-    }
-}
-
 impl Default for Options {
     fn default() -> Self {
         Options {
             session_timeout_ms: 10_000,
             request_timeout: Duration::from_secs(30),
             auto_heartbeat: true,
-            reader: None,
         }
     }
 }
@@ -212,6 +192,15 @@ impl Client {
     pub async fn connect(url: &str, options: Options) -> Result<Client, Error> {
         let transport = Transport::Http(transport::HttpTransport::new(url)?);
         Client::open(transport, options).await
+    }
+
+    /// Open a session on a [`LocalService`]: the bundled host's API in this process (what
+    /// the host's ZooKeeper gateway does), with no HTTP round trip.
+    pub async fn connect_local(
+        service: Arc<dyn LocalService>,
+        options: Options,
+    ) -> Result<Client, Error> {
+        Client::open(Transport::Local(service), options).await
     }
 
     /// Open a session on an AWS deployment directly: writes go to its SQS writer queue,
@@ -357,11 +346,8 @@ impl Client {
                     op,
                 }],
             };
-            let answer: Result<Vec<Submission>, Error> = self
-                .inner
-                .transport
-                .submit(self.inner.session, &batch)
-                .await;
+            let answer: Result<Vec<Submission>, Error> =
+                self.inner.transport.submit(self.inner.session, batch).await;
             let forget = |inner: &Inner| {
                 lock(&inner.pending).remove(&seq);
                 lock(&inner.watchers).forget(seq);
@@ -540,12 +526,7 @@ impl Client {
             return Err(Error::zk(ZkError::AuthFailed, "an earlier addAuth failed"));
         }
         let session = self.inner.session;
-        let node = match &self.inner.options.reader {
-            Some(DirectReader(read)) => read(session, path.to_string())
-                .await
-                .map_err(Error::Transport)?,
-            None => self.inner.transport.read_node(session, path).await?,
-        };
+        let node = self.inner.transport.read_node(session, path).await?;
         let newest = match &node {
             NodeRead::Missing => None,
             NodeRead::Node(n) => Some(n.stat.newest_zxid()),

@@ -1,10 +1,11 @@
-//! The client's transports: HTTP/1.1 to the bundled host's API (`docs/api.md`), or, with the
+//! The client's transports: HTTP/1.1 to the bundled host's API (`docs/api.md`); a
+//! [`LocalService`] in the client's own process (the host's ZooKeeper gateway); or, with the
 //! `aws` feature, AWS directly ([`crate::aws`]: writes to the SQS writer queue, reads from
 //! S3, results and events from the session's own SQS queue).
 
 use crate::{Error, NodeRead};
 use bytes::Bytes;
-use faaskeeper_core::wire::{NodeView, SessionEvent};
+use faaskeeper_core::wire::{NodeView, SessionEvent, Submission, WriteBatch};
 use faaskeeper_core::{SessionId, Stat, ZkError};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
@@ -15,6 +16,34 @@ use serde::de::DeserializeOwned;
 
 /// How long one long-poll waits at the server.
 const POLL_WAIT_MS: u64 = 20_000;
+
+/// The bundled host's API as a service in the client's own process: what its HTTP endpoints
+/// do (`docs/api.md`), without the HTTP round trips and JSON encodings. A front end in the
+/// host's process (the ZooKeeper gateway) opens its sessions on it with
+/// [`crate::Client::connect_local`]. Every guarantee of [`crate::Client`] holds the same:
+/// only the transport differs.
+#[async_trait::async_trait]
+pub trait LocalService: Send + Sync {
+    /// Open a session (`POST /v1/sessions`): its id, once the writer appended its open.
+    async fn open_session(&self, timeout_ms: i32) -> Result<SessionId, Error>;
+    /// Hand requests of `session` to the writer (`POST /v1/sessions/{id}/requests`).
+    async fn submit(&self, session: SessionId, batch: WriteBatch)
+    -> Result<Vec<Submission>, Error>;
+    /// Keep `session` alive (`POST /v1/sessions/{id}/heartbeat`).
+    async fn heartbeat(&self, session: SessionId) -> Result<(), Error>;
+    /// Give up the session's channel (`DELETE /v1/sessions/{id}`).
+    async fn close(&self, session: SessionId) -> Result<(), Error>;
+    /// The node at `path` as `session` may see it (`GET /v1/node`, READ checked).
+    async fn read_node(&self, session: SessionId, path: &str) -> Result<NodeRead, Error>;
+    /// Events of `session` numbered `after` or later, waiting up to `wait` for one
+    /// (`GET /v1/sessions/{id}/events`).
+    async fn poll(
+        &self,
+        session: SessionId,
+        after: u64,
+        wait: std::time::Duration,
+    ) -> Result<Vec<(u64, SessionEvent)>, Error>;
+}
 
 pub(crate) struct HttpTransport {
     http: HyperClient<HttpConnector, Full<Bytes>>,
@@ -27,6 +56,8 @@ pub(crate) struct HttpTransport {
 pub(crate) enum Transport {
     /// The bundled host's HTTP API.
     Http(HttpTransport),
+    /// The bundled host's API in this process.
+    Local(std::sync::Arc<dyn LocalService>),
     /// AWS directly.
     #[cfg(feature = "aws")]
     Aws(crate::aws::AwsTransport),
@@ -48,6 +79,7 @@ impl Transport {
                     .and_then(|v| v.as_i64())
                     .ok_or_else(|| Error::Transport(format!("unexpected answer {opened}")))
             }
+            Transport::Local(l) => l.open_session(timeout_ms).await,
             #[cfg(feature = "aws")]
             Transport::Aws(a) => a.open_session(timeout_ms).await,
         }
@@ -57,21 +89,23 @@ impl Transport {
     pub(crate) async fn submit(
         &self,
         session: SessionId,
-        batch: &faaskeeper_core::wire::WriteBatch,
-    ) -> Result<Vec<faaskeeper_core::wire::Submission>, Error> {
+        batch: WriteBatch,
+    ) -> Result<Vec<Submission>, Error> {
         match self {
             Transport::Http(h) => {
-                h.post_json(&format!("/v1/sessions/{session}/requests"), batch)
+                h.post_json(&format!("/v1/sessions/{session}/requests"), &batch)
                     .await
             }
+            Transport::Local(l) => l.submit(session, batch).await,
             #[cfg(feature = "aws")]
-            Transport::Aws(a) => a.submit(session, batch).await,
+            Transport::Aws(a) => a.submit(session, &batch).await,
         }
     }
 
     pub(crate) async fn heartbeat(&self, session: SessionId) -> Result<(), Error> {
         match self {
             Transport::Http(h) => h.heartbeat(session).await,
+            Transport::Local(l) => l.heartbeat(session).await,
             #[cfg(feature = "aws")]
             Transport::Aws(a) => a.heartbeat(session).await,
         }
@@ -81,6 +115,7 @@ impl Transport {
     pub(crate) async fn close(&self, session: SessionId) -> Result<(), Error> {
         match self {
             Transport::Http(h) => h.delete(&format!("/v1/sessions/{session}")).await,
+            Transport::Local(l) => l.close(session).await,
             #[cfg(feature = "aws")]
             Transport::Aws(a) => a.close(session).await,
         }
@@ -96,6 +131,7 @@ impl Transport {
     ) -> Result<crate::NodeRead, Error> {
         match self {
             Transport::Http(h) => h.read_node(session, path).await,
+            Transport::Local(l) => l.read_node(session, path).await,
             #[cfg(feature = "aws")]
             Transport::Aws(a) => Ok(a
                 .read_node(path)
@@ -111,6 +147,14 @@ impl Transport {
     ) -> Result<Vec<(u64, SessionEvent)>, Error> {
         match self {
             Transport::Http(h) => h.poll(session, after).await,
+            Transport::Local(l) => {
+                l.poll(
+                    session,
+                    after,
+                    std::time::Duration::from_millis(POLL_WAIT_MS),
+                )
+                .await
+            }
             #[cfg(feature = "aws")]
             Transport::Aws(a) => a.poll(session).await,
         }
@@ -135,15 +179,11 @@ struct ApiError {
     message: String,
 }
 
+/// The code of an API error body: ZooKeeper's code in snake case (`docs/api.md`); anything
+/// else (`not_found`, `no_tenant`) is a system error to the caller.
 fn code_of(error: &str) -> ZkError {
-    match error {
-        "session_expired" => ZkError::SessionExpired,
-        "no_node" => ZkError::NoNode,
-        "bad_arguments" => ZkError::BadArguments,
-        "no_auth" => ZkError::NoAuth,
-        "marshalling_error" => ZkError::MarshallingError,
-        _ => ZkError::SystemError,
-    }
+    serde_json::from_value(serde_json::Value::String(error.to_string()))
+        .unwrap_or(ZkError::SystemError)
 }
 
 impl HttpTransport {

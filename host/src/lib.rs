@@ -227,28 +227,6 @@ pub fn embedded_stages() -> Vec<(StageName, &'static [u8])> {
     ]
 }
 
-/// Reads node objects from the user bucket as `GET /v1/node` does (READ checked the same
-/// way), without the HTTP hop.
-fn direct_reader(
-    user: Arc<dyn faaskeeper_storage::Store>,
-    system: Arc<dyn faaskeeper_storage::Store>,
-) -> faaskeeper_client::DirectReader {
-    use faaskeeper_client::NodeRead;
-    use faaskeeper_core::acl::ReadAnswer;
-    faaskeeper_client::DirectReader(Arc::new(move |session, path: String| {
-        let (user, system) = (user.clone(), system.clone());
-        Box::pin(async move {
-            match reads::read_node(&*user, &*system, Some(session), &path).await? {
-                Some(ReadAnswer::Serve(bytes)) => serde_json::from_slice(&bytes)
-                    .map(NodeRead::Node)
-                    .map_err(|e| format!("node object of {path}: {e}")),
-                Some(ReadAnswer::NoAuth(stat)) => Ok(NodeRead::NoAuth(stat)),
-                None => Ok(NodeRead::Missing),
-            }
-        })
-    }))
-}
-
 /// The embedded store of one tenant under `dir`.
 fn embedded_stores(dir: &std::path::Path) -> anyhow::Result<StoreManager> {
     let db_path = dir.join("faaskeeper.redb");
@@ -385,6 +363,11 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
         } else {
             format!("http://{addr}")
         };
+        let api = Arc::new(server::Api {
+            rt: runtime.clone(),
+            user,
+            system,
+        });
         let zk_addr = match opts.zk_listen {
             Some(mut zk_listen) => {
                 if zk_listen.port() != 0 {
@@ -396,24 +379,13 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningHost> {
                     .await
                     .with_context(|| format!("binding the ZooKeeper port {zk_listen}"))?;
                 let zk_addr = listener.local_addr()?;
-                let gw = zk::Gateway::new(
-                    url.clone(),
-                    zk_addr.port(),
-                    Some(direct_reader(user.clone(), system.clone())),
-                );
+                let gw = zk::Gateway::new(api.clone(), url.clone(), zk_addr.port());
                 tasks.push(tokio::spawn(zk::serve(listener, gw)));
                 Some(zk_addr)
             }
             None => None,
         };
-        apis.insert(
-            t.name.clone(),
-            Arc::new(server::Api {
-                rt: runtime.clone(),
-                user,
-                system,
-            }),
-        );
+        apis.insert(t.name.clone(), api);
         running.push(RunningTenant {
             name: t.name,
             url,

@@ -260,6 +260,10 @@ impl HostEngine {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         // Time limits: every store gets a deadline in epochs (see `crate::sandbox`).
         config.epoch_interruption(true);
+        // Name guest functions in `perf` profiles (`/tmp/perf-<pid>.map`); docs/benchmarks.md.
+        if std::env::var_os("FAASKEEPER_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Some(dir) = &limits.cache_dir {
             let mut cache = wasmtime::CacheConfig::new();
             cache.with_directory(dir);

@@ -9,9 +9,10 @@
 use crate::hub::SessionHub;
 use crate::runtime::Runtime;
 use bytes::Bytes;
+use faaskeeper_client::{Error as ClientError, LocalService, NodeRead};
 use faaskeeper_core::acl::ReadAnswer;
-use faaskeeper_core::wire::{Op, Request, Submission, WriteBatch};
-use faaskeeper_core::{SessionId, path, url};
+use faaskeeper_core::wire::{Op, Request, SessionEvent, Submission, WriteBatch};
+use faaskeeper_core::{SessionId, ZkError, Zxid, path, url};
 use faaskeeper_storage::Store;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -138,37 +139,94 @@ impl Routes {
     }
 }
 
-impl Api {
-    async fn handle(&self, method: &Method, path: &str, query: &str, body: Bytes) -> Resp {
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        match (method, segments.as_slice()) {
-            (&Method::GET, ["v1", "health"]) => reply(StatusCode::OK, json!({ "status": "ok" })),
-            (&Method::GET, ["v1", "node"]) => self.read_node(query).await,
-            (&Method::POST, ["v1", "sessions"]) => self.open_session(&body).await,
-            (m, ["v1", "sessions", id, rest @ ..]) => {
-                let Ok(id) = id.parse::<SessionId>() else {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_arguments",
-                        "session id is not a number",
-                    );
-                };
-                match (m, rest) {
-                    (&Method::POST, ["requests"]) => self.submit(id, body).await,
-                    (&Method::GET, ["events"]) => self.poll(id, query).await,
-                    (&Method::POST, ["heartbeat"]) => self.heartbeat(id).await,
-                    (&Method::DELETE, []) => {
-                        self.rt.hub().remove(id);
-                        reply(StatusCode::OK, json!({}))
-                    }
-                    _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
-                }
-            }
-            _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+/// Why the API refused a request: the HTTP status, and the ZooKeeper code clients see (in
+/// a JSON body as `{"error": code, "message": ...}`, or as the error of a
+/// [`LocalService`] call).
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    status: StatusCode,
+    code: ZkError,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: ZkError, message: impl std::fmt::Display) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.to_string(),
         }
     }
 
-    async fn read_node(&self, query: &str) -> Resp {
+    fn expired(id: SessionId) -> Refusal {
+        Refusal::new(
+            StatusCode::NOT_FOUND,
+            ZkError::SessionExpired,
+            format!("no session {id}"),
+        )
+    }
+
+    fn unavailable(message: impl std::fmt::Display) -> Refusal {
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ZkError::SystemError,
+            message,
+        )
+    }
+
+    fn reply(self) -> Resp {
+        reply(
+            self.status,
+            json!({ "error": self.code, "message": self.message }),
+        )
+    }
+}
+
+impl From<Refusal> for ClientError {
+    fn from(r: Refusal) -> ClientError {
+        ClientError::Zk {
+            code: r.code,
+            message: r.message,
+        }
+    }
+}
+
+impl Api {
+    async fn handle(&self, method: &Method, path: &str, query: &str, body: Bytes) -> Resp {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let answer = match (method, segments.as_slice()) {
+            (&Method::GET, ["v1", "health"]) => Ok(json!({ "status": "ok" })),
+            (&Method::GET, ["v1", "node"]) => return self.http_read_node(query).await,
+            (&Method::POST, ["v1", "sessions"]) => self.http_open_session(&body).await,
+            (m, ["v1", "sessions", id, rest @ ..]) => {
+                let Ok(id) = id.parse::<SessionId>() else {
+                    return Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        ZkError::BadArguments,
+                        "session id is not a number",
+                    )
+                    .reply();
+                };
+                match (m, rest) {
+                    (&Method::POST, ["requests"]) => self.http_submit(id, &body).await,
+                    (&Method::GET, ["events"]) => self.http_poll(id, query).await,
+                    (&Method::POST, ["heartbeat"]) => self.keep_alive(id).await.map(|()| json!({})),
+                    (&Method::DELETE, []) => {
+                        self.rt.hub().remove(id);
+                        Ok(json!({}))
+                    }
+                    _ => return error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+                }
+            }
+            _ => return error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+        };
+        match answer {
+            Ok(body) => reply(StatusCode::OK, body),
+            Err(r) => r.reply(),
+        }
+    }
+
+    async fn http_read_node(&self, query: &str) -> Resp {
         let Some(p) = url::query_param(query, "path") else {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -176,9 +234,6 @@ impl Api {
                 "missing or malformed ?path=",
             );
         };
-        if let Err(e) = path::validate(&p) {
-            return error(StatusCode::BAD_REQUEST, "bad_arguments", e);
-        }
         let session = match url::query_param(query, "session") {
             None => None,
             Some(s) => match s.parse::<SessionId>() {
@@ -192,7 +247,7 @@ impl Api {
                 }
             },
         };
-        match crate::reads::read_node(&*self.user, &*self.system, session, &p).await {
+        match self.node(session, &p).await {
             Ok(Some(ReadAnswer::Serve(bytes))) => {
                 let mut r = hyper::Response::new(Full::new(Bytes::from(bytes)));
                 r.headers_mut().insert(
@@ -207,11 +262,11 @@ impl Api {
                 json!({ "error": "no_auth", "message": p, "stat": stat }),
             ),
             Ok(None) => error(StatusCode::NOT_FOUND, "no_node", p),
-            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "system_error", e),
+            Err(r) => r.reply(),
         }
     }
 
-    async fn open_session(&self, body: &[u8]) -> Resp {
+    async fn http_open_session(&self, body: &[u8]) -> Result<serde_json::Value, Refusal> {
         #[derive(serde::Deserialize)]
         struct Open {
             #[serde(default = "default_timeout")]
@@ -225,11 +280,51 @@ impl Api {
                 timeout_ms: default_timeout(),
             }
         } else {
-            match serde_json::from_slice(body) {
-                Ok(o) => o,
-                Err(e) => return error(StatusCode::BAD_REQUEST, "bad_arguments", e),
-            }
+            serde_json::from_slice(body)
+                .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, ZkError::BadArguments, e))?
         };
+        let (id, zxid) = self.open(open.timeout_ms).await?;
+        Ok(json!({ "session": id, "zxid": zxid }))
+    }
+
+    async fn http_submit(&self, id: SessionId, body: &[u8]) -> Result<serde_json::Value, Refusal> {
+        let batch: WriteBatch = serde_json::from_slice(body)
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, ZkError::MarshallingError, e))?;
+        self.submit_batch(id, batch).await.map(|subs| json!(subs))
+    }
+
+    async fn http_poll(&self, id: SessionId, query: &str) -> Result<serde_json::Value, Refusal> {
+        let after = url::query_param(query, "after")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let wait = url::query_param(query, "wait_ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(MAX_WAIT);
+        let events: Vec<_> = self
+            .events(id, after, wait)
+            .await?
+            .into_iter()
+            .map(|(index, event)| json!({ "index": index, "event": event }))
+            .collect();
+        Ok(json!({ "events": events }))
+    }
+
+    /// The node object at `p` as `session` may see it; `None`: no node.
+    async fn node(
+        &self,
+        session: Option<SessionId>,
+        p: &str,
+    ) -> Result<Option<ReadAnswer>, Refusal> {
+        path::validate(p)
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, ZkError::BadArguments, e))?;
+        crate::reads::read_node(&*self.user, &*self.system, session, p)
+            .await
+            .map_err(Refusal::unavailable)
+    }
+
+    /// Open a session: its id and the zxid of its open.
+    async fn open(&self, timeout_ms: i32) -> Result<(SessionId, Zxid), Refusal> {
         let id = new_session_id();
         self.rt.hub().register(id);
         let batch = WriteBatch {
@@ -237,126 +332,115 @@ impl Api {
                 session: id,
                 seq: 0,
                 op: Op::OpenSession {
-                    timeout_ms: open.timeout_ms,
+                    timeout_ms,
                     notify: SessionHub::notify_url(id),
                 },
             }],
         };
-        let resp = self
-            .submit(
-                id,
-                Bytes::from(serde_json::to_vec(&batch).unwrap_or_default()),
-            )
-            .await;
-        if resp.status() != StatusCode::OK {
-            self.rt.hub().remove(id);
-            return resp;
-        }
-        let subs: Vec<Submission> = match resp.into_body().collect().await {
-            Ok(b) => serde_json::from_slice(&b.to_bytes()).unwrap_or_default(),
-            Err(never) => match never {},
+        let refused = match self.submit_batch(id, batch).await {
+            Ok(subs) => match subs.into_iter().next() {
+                Some(Submission::Appended { zxid, .. }) => return Ok((id, zxid)),
+                Some(Submission::Rejected { error, message, .. }) => {
+                    Refusal::new(StatusCode::BAD_REQUEST, error, message)
+                }
+                None => Refusal::unavailable("writer answered nothing"),
+            },
+            Err(r) => r,
         };
-        match subs.first() {
-            Some(Submission::Appended { zxid, .. }) => {
-                reply(StatusCode::OK, json!({ "session": id, "zxid": zxid }))
-            }
-            Some(Submission::Rejected {
-                error: e, message, ..
-            }) => {
-                self.rt.hub().remove(id);
-                error(StatusCode::BAD_REQUEST, &format!("{e:?}"), message)
-            }
-            None => {
-                self.rt.hub().remove(id);
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "system_error",
-                    "writer answered nothing",
-                )
-            }
-        }
+        self.rt.hub().remove(id);
+        Err(refused)
     }
 
-    async fn submit(&self, id: SessionId, body: Bytes) -> Resp {
+    /// Hand a batch of session `id`'s requests to the writer.
+    async fn submit_batch(
+        &self,
+        id: SessionId,
+        batch: WriteBatch,
+    ) -> Result<Vec<Submission>, Refusal> {
         if !self.rt.hub().contains(id) {
-            return error(
-                StatusCode::NOT_FOUND,
-                "session_expired",
-                format!("no session {id}"),
-            );
+            return Err(Refusal::expired(id));
         }
-        let batch: WriteBatch = match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => return error(StatusCode::BAD_REQUEST, "marshalling_error", e),
-        };
         if batch.requests.iter().any(|r| r.session != id) {
-            return error(
+            return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
-                "bad_arguments",
+                ZkError::BadArguments,
                 "request for another session",
-            );
+            ));
         }
-        match self.rt.write_batch(batch.requests).await {
-            Ok(subs) => reply(StatusCode::OK, json!(subs)),
-            Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "writer invocation failed");
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "system_error",
-                    format!("{e:#}"),
-                )
-            }
-        }
+        self.rt.write_batch(batch.requests).await.map_err(|e| {
+            tracing::error!(error = format!("{e:#}"), "writer invocation failed");
+            Refusal::unavailable(format!("{e:#}"))
+        })
     }
 
-    async fn heartbeat(&self, id: SessionId) -> Resp {
+    async fn keep_alive(&self, id: SessionId) -> Result<(), Refusal> {
         if !self.rt.hub().contains(id) {
-            return error(
-                StatusCode::NOT_FOUND,
-                "session_expired",
-                format!("no session {id}"),
-            );
+            return Err(Refusal::expired(id));
         }
         match self.rt.ping(id).await {
-            Ok((200, _)) => reply(StatusCode::OK, json!({})),
-            Ok((status, body)) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "system_error",
-                format!(
-                    "heartbeat stage answered {status}: {}",
-                    String::from_utf8_lossy(&body)
-                ),
-            ),
-            Err(e) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "system_error",
-                format!("{e:#}"),
-            ),
+            Ok((200, _)) => Ok(()),
+            Ok((status, body)) => Err(Refusal::unavailable(format!(
+                "heartbeat stage answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            ))),
+            Err(e) => Err(Refusal::unavailable(format!("{e:#}"))),
         }
     }
 
-    async fn poll(&self, id: SessionId, query: &str) -> Resp {
-        let after = url::query_param(query, "after")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        let wait = url::query_param(query, "wait_ms")
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_millis)
-            .unwrap_or(MAX_WAIT)
-            .min(MAX_WAIT);
-        match self.rt.hub().poll(id, after, wait).await {
-            Some(events) => {
-                let events: Vec<_> = events
-                    .into_iter()
-                    .map(|(index, event)| json!({ "index": index, "event": event }))
-                    .collect();
-                reply(StatusCode::OK, json!({ "events": events }))
-            }
-            None => error(
-                StatusCode::NOT_FOUND,
-                "session_expired",
-                format!("no session {id}"),
-            ),
+    async fn events(
+        &self,
+        id: SessionId,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Vec<(u64, SessionEvent)>, Refusal> {
+        self.rt
+            .hub()
+            .poll(id, after, wait.min(MAX_WAIT))
+            .await
+            .ok_or_else(|| Refusal::expired(id))
+    }
+}
+
+/// The API without HTTP, for front ends in this process (the ZooKeeper gateway).
+#[async_trait::async_trait]
+impl LocalService for Api {
+    async fn open_session(&self, timeout_ms: i32) -> Result<SessionId, ClientError> {
+        Ok(self.open(timeout_ms).await?.0)
+    }
+
+    async fn submit(
+        &self,
+        session: SessionId,
+        batch: WriteBatch,
+    ) -> Result<Vec<Submission>, ClientError> {
+        Ok(self.submit_batch(session, batch).await?)
+    }
+
+    async fn heartbeat(&self, session: SessionId) -> Result<(), ClientError> {
+        Ok(self.keep_alive(session).await?)
+    }
+
+    async fn close(&self, session: SessionId) -> Result<(), ClientError> {
+        self.rt.hub().remove(session);
+        Ok(())
+    }
+
+    async fn read_node(&self, session: SessionId, path: &str) -> Result<NodeRead, ClientError> {
+        match self.node(Some(session), path).await? {
+            Some(ReadAnswer::Serve(bytes)) => serde_json::from_slice(&bytes)
+                .map(NodeRead::Node)
+                .map_err(|e| ClientError::Transport(format!("node object of {path}: {e}"))),
+            Some(ReadAnswer::NoAuth(stat)) => Ok(NodeRead::NoAuth(stat)),
+            None => Ok(NodeRead::Missing),
         }
+    }
+
+    async fn poll(
+        &self,
+        session: SessionId,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Vec<(u64, SessionEvent)>, ClientError> {
+        Ok(self.events(session, after, wait).await?)
     }
 }

@@ -61,10 +61,9 @@ async fn establish(
     let options = Options {
         session_timeout_ms: req.timeout_ms,
         auto_heartbeat: false,
-        reader: gw.reader.clone(),
         ..Options::default()
     };
-    let client = match Client::connect(&gw.api_url, options).await {
+    let client = match Client::connect_local(gw.api.clone(), options).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "zk gateway could not open a pipeline session");

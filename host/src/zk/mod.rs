@@ -2,7 +2,8 @@
 //! the Rust `zookeeper-client`) talk to the serverless pipeline.
 //!
 //! The gateway is a *client of the pipeline*: every ZooKeeper session is a
-//! [`faaskeeper_client::Client`] session on this host's HTTP API, every request becomes a
+//! [`faaskeeper_client::Client`] session on this host's API, called in process
+//! ([`faaskeeper_client::LocalService`]: no HTTP hop), every request becomes a
 //! pipeline op, and every answer is what `faaskeeper-core` decided. The gateway only
 //! translates frames (`faaskeeper-zk-proto`) and keeps the per-connection state ZooKeeper's
 //! protocol needs (xids, session re-attach, pings, the four-letter words).
@@ -11,7 +12,7 @@ mod conn;
 mod ops;
 mod words;
 
-use faaskeeper_client::Client;
+use faaskeeper_client::{Client, LocalService};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,11 +40,11 @@ pub(crate) struct Stats {
     pub(crate) connections: AtomicU64,
 }
 
-/// The gateway: its sessions and where the pipeline's HTTP API is.
+/// The gateway: its sessions and the pipeline's API.
 pub struct Gateway {
+    pub(crate) api: Arc<dyn LocalService>,
+    /// Where the same API is served over HTTP (reported by `conf`).
     pub(crate) api_url: String,
-    /// Reads node objects straight from the user bucket (no HTTP hop on the read path).
-    pub(crate) reader: Option<faaskeeper_client::DirectReader>,
     pub(crate) port: u16,
     pub(crate) sessions: Mutex<HashMap<i64, Arc<GwSession>>>,
     pub(crate) stats: Stats,
@@ -52,15 +53,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway that opens pipeline sessions at `api_url` and reports `port` in `conf`.
-    pub fn new(
-        api_url: String,
-        port: u16,
-        reader: Option<faaskeeper_client::DirectReader>,
-    ) -> Arc<Gateway> {
+    /// A gateway that opens pipeline sessions on `api` and reports `port` and `api_url` (the
+    /// same API over HTTP) in `conf`.
+    pub fn new(api: Arc<dyn LocalService>, api_url: String, port: u16) -> Arc<Gateway> {
         Arc::new(Gateway {
+            api,
             api_url,
-            reader,
             port,
             sessions: Mutex::new(HashMap::new()),
             stats: Stats::default(),
