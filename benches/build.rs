@@ -21,7 +21,9 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
 
     for path in ["core", "components/bench-guest", "Cargo.toml", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", root.join(path).display());
+        // Relative to this package: checkouts that share a target dir share this unit (its
+        // hash does not include the absolute path), and each must watch its own sources.
+        println!("cargo:rerun-if-changed=../{path}");
     }
 
     let mut code = String::new();

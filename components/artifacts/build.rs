@@ -29,7 +29,9 @@ fn main() {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
     for dir in ["core", "components", "wit", "Cargo.toml", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+        // Relative to this package: checkouts that share a target dir share this unit (its
+        // hash does not include the absolute path), and each must watch its own sources.
+        println!("cargo:rerun-if-changed=../../{dir}");
     }
 
     let mut cmd = Command::new(cargo);

@@ -28,7 +28,9 @@ fn main() {
         "Cargo.toml",
         "Cargo.lock",
     ] {
-        println!("cargo:rerun-if-changed={}", root.join(path).display());
+        // Relative to this package: checkouts that share a target dir share this unit (its
+        // hash does not include the absolute path), and each must watch its own sources.
+        println!("cargo:rerun-if-changed=../../{path}");
     }
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

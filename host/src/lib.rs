@@ -241,7 +241,7 @@ fn embedded_stores(dir: &std::path::Path) -> anyhow::Result<StoreManager> {
     };
     let db = EmbeddedDb::open_with_log(
         &db_path,
-        &dir.join("faaskeeper-log.redb"),
+        &dir.join("faaskeeper-log.wal"),
         &[SYSTEM_BUCKET, USER_BUCKET],
         log,
     )

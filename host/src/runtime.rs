@@ -407,7 +407,14 @@ pub struct Runtime {
     combined: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<PendingWrite>>>,
     outbound: std::sync::OnceLock<Arc<dyn crate::outbound::Outbound>>,
     faults: Option<Arc<FaultPlan>>,
+    /// The system bucket's billed write size, told to the stages as [`WRITE_UNIT_ENV`].
+    write_unit: Option<String>,
 }
+
+/// The environment variable that tells a stage the system bucket bills writes by this many
+/// bytes (`Store::write_unit`); unset where writes are not billed by size. Other platforms
+/// set it the same way (Spin: `environment` in spin.toml) when their store is DynamoDB.
+pub const WRITE_UNIT_ENV: &str = "FAASKEEPER_WRITE_UNIT";
 
 impl Drop for Runtime {
     fn drop(&mut self) {
@@ -450,7 +457,13 @@ impl Runtime {
         let depth = limits.call_depth.max(1);
         stages.engine.reserve(&tenant)?;
         let (combiner, combined) = tokio::sync::mpsc::unbounded_channel();
+        let write_unit = stores
+            .open(faaskeeper_core::keys::SYSTEM_BUCKET)
+            .ok()
+            .and_then(|s| s.write_unit())
+            .map(|n| n.to_string());
         Ok(Arc::new(Runtime {
+            write_unit,
             slots: Slots::new(tenant.instances, depth),
             tenant,
             stages: stages.clone(),
@@ -495,10 +508,12 @@ impl Runtime {
         depth: u32,
         faults: Option<Arc<InvocationFaults>>,
     ) -> HostState {
-        let wasi = wasmtime_wasi::WasiCtx::builder()
-            .inherit_stderr()
-            .env("FAASKEEPER_STAGE", stage.name())
-            .build();
+        let mut wasi = wasmtime_wasi::WasiCtx::builder();
+        wasi.inherit_stderr().env("FAASKEEPER_STAGE", stage.name());
+        if let Some(unit) = &self.write_unit {
+            wasi.env(WRITE_UNIT_ENV, unit);
+        }
+        let wasi = wasi.build();
         HostState {
             wasi,
             http: WasiHttpCtx::new(),

@@ -120,6 +120,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// A one-line human description for logs (`faaskeeper serve` prints it).
     fn summary(&self) -> String;
+
+    /// The size by which the backend bills a write, if it bills by size (DynamoDB: a write
+    /// unit per KiB). Stages pack records into fewer units only where this is set: elsewhere
+    /// the packing would cost time and save nothing.
+    fn write_unit(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Maps bucket names to stores: the delegating router of the host.

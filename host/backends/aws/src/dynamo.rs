@@ -672,6 +672,10 @@ impl Store for DynamoSystemStore {
         }
     }
 
+    fn write_unit(&self) -> Option<usize> {
+        Some(1024)
+    }
+
     fn summary(&self) -> String {
         format!(
             "DynamoDB table {} (values over {} KiB in S3 bucket {}, under blob/)",

@@ -10,8 +10,10 @@
 //! **Log mode** ([`EmbeddedDb::open_with_log`]), what the service runs. The service's state
 //! is derived from its transaction log, as ZooKeeper's tree is derived from its txn log: only
 //! the log must be on disk before a write is acknowledged; everything else can be rebuilt by
-//! replaying it. So the keys the caller names as the log ([`LogKeys`]) live in a second file
-//! with its own committer that fsyncs every commit, and the rest is committed without fsync
+//! replaying it. So the keys the caller names as the log ([`LogKeys`]) live in a second file,
+//! an append-only write-ahead log with its own committer that fsyncs every commit but one of
+//! plain sets (`wal`: one small append and one `fdatasync` per commit, the keys in
+//! memory), and the rest is committed without fsync
 //! (`Durability::None`) and made durable by a checkpoint commit every
 //! [`LogKeys::checkpoint`]. A crash loses at most the state written since the last checkpoint
 //! — always a prefix of the commit order, because redb persists a non-durable commit only with
@@ -51,6 +53,8 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+mod wal;
 
 /// Most writes folded into one commit.
 const MAX_GROUP: usize = 1024;
@@ -106,10 +110,6 @@ impl LogKeys {
 enum Sync {
     /// Every commit.
     Every,
-    /// Every commit with a write other than a plain set: sets are persisted with the next
-    /// such commit, which is how the writer's txn entries reach the disk with the head that
-    /// points at them, in one fsync.
-    ExceptSets,
     /// Every so often, then forwarding the deferred log deletes to the log's committer.
     Checkpoint(Duration, mpsc::Sender<Job>),
 }
@@ -119,6 +119,18 @@ struct File {
     db: Arc<Database>,
     path: PathBuf,
     jobs: mpsc::Sender<Job>,
+    /// Held by whoever commits to the file. Checkpointed files only: a write that finds it
+    /// free commits on the caller's thread (a commit without fsync takes microseconds),
+    /// saving the two thread switches of a round trip through the committer.
+    inline: Option<Arc<std::sync::Mutex<Checkpointing>>>,
+}
+
+/// What a checkpointed file's committers share.
+struct Checkpointing {
+    /// Whether anything was committed since the last durable commit.
+    dirty: bool,
+    /// Log deletes waiting for the next durable commit.
+    deferred: Vec<(String, String)>,
 }
 
 impl File {
@@ -134,28 +146,49 @@ impl File {
         txn.commit().map_err(unavailable)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let committer = db.clone();
+        let inline = match sync {
+            Sync::Every => None,
+            Sync::Checkpoint(..) => Some(Arc::new(std::sync::Mutex::new(Checkpointing {
+                dirty: false,
+                deferred: Vec::new(),
+            }))),
+        };
+        let shared = inline.clone();
         std::thread::Builder::new()
             .name("faaskeeper-commit".into())
-            .spawn(move || commit_loop(&committer, &sync, rx))
+            .spawn(move || commit_loop(&committer, &sync, shared.as_deref(), rx))
             .map_err(unavailable)?;
         Ok(File {
             db,
             path: path.to_path_buf(),
             jobs: tx,
+            inline,
         })
     }
 
     async fn write(&self, bucket: &str, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.jobs
-            .send(Job {
+        if let Some(shared) = &self.inline
+            && let Ok(mut state) = shared.try_lock()
+        {
+            if let WriteOp::DeferLogDelete(keys) = op {
+                // Out after the next durable commit, which follows every write before this.
+                state
+                    .deferred
+                    .extend(keys.into_iter().map(|k| (bucket.to_string(), k)));
+                return Ok(WriteOutcome::Done);
+            }
+            let job = Job {
                 bucket: bucket.to_string(),
                 op,
-                reply: Some(reply),
-            })
-            .map_err(|_| StoreError::Unavailable("committer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("committer stopped".into()))?
+                reply: None,
+            };
+            let mut results = run_group(&self.db, std::slice::from_ref(&job), false)?;
+            state.dirty = true;
+            return results
+                .pop()
+                .unwrap_or_else(|| Err(StoreError::Unavailable("commit answered nothing".into())));
+        }
+        submit(&self.jobs, bucket, op).await
     }
 
     fn read<T>(
@@ -171,12 +204,51 @@ impl File {
     }
 }
 
+/// Hand a write to a committer thread and wait for its answer.
+async fn submit(
+    jobs: &mpsc::Sender<Job>,
+    bucket: &str,
+    op: WriteOp,
+) -> Result<WriteOutcome, StoreError> {
+    let (reply, rx) = oneshot::channel();
+    jobs.send(Job {
+        bucket: bucket.to_string(),
+        op,
+        reply: Some(reply),
+    })
+    .map_err(|_| StoreError::Unavailable("committer stopped".into()))?;
+    rx.await
+        .map_err(|_| StoreError::Unavailable("committer stopped".into()))?
+}
+
+/// Where a key lives: the state's redb file or, in log mode, the log.
+enum Part<'a> {
+    State(&'a File),
+    Log(&'a wal::Wal),
+}
+
+impl Part<'_> {
+    async fn write(&self, bucket: &str, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        match self {
+            Part::State(f) => f.write(bucket, op).await,
+            Part::Log(w) => submit(&w.jobs, bucket, op).await,
+        }
+    }
+
+    fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Part::State(f) => f.read(bucket, |t| Ok(t.get(key)?.map(|v| v.value().to_vec()))),
+            Part::Log(w) => w.get(bucket, key),
+        }
+    }
+}
+
 /// The buckets of one data directory.
 pub struct EmbeddedDb {
     /// Every key, or every key but the log's.
     state: File,
     /// The log's keys, in log mode.
-    log: Option<(File, LogKeys)>,
+    log: Option<(wal::Wal, LogKeys)>,
     buckets: Vec<String>,
 }
 
@@ -190,15 +262,18 @@ impl EmbeddedDb {
         }))
     }
 
-    /// Log mode (see the crate docs): the keys `log` names live in `log_path` and are
-    /// fsynced on every commit; the rest lives in `state_path` and is checkpointed.
+    /// Log mode (see the crate docs): the keys `log` names live in the write-ahead log at
+    /// `log_path` and are fsynced on every commit; the rest lives in `state_path` and is
+    /// checkpointed. A log that an earlier version kept as a redb file (`log_path` with the
+    /// extension `redb`) is taken over into the new one and removed.
     pub fn open_with_log(
         state_path: &Path,
         log_path: &Path,
         buckets: &[&str],
         log: LogKeys,
     ) -> Result<Arc<EmbeddedDb>, StoreError> {
-        let log_file = File::open(log_path, buckets, Sync::ExceptSets)?;
+        let legacy = log_path.with_extension("redb");
+        let log_file = wal::Wal::open(log_path, Some(legacy.as_path()).filter(|l| *l != log_path))?;
         let state = File::open(
             state_path,
             buckets,
@@ -222,32 +297,48 @@ impl EmbeddedDb {
         }))
     }
 
-    /// The file holding `key` of `bucket`.
-    fn file(&self, bucket: &str, key: &str) -> &File {
+    /// The part holding `key` of `bucket`.
+    fn part(&self, bucket: &str, key: &str) -> Part<'_> {
         match &self.log {
-            Some((file, keys)) if keys.contains(bucket, key) => file,
-            _ => &self.state,
+            Some((wal, keys)) if keys.contains(bucket, key) => Part::Log(wal),
+            _ => Part::State(&self.state),
         }
     }
 }
 
-fn commit_loop(db: &Database, sync: &Sync, rx: mpsc::Receiver<Job>) {
-    // Checkpointing state: when the last durable commit was, whether anything was committed
-    // since, and the log deletes waiting for the next durable commit.
+/// The deletes of log keys a group defers (taken out of its jobs).
+fn take_deferred(group: &mut [Job]) -> Vec<(String, String)> {
+    let mut deferred = Vec::new();
+    for job in group {
+        if let WriteOp::DeferLogDelete(keys) = &mut job.op {
+            deferred.extend(keys.drain(..).map(|k| (job.bucket.clone(), k)));
+        }
+    }
+    deferred
+}
+
+/// The committer thread of a file: takes every write waiting, commits them as one group and
+/// answers them. A checkpointed file (`shared` set) commits without fsync, and durably once
+/// every period while anything is pending; then the log deletes deferred until then go to
+/// the log's committer.
+fn commit_loop(
+    db: &Database,
+    sync: &Sync,
+    shared: Option<&std::sync::Mutex<Checkpointing>>,
+    rx: mpsc::Receiver<Job>,
+) {
     let mut last_durable = Instant::now();
-    let mut dirty = false;
-    let mut deferred: Vec<(String, String)> = Vec::new();
     loop {
-        let pending = dirty || !deferred.is_empty();
         let first = match sync {
-            Sync::Checkpoint(every, _) if pending => {
+            // Inline writes do not pass through here, so wake up every period to look.
+            Sync::Checkpoint(every, _) => {
                 match rx.recv_timeout(every.saturating_sub(last_durable.elapsed())) {
                     Ok(j) => Some(j),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 }
             }
-            _ => match rx.recv() {
+            Sync::Every => match rx.recv() {
                 Ok(j) => Some(j),
                 Err(_) => return,
             },
@@ -259,22 +350,24 @@ fn commit_loop(db: &Database, sync: &Sync, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        // Inline writers wait while this commit runs.
+        let mut state = shared.map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
+        let pending = state
+            .as_ref()
+            .is_some_and(|s| s.dirty || !s.deferred.is_empty());
         let durable = match sync {
             Sync::Every => true,
-            Sync::ExceptSets => group.iter().any(|j| !matches!(j.op, WriteOp::Set(_))),
-            Sync::Checkpoint(every, _) => last_durable.elapsed() >= *every,
+            Sync::Checkpoint(every, _) => pending && last_durable.elapsed() >= *every,
         };
         if group.is_empty() && !durable {
+            if !pending {
+                last_durable = Instant::now();
+            }
             continue;
         }
         // Deletes deferred in this group follow every write queued before them, so they may
         // go out after this commit if it is durable, else after the next durable one.
-        let mut deferred_here = Vec::new();
-        for job in &mut group {
-            if let WriteOp::DeferLogDelete(keys) = &mut job.op {
-                deferred_here.extend(keys.drain(..).map(|k| (job.bucket.clone(), k)));
-            }
-        }
+        let deferred_here = take_deferred(&mut group);
         match run_group(db, &group, durable) {
             Ok(results) => {
                 for (job, r) in group.into_iter().zip(results) {
@@ -282,15 +375,17 @@ fn commit_loop(db: &Database, sync: &Sync, rx: mpsc::Receiver<Job>) {
                         let _ = reply.send(r);
                     }
                 }
-                deferred.append(&mut deferred_here);
-                if durable {
-                    last_durable = Instant::now();
-                    dirty = false;
-                    if let Sync::Checkpoint(_, log) = sync {
-                        forward_deletes(log, std::mem::take(&mut deferred));
+                if let Some(state) = state.as_mut() {
+                    state.deferred.extend(deferred_here);
+                    if durable {
+                        last_durable = Instant::now();
+                        state.dirty = false;
+                        if let Sync::Checkpoint(_, log) = sync {
+                            forward_deletes(log, std::mem::take(&mut state.deferred));
+                        }
+                    } else {
+                        state.dirty = true;
                     }
-                } else {
-                    dirty = true;
                 }
             }
             Err(e) => {
@@ -414,9 +509,7 @@ impl RedbBucket {
 #[async_trait]
 impl Store for RedbBucket {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db
-            .file(&self.name, key)
-            .read(&self.name, |t| Ok(t.get(key)?.map(|v| v.value().to_vec())))
+        self.db.part(&self.name, key).get(&self.name, key)
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
@@ -426,13 +519,19 @@ impl Store for RedbBucket {
             let Some((first, _)) = part.first() else {
                 continue;
             };
-            let file = self.db.file(&self.name, first);
-            file.read(&self.name, |t| {
-                for (k, i) in &part {
-                    out[*i] = t.get(k.as_str())?.map(|v| v.value().to_vec());
+            match self.db.part(&self.name, first) {
+                Part::State(file) => file.read(&self.name, |t| {
+                    for (k, i) in &part {
+                        out[*i] = t.get(k.as_str())?.map(|v| v.value().to_vec());
+                    }
+                    Ok(())
+                })?,
+                Part::Log(wal) => {
+                    for (k, i) in &part {
+                        out[*i] = wal.get(&self.name, k)?;
+                    }
                 }
-                Ok(())
-            })?;
+            }
         }
         Ok(out)
     }
@@ -447,8 +546,10 @@ impl Store for RedbBucket {
             let Some((first, _)) = part.first() else {
                 continue;
             };
-            let file = self.db.file(&self.name, first);
-            file.write(&self.name, WriteOp::Set(part)).await?;
+            self.db
+                .part(&self.name, first)
+                .write(&self.name, WriteOp::Set(part))
+                .await?;
         }
         Ok(())
     }
@@ -505,10 +606,10 @@ impl Store for RedbBucket {
             })
         };
         let mut keys = list(&self.db.state)?;
-        if let Some((file, log)) = &self.db.log {
+        if let Some((wal, log)) = &self.db.log {
             keys.retain(|k| !log.contains(&self.name, k));
             keys.extend(
-                list(file)?
+                wal.list(&self.name, cursor.as_deref(), limit)?
                     .into_iter()
                     .filter(|k| log.contains(&self.name, k)),
             );
@@ -526,7 +627,7 @@ impl Store for RedbBucket {
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         match self
             .db
-            .file(&self.name, key)
+            .part(&self.name, key)
             .write(&self.name, WriteOp::Increment(key.to_string(), delta))
             .await?
         {
@@ -542,7 +643,7 @@ impl Store for RedbBucket {
         new: Vec<u8>,
     ) -> Result<(), StoreError> {
         self.db
-            .file(&self.name, key)
+            .part(&self.name, key)
             .write(
                 &self.name,
                 WriteOp::Cas(key.to_string(), expected.map(<[u8]>::to_vec), new),
@@ -559,8 +660,9 @@ impl Store for RedbBucket {
                 self.db.state.path.display()
             ),
             Some((file, log)) => format!(
-                "embedded redb table {:?}: log keys {} in {} (fsync on every commit), the rest \
-                 in {} (checkpointed every {:?}, rebuilt from the log after a crash); group commit",
+                "embedded redb table {:?}: log keys {} in the write-ahead log {} (fsync on every \
+                 commit), the rest in {} (checkpointed every {:?}, rebuilt from the log after a \
+                 crash); group commit",
                 self.name,
                 log.keys
                     .iter()
