@@ -7,7 +7,8 @@
 //! (docs/benchmarks.md).
 //!
 //! **File format.** The magic [`MAGIC`], then records: payload length (`u32` LE), CRC-32 of
-//! the payload (`u32` LE), payload. A payload is one committed group: a sequence of
+//! the payload (`u32` LE), payload; then zeros up to the preallocated end (a zero length
+//! ends the records: no record is empty). A payload is one committed group: a sequence of
 //! operations, `1` set (bucket, key, value) or `2` delete (bucket, key), with `u8`-prefixed
 //! bucket names and `u32`-prefixed keys and values. On open the records are replayed in
 //! order; the first incomplete or corrupt record is a write the crash interrupted (nothing
@@ -22,6 +23,7 @@ use crate::{Job, MAX_GROUP, WriteOp, WriteOutcome, unavailable};
 use faaskeeper_storage::{StoreError, decode_counter};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, mpsc};
 
@@ -29,6 +31,9 @@ use std::sync::{Arc, RwLock, mpsc};
 const MAGIC: &[u8; 8] = b"FKWAL\x00\x01\n";
 /// A log file this large is compacted if most of it is dead.
 const COMPACT_FROM: u64 = 8 << 20;
+/// The file is extended by this much ahead of the records (zeros, as ZooKeeper pads its txn
+/// log), so that most appends do not change its size and `fdatasync` has no size to write.
+const PREALLOCATE: u64 = 16 << 20;
 const SET: u8 = 1;
 const DELETE: u8 = 2;
 
@@ -71,20 +76,21 @@ impl Wal {
         }
         let (tables, valid) = replay(path)?;
         let file = std::fs::OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(path)
             .map_err(unavailable)?;
-        // Cut a torn tail, so that the next append follows the last whole record.
-        if file.metadata().map_err(unavailable)?.len() != valid {
-            file.set_len(valid).map_err(unavailable)?;
-            file.sync_all().map_err(unavailable)?;
-        }
+        // Cut a torn tail (and the old preallocation), so that zeros follow the last whole
+        // record, then preallocate again.
+        file.set_len(valid).map_err(unavailable)?;
+        file.set_len(valid + PREALLOCATE).map_err(unavailable)?;
+        file.sync_all().map_err(unavailable)?;
         let tables = Arc::new(RwLock::new(tables));
         let (tx, rx) = mpsc::channel::<Job>();
         let mut committer = Committer {
             path: path.to_path_buf(),
             file,
             len: valid,
+            allocated: valid + PREALLOCATE,
             live: live_bytes(&*tables.read().map_err(poisoned)?),
             tables: tables.clone(),
             broken: None,
@@ -249,6 +255,9 @@ fn replay(path: &Path) -> Result<(Tables, u64), StoreError> {
     while let Some(header) = bytes.get(at..at + 8) {
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len == 0 {
+            break;
+        }
         let Some(payload) = bytes.get(at + 8..at + 8 + len) else {
             break;
         };
@@ -266,7 +275,7 @@ fn replay(path: &Path) -> Result<(Tables, u64), StoreError> {
         apply(&mut tables, changes);
         at += 8 + len;
     }
-    if at < bytes.len() {
+    if bytes[at..].iter().any(|b| *b != 0) {
         tracing::warn!(
             path = %path.display(),
             kept = at,
@@ -331,6 +340,8 @@ struct Committer {
     file: std::fs::File,
     /// Length of the whole records in the file.
     len: u64,
+    /// The file's length: whole records, then zeros.
+    allocated: u64,
     /// Bytes of live keys and values.
     live: u64,
     tables: Arc<RwLock<Tables>>,
@@ -437,19 +448,26 @@ impl Committer {
         }
         let durable = group.iter().any(|j| !matches!(j.op, WriteOp::Set(_)));
         let bytes = record(&payload);
-        let appended = self.file.write_all(&bytes).and_then(|()| {
-            if durable {
-                self.file.sync_data()
-            } else {
-                Ok(())
+        let end = self.len + bytes.len() as u64;
+        let appended = (|| {
+            if end > self.allocated {
+                let to = end + PREALLOCATE;
+                self.file.set_len(to)?;
+                self.allocated = to;
             }
-        });
+            self.file.write_all_at(&bytes, self.len)?;
+            if durable {
+                self.file.sync_data()?;
+            }
+            Ok::<_, std::io::Error>(())
+        })();
         if let Err(e) = appended {
-            // Nothing of the group is published or acknowledged; the partial record is cut
-            // so that later appends stay readable.
-            if let Err(cut) = self.file.set_len(self.len) {
+            // Nothing of the group is published or acknowledged; the next append overwrites
+            // what part of the record was written, and zeros must follow it.
+            let zeros = vec![0u8; bytes.len()];
+            if let Err(clear) = self.file.write_all_at(&zeros, self.len) {
                 self.broken = Some(format!(
-                    "log append failed ({e}) and could not be cut ({cut})"
+                    "log append failed ({e}) and could not be cleared ({clear})"
                 ));
             }
             return Err(unavailable(e));
@@ -466,10 +484,12 @@ impl Committer {
         let tables = self.tables.read().map_err(poisoned)?.clone();
         write_snapshot(&self.path, &tables)?;
         self.file = std::fs::OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&self.path)
             .map_err(unavailable)?;
         self.len = self.file.metadata().map_err(unavailable)?.len();
+        self.allocated = self.len + PREALLOCATE;
+        self.file.set_len(self.allocated).map_err(unavailable)?;
         tracing::debug!(path = %self.path.display(), len = self.len, "log compacted");
         Ok(())
     }

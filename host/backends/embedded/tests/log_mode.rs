@@ -3,7 +3,7 @@
 //! nothing before it is lost, a log mostly made of deleted entries is compacted, and a log an
 //! earlier version kept in redb is taken over.
 use faaskeeper_backend_embedded::{EmbeddedDb, LogKeys};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,19 +74,19 @@ async fn log_writes_survive_reopen_and_a_torn_tail_is_cut() {
     // A crash in the middle of an append leaves part of a record behind.
     std::thread::sleep(Duration::from_millis(100));
     let log = dir.path().join("log.wal");
-    let whole = std::fs::metadata(&log).expect("log").len();
+    let whole = records_end(&log);
     std::fs::OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(&log)
-        .and_then(|mut f| f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'x', b'y']))
+        .and_then(|f| f.write_all_at(&[200, 0, 0, 0, 1, 2, 3, 4, b'x', b'y'], whole))
         .expect("tear");
     {
         let db = open(dir.path());
         let s = db.bucket("system").expect("bucket");
-        assert_eq!(
-            std::fs::metadata(&log).expect("log").len(),
-            whole,
-            "tail cut"
+        let bytes = std::fs::read(&log).expect("log");
+        assert!(
+            bytes[whole as usize..].iter().all(|b| *b == 0),
+            "tail cut: zeros follow the last whole record"
         );
         assert_eq!(s.get("log/head").await.expect("get"), Some(b"h2".to_vec()));
         assert_eq!(s.get("txn/007").await.expect("get"), Some(vec![7; 100]));
@@ -114,15 +114,31 @@ async fn log_writes_survive_reopen_and_a_torn_tail_is_cut() {
     let mut record = (garbage.len() as u32).to_le_bytes().to_vec();
     record.extend_from_slice(&crc32(&garbage).to_le_bytes());
     record.extend_from_slice(&garbage);
+    let end = records_end(&log);
     std::fs::OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(&log)
-        .and_then(|mut f| f.write_all(&record))
+        .and_then(|f| f.write_all_at(&record, end))
         .expect("append");
     let err = EmbeddedDb::open_with_log(&dir.path().join("state2.redb"), &log, BUCKETS, log_keys())
         .err()
         .expect("an unreadable record is refused");
     assert!(err.to_string().contains("unreadable record"), "{err}");
+}
+
+/// Where the records of the log file end (the zeros of its preallocation follow): after the
+/// 8-byte magic, each record is its length, its checksum and its payload.
+fn records_end(log: &Path) -> u64 {
+    let bytes = std::fs::read(log).expect("log");
+    let mut at = 8;
+    while let Some(h) = bytes.get(at..at + 8) {
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        if len == 0 {
+            break;
+        }
+        at += 8 + len;
+    }
+    at as u64
 }
 
 /// CRC-32 (IEEE), as the log's records carry it.
@@ -172,8 +188,8 @@ async fn a_log_of_deleted_entries_is_compacted() {
         s.compare_and_swap("log/head", Some(&3071u32.to_le_bytes()), b"last".to_vec())
             .await
             .expect("cas");
-        let len = std::fs::metadata(&log).expect("log").len();
-        assert!(len < 8 << 20, "compacted: {len} bytes");
+        let len = records_end(&log);
+        assert!(len < 8 << 20, "compacted: {len} bytes of records");
     }
     let db = open(dir.path());
     let s = db.bucket("system").expect("bucket");
