@@ -228,22 +228,24 @@ impl Api {
 
     async fn http_read_node(&self, query: &str) -> Resp {
         let Some(p) = url::query_param(query, "path") else {
-            return error(
+            return Refusal::new(
                 StatusCode::BAD_REQUEST,
-                "bad_arguments",
+                ZkError::BadArguments,
                 "missing or malformed ?path=",
-            );
+            )
+            .reply();
         };
         let session = match url::query_param(query, "session") {
             None => None,
             Some(s) => match s.parse::<SessionId>() {
                 Ok(id) => Some(id),
                 Err(_) => {
-                    return error(
+                    return Refusal::new(
                         StatusCode::BAD_REQUEST,
-                        "bad_arguments",
+                        ZkError::BadArguments,
                         "session is not a number",
-                    );
+                    )
+                    .reply();
                 }
             },
         };
@@ -261,7 +263,7 @@ impl Api {
                 StatusCode::FORBIDDEN,
                 json!({ "error": "no_auth", "message": p, "stat": stat }),
             ),
-            Ok(None) => error(StatusCode::NOT_FOUND, "no_node", p),
+            Ok(None) => Refusal::new(StatusCode::NOT_FOUND, ZkError::NoNode, p).reply(),
             Err(r) => r.reply(),
         }
     }

@@ -23,6 +23,25 @@ struct Put {
     value: Vec<u8>,
 }
 
+/// The distributor's progress record once it holds no batch in progress (a write is
+/// answered before its batch is marked applied). Off DynamoDB it is plain JSON.
+async fn idle_progress(system: &dyn faaskeeper_storage::Store) -> serde_json::Value {
+    let mut progress = serde_json::Value::Null;
+    for _ in 0..100 {
+        let bytes = system
+            .get(keys::DIST_APPLIED)
+            .await
+            .expect("read")
+            .expect("progress record");
+        progress = serde_json::from_slice(&bytes).expect("a progress record is plain JSON here");
+        if progress.get("pending").is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    progress
+}
+
 async fn host(db: &Arc<EmbeddedDb>, dir: &std::path::Path) -> faaskeeper_host::RunningHost {
     let stores = StoreManager::new()
         .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET).expect("system"))
@@ -58,19 +77,7 @@ async fn a_store_in_the_old_progress_layout_is_finished_and_goes_on() {
     // Stop the host only once its distributor is idle (the close's batch finished): the
     // store is then as an idle old host would have left it, up to the rewrite below.
     let system = db.bucket(SYSTEM_BUCKET).expect("system");
-    let mut progress = serde_json::Value::Null;
-    for _ in 0..100 {
-        let raw = system
-            .get(keys::DIST_APPLIED)
-            .await
-            .expect("read")
-            .expect("progress record");
-        progress = serde_json::from_slice(&raw).expect("a progress record is plain JSON here");
-        if progress.get("pending").is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let progress = idle_progress(&*system).await;
     drop(first);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let applied = progress["applied"].as_i64().expect("applied zxid");
@@ -126,21 +133,7 @@ async fn a_store_in_the_old_progress_layout_is_finished_and_goes_on() {
         "the old redo record is gone once finished"
     );
     // A write is answered before its batch is marked applied: wait for the idle record.
-    let mut progress = serde_json::Value::Null;
-    for _ in 0..50 {
-        let bytes = system
-            .get(keys::DIST_APPLIED)
-            .await
-            .expect("read")
-            .expect("progress record");
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
-            && v.get("pending").is_none()
-        {
-            progress = v;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let progress = idle_progress(&*system).await;
     assert!(
         progress["applied"].as_i64().expect("zxid") > applied,
         "{progress}"

@@ -390,11 +390,12 @@ impl Committer {
         }
         let mut payload = Vec::new();
         let mut results = Vec::with_capacity(group.len());
+        // What the group changed so far: later jobs decide against it (a CAS after a set of
+        // the same key sees the set, as if the jobs had run one by one), and it is what is
+        // published once the record is written.
+        let mut changed: HashMap<(&str, &str), Option<Vec<u8>>> = HashMap::new();
         {
             let tables = self.tables.read().map_err(poisoned)?;
-            // What the group changed so far: later jobs decide against it (a CAS after a
-            // set of the same key sees the set, as if the jobs had run one by one).
-            let mut changed: HashMap<(&str, &str), Option<Vec<u8>>> = HashMap::new();
             for job in group {
                 let b = job.bucket.as_str();
                 let current =
@@ -473,8 +474,13 @@ impl Committer {
             return Err(unavailable(e));
         }
         self.len += bytes.len() as u64;
-        let changes = parse(&payload)
-            .ok_or_else(|| StoreError::Unavailable("log record written unreadable".into()))?;
+        let changes = changed
+            .into_iter()
+            .map(|((b, k), v)| match v {
+                Some(v) => Change::Set(b.to_string(), k.to_string(), v),
+                None => Change::Delete(b.to_string(), k.to_string()),
+            })
+            .collect();
         let mut tables = self.tables.write().map_err(poisoned)?;
         self.live = self.live.saturating_add_signed(apply(&mut tables, changes));
         Ok(results)
