@@ -775,6 +775,29 @@ pub struct Delivery {
     pub events: Vec<SessionEvent>,
 }
 
+/// Path, under a hub's origin, that takes many sessions' deliveries in one POST (a
+/// [`DeliveryBatch`] body, a [`DeliveryReceipt`] answer).
+pub const HUB_BATCH_PATH: &str = "/v1/deliveries";
+
+/// The origin of the hub behind a delivery address, if it is one: addresses of the form
+/// `<origin>/v1/sessions/<session>/deliver` (the bundled host's session hub) belong to a hub
+/// that also serves [`HUB_BATCH_PATH`]. `None` for any other address.
+pub fn hub_origin(notify: &str, session: SessionId) -> Option<&str> {
+    let rest = notify.strip_suffix("/deliver")?;
+    let (origin, id) = rest.rsplit_once("/v1/sessions/")?;
+    (id.parse::<SessionId>().ok()? == session && !origin.is_empty()).then_some(origin)
+}
+
+/// A hub's answer to a batch of deliveries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryReceipt {
+    /// Deliveries queued.
+    pub delivered: usize,
+    /// Sessions the hub has no channel for (closed clients): nothing to retry.
+    #[serde(default)]
+    pub gone: Vec<SessionId>,
+}
+
 /// Body of a call to the writer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteBatch {
@@ -847,6 +870,20 @@ mod tests {
         let s = serde_json::to_string(&r).expect("serialize");
         assert!(s.contains("\"AAH/\""), "{s}");
         assert_eq!(serde_json::from_str::<Request>(&s).expect("parse"), r);
+    }
+
+    #[test]
+    fn hub_origin_only_for_the_session_s_own_hub_address() {
+        let url = "http://sessions.faaskeeper.internal/v1/sessions/42/deliver";
+        assert_eq!(
+            hub_origin(url, 42),
+            Some("http://sessions.faaskeeper.internal")
+        );
+        assert_eq!(hub_origin(url, 43), None);
+        assert_eq!(hub_origin("http://127.0.0.1:9000/events", 42), None);
+        assert_eq!(hub_origin("http://faaskeeper-sqs.internal/q-42", 42), None);
+        assert_eq!(hub_origin("/v1/sessions/42/deliver", 42), None);
+        assert_eq!(hub_origin("http://h/v1/sessions/x42/deliver", 42), None);
     }
 
     #[test]

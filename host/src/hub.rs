@@ -5,7 +5,7 @@
 //! by polling with `after` past their number.
 
 use faaskeeper_core::SessionId;
-use faaskeeper_core::wire::{Delivery, SessionEvent};
+use faaskeeper_core::wire::{Delivery, DeliveryBatch, DeliveryReceipt, SessionEvent};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -96,6 +96,45 @@ impl SessionHub {
         true
     }
 
+    /// Queue a batch of deliveries (the watch stage's POST to
+    /// [`HUB_BATCH_PATH`](faaskeeper_core::wire::HUB_BATCH_PATH)): the status and answer. A
+    /// batch in which any delivery names an address other than its session's channel here is
+    /// refused whole, before anything is queued.
+    pub fn deliver_batch(&self, body: &[u8]) -> (u16, Vec<u8>) {
+        let refuse = |msg: &str| {
+            (
+                400,
+                serde_json::json!({ "error": msg }).to_string().into_bytes(),
+            )
+        };
+        let Ok(batch) = serde_json::from_slice::<DeliveryBatch>(body) else {
+            return refuse("malformed delivery batch");
+        };
+        if let Some(d) = batch
+            .deliveries
+            .iter()
+            .find(|d| d.notify != SessionHub::notify_url(d.session))
+        {
+            return refuse(&format!(
+                "delivery for session {} names another address",
+                d.session
+            ));
+        }
+        let mut receipt = DeliveryReceipt::default();
+        for d in batch.deliveries {
+            let session = d.session;
+            if self.deliver(d) {
+                receipt.delivered += 1;
+            } else {
+                receipt.gone.push(session);
+            }
+        }
+        match serde_json::to_vec(&receipt) {
+            Ok(bytes) => (200, bytes),
+            Err(e) => (500, e.to_string().into_bytes()),
+        }
+    }
+
     /// Events numbered `after` or later; waits up to `wait` for one. `None`: no such session.
     pub async fn poll(
         &self,
@@ -122,5 +161,72 @@ impl SessionHub {
                 return Some(Vec::new());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faaskeeper_core::wire::{OpResult, SessionEvent};
+
+    fn delivery(session: SessionId, notify: String) -> Delivery {
+        Delivery {
+            session,
+            notify,
+            events: vec![SessionEvent::Result {
+                seq: 1,
+                zxid: 7,
+                result: OpResult::SessionClosed,
+            }],
+        }
+    }
+
+    fn body(deliveries: Vec<Delivery>) -> Vec<u8> {
+        serde_json::to_vec(&DeliveryBatch { deliveries }).expect("encode")
+    }
+
+    #[tokio::test]
+    async fn a_batch_reaches_every_open_channel_and_names_the_gone() {
+        let hub = SessionHub::default();
+        hub.register(1);
+        hub.register(2);
+        let (status, answer) = hub.deliver_batch(&body(vec![
+            delivery(1, SessionHub::notify_url(1)),
+            delivery(3, SessionHub::notify_url(3)),
+            delivery(2, SessionHub::notify_url(2)),
+        ]));
+        assert_eq!(status, 200);
+        let receipt: DeliveryReceipt = serde_json::from_slice(&answer).expect("receipt");
+        assert_eq!(
+            receipt,
+            DeliveryReceipt {
+                delivered: 2,
+                gone: vec![3]
+            }
+        );
+        for s in [1, 2] {
+            let got = hub.poll(s, 0, Duration::ZERO).await.expect("channel");
+            assert_eq!(got.len(), 1, "session {s}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_batch_queues_nothing() {
+        let hub = SessionHub::default();
+        hub.register(1);
+        let mismatched = body(vec![
+            delivery(1, SessionHub::notify_url(1)),
+            delivery(1, SessionHub::notify_url(2)),
+        ]);
+        for bad in [
+            mismatched.as_slice(),
+            b"{\"deliveries\":7}",
+            b"\xff\x00garbage",
+        ] {
+            let (status, _) = hub.deliver_batch(bad);
+            assert_eq!(status, 400);
+        }
+        let got = hub.poll(1, 0, Duration::ZERO).await.expect("channel");
+        assert!(got.is_empty(), "{got:?}");
     }
 }

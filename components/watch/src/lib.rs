@@ -7,9 +7,16 @@
 //! marks a batch applied). A delivery that fails without an answer is retried; if it still
 //! fails, the stage answers 503 and the distributor sends the batch again later. A session
 //! whose channel answers 4xx is gone and is not retried.
+//!
+//! Sessions whose addresses belong to one hub (`<origin>/v1/sessions/<id>/deliver`, the
+//! bundled host's) get their events in one POST to the hub's batch path instead of one POST
+//! each: under load a batch carries tens of sessions, and each outgoing request is a round
+//! trip through the platform. A hub that does not serve the batch path (it answers 4xx) gets
+//! one POST per session, as any other address does.
 
-use faaskeeper_core::wire::DeliveryBatch;
+use faaskeeper_core::wire::{Delivery, DeliveryBatch, DeliveryReceipt, HUB_BATCH_PATH, hub_origin};
 use faaskeeper_guest::{Reply, Stage};
+use serde::Serialize;
 
 struct Watch;
 
@@ -19,33 +26,37 @@ impl Stage for Watch {
             Ok(b) => b,
             Err(e) => return Reply::error(400, &format!("malformed delivery batch: {e}")),
         };
-        let mut delivered = 0usize;
-        let mut gone = 0usize;
-        let mut undelivered = Vec::new();
+        let mut tally = Tally::default();
+        // Group by hub, keeping the first-seen order; each session appears once per batch,
+        // so no session's events are reordered by grouping.
+        let mut hubs: Vec<(&str, Vec<&Delivery>)> = Vec::new();
+        let mut single: Vec<&Delivery> = Vec::new();
         for d in &batch.deliveries {
+            match hub_origin(&d.notify, d.session) {
+                Some(origin) => match hubs.iter_mut().find(|(o, _)| *o == origin) {
+                    Some((_, group)) => group.push(d),
+                    None => hubs.push((origin, vec![d])),
+                },
+                None => single.push(d),
+            }
+        }
+        for (origin, group) in hubs {
+            if group.len() < 2 || !deliver_to_hub(origin, &group, &mut tally) {
+                single.extend(group);
+            }
+        }
+        for d in single {
             let body = match serde_json::to_vec(d) {
                 Ok(b) => b,
                 Err(e) => return Reply::error(500, &e.to_string()),
             };
-            match deliver(&d.notify, &body) {
-                Outcome::Delivered => delivered += 1,
-                Outcome::Gone(status) => {
-                    // The session's channel is gone (closed client): nothing to retry.
-                    gone += 1;
-                    faaskeeper_guest::log(&format!(
-                        "watch: session {} answered {status}",
-                        d.session
-                    ));
-                }
-                Outcome::Unreachable(e) => {
-                    faaskeeper_guest::log(&format!(
-                        "watch: session {} unreachable: {e}",
-                        d.session
-                    ));
-                    undelivered.push(d.session);
-                }
-            }
+            tally.record(d.session, deliver(&d.notify, &body));
         }
+        let Tally {
+            delivered,
+            gone,
+            undelivered,
+        } = tally;
         if !undelivered.is_empty() {
             // Not handed over: the distributor keeps the batch's redo record and sends the
             // whole batch again, so no session misses a result or an event, and each session
@@ -58,6 +69,76 @@ impl Stage for Watch {
         }
         Reply::json(&serde_json::json!({ "delivered": delivered, "failed": gone }))
     }
+}
+
+/// What became of each session's delivery.
+#[derive(Default)]
+struct Tally {
+    delivered: usize,
+    gone: usize,
+    undelivered: Vec<i64>,
+}
+
+impl Tally {
+    fn record(&mut self, session: i64, outcome: Outcome) {
+        match outcome {
+            Outcome::Delivered => self.delivered += 1,
+            Outcome::Gone(status) => {
+                // The session's channel is gone (closed client): nothing to retry.
+                self.gone += 1;
+                faaskeeper_guest::log(&format!("watch: session {session} answered {status}"));
+            }
+            Outcome::Unreachable(e) => {
+                faaskeeper_guest::log(&format!("watch: session {session} unreachable: {e}"));
+                self.undelivered.push(session);
+            }
+        }
+    }
+}
+
+/// The body of a batch POST, without copying the deliveries.
+#[derive(Serialize)]
+struct Group<'a> {
+    deliveries: &'a [&'a Delivery],
+}
+
+/// Deliver `group` in one POST to the hub at `origin`; `false` if the hub does not take
+/// batches (then nothing was queued and each delivery goes on its own).
+fn deliver_to_hub(origin: &str, group: &[&Delivery], tally: &mut Tally) -> bool {
+    let body = match serde_json::to_vec(&Group { deliveries: group }) {
+        Ok(b) => b,
+        Err(_) => return false,
+    };
+    let url = format!("{origin}{HUB_BATCH_PATH}");
+    let mut last = String::new();
+    for _ in 0..ATTEMPTS {
+        match faaskeeper_guest::post(&url, &body) {
+            Ok((200..=299, answer)) => {
+                let Ok(receipt) = serde_json::from_slice::<DeliveryReceipt>(&answer) else {
+                    // Queued, but the answer does not say which sessions are gone: those
+                    // would only be retried in vain, so count the whole group delivered.
+                    tally.delivered += group.len();
+                    return true;
+                };
+                for d in group {
+                    if receipt.gone.contains(&d.session) {
+                        tally.record(d.session, Outcome::Gone(410));
+                    } else {
+                        tally.delivered += 1;
+                    }
+                }
+                return true;
+            }
+            // The hub refused the batch as a whole: it queued nothing.
+            Ok((400..=499, _)) => return false,
+            Ok((status, _)) => last = format!("status {status}"),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    for d in group {
+        tally.record(d.session, Outcome::Unreachable(last.clone()));
+    }
+    true
 }
 
 /// Attempts per delivery before the batch is given back to the distributor.
