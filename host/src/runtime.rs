@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use faaskeeper_core::wire::{Delivery, Request, Submission, WriteBatch};
 use faaskeeper_storage::StoreManager;
+use futures::FutureExt;
 use http_body_util::{BodyExt, Full};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -636,9 +637,11 @@ impl Runtime {
             request,
         )?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
-        // Aborted if this invocation is dropped (e.g. its caller was stopped), so a nested
+        // The guest runs on the caller's task, beside the reading of its answer (no task of
+        // its own: a spawn is a hop between threads per invocation, three per write). So it
+        // stops when the invocation is dropped (e.g. its caller was stopped), and a nested
         // stage never outlives the stage that called it.
-        let mut task = AbortOnDrop(tokio::spawn(async move {
+        let guest = async move {
             let _slot = slot;
             // A guest waiting in a host call (a clock, a nested stage) never reaches an epoch
             // check: the same deadline stops it from outside.
@@ -651,7 +654,7 @@ impl Runtime {
             })
             .await;
             let state = store.data();
-            match run {
+            let outcome = match run {
                 Ok(Ok(())) => Ok(()),
                 Err(_elapsed) => Err(Failure::Limit(LimitHit::Time)),
                 Ok(Err(_)) if state.time_hit => Err(Failure::Limit(LimitHit::Time)),
@@ -659,40 +662,49 @@ impl Runtime {
                     Some(requested) => Err(Failure::Limit(LimitHit::Memory { requested })),
                     None => Err(Failure::Trap(e)),
                 },
-            }
-        }));
-        let outcome = |joined: Result<Result<(), Failure>, tokio::task::JoinError>| {
-            joined.unwrap_or_else(|e| Err(Failure::Panic(e.to_string())))
+            };
+            // Dropping the store drops a response the guest never set, and ends a body it
+            // never finished: the answer below stops waiting.
+            drop(store);
+            outcome
         };
-        let response = match receiver.await {
-            Ok(Ok(response)) => response,
-            Ok(Err(code)) => bail!(
-                "the {} stage of tenant {} answered with error {code:?}",
+        // A panic in a host function fails this invocation only, not the caller's loop.
+        let guest = async move {
+            match std::panic::AssertUnwindSafe(guest).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(p) => Err(Failure::Panic(panic_message(p.as_ref()))),
+            }
+        };
+        let answer = async {
+            let response = match receiver.await {
+                Ok(Ok(response)) => response,
+                Ok(Err(code)) => return Answer::ErrorCode(format!("{code:?}")),
+                Err(_) => return Answer::None,
+            };
+            let status = response.status().as_u16();
+            match response.into_body().collect().await {
+                Ok(body) => Answer::Body(status, body.to_bytes()),
+                Err(e) => Answer::BrokenBody(format!("{e:?}")),
+            }
+        };
+        let (outcome, answer) = tokio::join!(guest, answer);
+        let (status, body) = match (answer, outcome) {
+            (Answer::ErrorCode(code), _) => bail!(
+                "the {} stage of tenant {} answered with error {code}",
                 stage.name(),
                 self.tenant.name
             ),
-            Err(_) => {
-                // The guest returned or was stopped without setting a response.
-                return match outcome((&mut task.0).await) {
-                    Err(f) => Err(self.failure(stage, f, "")),
-                    Ok(()) => bail!("{} set no response", stage.name()),
-                };
+            // The guest returned or was stopped without setting a response.
+            (Answer::None, Err(f)) => return Err(self.failure(stage, f, "")),
+            (Answer::None, Ok(())) => bail!("{} set no response", stage.name()),
+            // A guest stopped while writing its body: report why it was stopped.
+            (Answer::BrokenBody(_), Err(f)) => {
+                return Err(self.failure(stage, f, " while responding"));
             }
+            (Answer::BrokenBody(e), Ok(())) => bail!("{} response body: {e}", stage.name()),
+            (Answer::Body(..), Err(f)) => return Err(self.failure(stage, f, " after responding")),
+            (Answer::Body(status, body), Ok(())) => (status, body),
         };
-        let status = response.status().as_u16();
-        let body = match response.into_body().collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(e) => {
-                // A guest stopped while writing its body: report why it was stopped.
-                if let Err(f) = outcome((&mut task.0).await) {
-                    return Err(self.failure(stage, f, " while responding"));
-                }
-                bail!("{} response body: {e:?}", stage.name());
-            }
-        };
-        if let Err(f) = outcome((&mut task.0).await) {
-            return Err(self.failure(stage, f, " after responding"));
-        }
         if let Some(f) = &faults {
             f.check_doomed()?;
         }
@@ -935,13 +947,24 @@ enum Failure {
     Panic(String),
 }
 
-/// A task aborted when its handle is dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+/// The message a panic carried.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a host function panicked".to_string())
+}
 
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// What an invocation answered.
+enum Answer {
+    /// A status and the whole body.
+    Body(u16, Bytes),
+    /// The guest set an error code instead of a response.
+    ErrorCode(String),
+    /// The body broke off.
+    BrokenBody(String),
+    /// No response was set.
+    None,
 }
 
 /// A number unlikely to repeat across processes (time and address entropy; not for secrets).
