@@ -205,7 +205,7 @@ impl File {
 }
 
 /// Hand a write to a committer thread and wait for its answer.
-async fn submit(
+pub(crate) async fn submit(
     jobs: &mpsc::Sender<Job>,
     bucket: &str,
     op: WriteOp,
@@ -231,7 +231,10 @@ impl Part<'_> {
     async fn write(&self, bucket: &str, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         match self {
             Part::State(f) => f.write(bucket, op).await,
-            Part::Log(w) => submit(&w.jobs, bucket, op).await,
+            Part::Log(w) => match op {
+                WriteOp::Set(items) => w.set(bucket, items).await.map(|()| WriteOutcome::Done),
+                op => submit(&w.jobs, bucket, op).await,
+            },
         }
     }
 

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, mpsc};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 
 /// First bytes of a log file.
 const MAGIC: &[u8; 8] = b"FKWAL\x00\x01\n";
@@ -45,6 +45,9 @@ pub(crate) struct Wal {
     pub(crate) path: PathBuf,
     tables: Arc<RwLock<Tables>>,
     pub(crate) jobs: mpsc::Sender<Job>,
+    /// Shared with the committer thread, which holds it while it commits a group: a plain
+    /// set that finds it free is appended on the caller's thread instead (see [`Wal::set`]).
+    committer: Arc<Mutex<Committer>>,
 }
 
 fn poisoned<T>(_: T) -> StoreError {
@@ -86,7 +89,7 @@ impl Wal {
         file.sync_all().map_err(unavailable)?;
         let tables = Arc::new(RwLock::new(tables));
         let (tx, rx) = mpsc::channel::<Job>();
-        let mut committer = Committer {
+        let committer = Committer {
             path: path.to_path_buf(),
             file,
             len: valid,
@@ -95,15 +98,43 @@ impl Wal {
             tables: tables.clone(),
             broken: None,
         };
+        let committer = Arc::new(Mutex::new(committer));
+        let shared = committer.clone();
         std::thread::Builder::new()
             .name("faaskeeper-log".into())
-            .spawn(move || committer.run(rx))
+            .spawn(move || Committer::run(&shared, rx))
             .map_err(unavailable)?;
         Ok(Wal {
             path: path.to_path_buf(),
             tables,
             jobs: tx,
+            committer,
         })
+    }
+
+    /// Set keys of the log. Plain sets are not synced (they reach the disk with the next
+    /// synced append: the head that points at them), so when no group is being committed
+    /// the caller appends them itself: no round trip to the committer thread, which would
+    /// cost two thread wake-ups on the writer's path. Otherwise they join the next group.
+    pub(crate) async fn set(
+        &self,
+        bucket: &str,
+        items: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let op = WriteOp::Set(items);
+        if let Ok(mut committer) = self.committer.try_lock() {
+            let job = Job {
+                bucket: bucket.to_string(),
+                op,
+                reply: None,
+            };
+            let mut results = committer.commit(std::slice::from_ref(&job))?;
+            return match results.pop() {
+                Some(r) => r.map(|_| ()),
+                None => Err(StoreError::Unavailable("commit answered nothing".into())),
+            };
+        }
+        crate::submit(&self.jobs, bucket, op).await.map(|_| ())
     }
 
     pub(crate) fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -351,7 +382,7 @@ struct Committer {
 }
 
 impl Committer {
-    fn run(&mut self, rx: mpsc::Receiver<Job>) {
+    fn run(shared: &Mutex<Committer>, rx: mpsc::Receiver<Job>) {
         while let Ok(first) = rx.recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -360,7 +391,15 @@ impl Committer {
                     Err(_) => break,
                 }
             }
-            let results = match self.commit(&group) {
+            let Ok(mut committer) = shared.lock() else {
+                for job in group {
+                    if let Some(reply) = job.reply {
+                        let _ = reply.send(Err(poisoned(())));
+                    }
+                }
+                continue;
+            };
+            let results = match committer.commit(&group) {
                 Ok(results) => results,
                 Err(e) => group.iter().map(|_| Err(e.clone())).collect(),
             };
@@ -369,9 +408,9 @@ impl Committer {
                     let _ = reply.send(r);
                 }
             }
-            if self.len > COMPACT_FROM
-                && self.len > 4 * self.live
-                && let Err(e) = self.compact()
+            if committer.len > COMPACT_FROM
+                && committer.len > 4 * committer.live
+                && let Err(e) = committer.compact()
             {
                 tracing::warn!(error = %e, "log compaction failed; the log goes on uncompacted");
             }

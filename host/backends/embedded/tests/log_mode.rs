@@ -232,3 +232,59 @@ async fn a_log_kept_in_redb_by_an_earlier_version_is_taken_over() {
     let s = db.bucket("system").expect("bucket");
     assert_eq!(s.get("log/head").await.expect("get"), Some(b"new".to_vec()));
 }
+
+/// Plain sets are appended by the caller when no group is being committed, and join a group
+/// otherwise; either way every set a task made before its acknowledged head update is there
+/// after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sets_appended_inline_or_in_a_group_survive_with_the_head() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    const TASKS: usize = 8;
+    const EACH: usize = 40;
+    {
+        let db = open(dir.path());
+        let s = db.bucket("system").expect("bucket");
+        s.compare_and_swap("log/head", None, 0u64.to_le_bytes().to_vec())
+            .await
+            .expect("cas");
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..EACH {
+                    s.set(&format!("txn/{t}-{i:03}"), vec![t as u8; 64])
+                        .await
+                        .expect("set");
+                    loop {
+                        let cur = s.get("log/head").await.expect("get").expect("head");
+                        let n = u64::from_le_bytes(cur.as_slice().try_into().expect("u64"));
+                        let next = (n + 1).to_le_bytes().to_vec();
+                        if s.compare_and_swap("log/head", Some(&cur), next).await.is_ok() {
+                            break;
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let db = open(dir.path());
+    let s = db.bucket("system").expect("bucket");
+    let head = s.get("log/head").await.expect("get").expect("head");
+    assert_eq!(
+        u64::from_le_bytes(head.as_slice().try_into().expect("u64")),
+        (TASKS * EACH) as u64
+    );
+    for t in 0..TASKS {
+        for i in 0..EACH {
+            assert_eq!(
+                s.get(&format!("txn/{t}-{i:03}")).await.expect("get"),
+                Some(vec![t as u8; 64]),
+                "txn/{t}-{i:03}"
+            );
+        }
+    }
+}
