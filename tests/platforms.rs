@@ -10,11 +10,14 @@
 //!   adapter's compare-and-swap emulation.
 //! - `compositions_embed_the_stage_bytes_unchanged`: each composition holds the stage file
 //!   byte for byte, and imports nothing wasmCloud does not link.
+//! - `a_batch_answered_without_a_receipt_is_delivered_per_session`: the watch stage falls
+//!   back to one POST per session when a hub-shaped address does not answer a receipt.
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
 use faaskeeper_core::wire::{
-    Delivery, Op, OpResult, Request, SessionEvent, Submission, WatchEvent, WriteBatch,
+    Delivery, DeliveryBatch, Op, OpResult, Request, SessionEvent, Submission, WatchEvent,
+    WriteBatch,
 };
 use faaskeeper_core::{CreateMode, SessionId, Zxid};
 use faaskeeper_tests::runner::{KvFlavour, Runner};
@@ -598,5 +601,47 @@ fn compositions_embed_the_stage_bytes_unchanged() {
             stage.len(),
             composed.len()
         );
+    }
+}
+
+/// The watch stage sends a batch's deliveries for one hub-shaped address family in one POST
+/// to the hub's batch path, but only a receipt that accounts for every session counts: this
+/// runner's endpoint answers `200 {}` to anything, as a catch-all handler would, so every
+/// session's events are then POSTed to its own address as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answered_without_a_receipt_is_delivered_per_session() {
+    let runner = Runner::new(&stage_files(), KvFlavour::Draft2).unwrap();
+    let deliveries: Vec<Delivery> = [71, 72]
+        .into_iter()
+        .map(|session| Delivery {
+            session,
+            notify: notify_url(session),
+            events: vec![SessionEvent::Result {
+                seq: 4,
+                zxid: 9,
+                result: OpResult::SessionClosed,
+            }],
+        })
+        .collect();
+    let body = serde_json::to_string(&DeliveryBatch {
+        deliveries: deliveries.clone(),
+    })
+    .unwrap();
+    let answer = invoke_ok(&runner, "watch", "/", &body).await;
+    assert_eq!(answer["delivered"], 2, "{answer}");
+    let seen = runner.collector().all();
+    let urls: Vec<&str> = seen.iter().map(|n| n.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            "http://collector.test/v1/deliveries",
+            &notify_url(71),
+            &notify_url(72)
+        ],
+        "{seen:?}"
+    );
+    for (n, d) in seen[1..].iter().zip(&deliveries) {
+        let got: Delivery = serde_json::from_slice(&n.body).unwrap();
+        assert_eq!(&got, d);
     }
 }

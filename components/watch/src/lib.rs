@@ -11,8 +11,9 @@
 //! Sessions whose addresses belong to one hub (`<origin>/v1/sessions/<id>/deliver`, the
 //! bundled host's) get their events in one POST to the hub's batch path instead of one POST
 //! each: under load a batch carries tens of sessions, and each outgoing request is a round
-//! trip through the platform. A hub that does not serve the batch path (it answers 4xx) gets
-//! one POST per session, as any other address does.
+//! trip through the platform. Only a receipt that accounts for every session of the POST
+//! counts: an endpoint that answers anything else (4xx, or a catch-all's `200 {}`) gets one
+//! POST per session after all, as any other address does.
 
 use faaskeeper_core::wire::{Delivery, DeliveryBatch, DeliveryReceipt, HUB_BATCH_PATH, hub_origin};
 use faaskeeper_guest::{Reply, Stage};
@@ -114,11 +115,14 @@ fn deliver_to_hub(origin: &str, group: &[&Delivery], tally: &mut Tally) -> bool 
     for _ in 0..ATTEMPTS {
         match faaskeeper_guest::post(&url, &body) {
             Ok((200..=299, answer)) => {
-                let Ok(receipt) = serde_json::from_slice::<DeliveryReceipt>(&answer) else {
-                    // Queued, but the answer does not say which sessions are gone: those
-                    // would only be retried in vain, so count the whole group delivered.
-                    tally.delivered += group.len();
-                    return true;
+                // Only a receipt that accounts for every session shows a hub took the batch;
+                // any other 2xx is an endpoint that is not one (a catch-all handler, say),
+                // and each session's events go to its own address after all.
+                let Some(receipt) = serde_json::from_slice::<DeliveryReceipt>(&answer)
+                    .ok()
+                    .filter(|r| r.delivered + r.gone.len() == group.len())
+                else {
+                    return false;
                 };
                 for d in group {
                     if receipt.gone.contains(&d.session) {

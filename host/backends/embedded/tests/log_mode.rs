@@ -259,7 +259,10 @@ async fn sets_appended_inline_or_in_a_group_survive_with_the_head() {
                         let cur = s.get("log/head").await.expect("get").expect("head");
                         let n = u64::from_le_bytes(cur.as_slice().try_into().expect("u64"));
                         let next = (n + 1).to_le_bytes().to_vec();
-                        if s.compare_and_swap("log/head", Some(&cur), next).await.is_ok() {
+                        if s.compare_and_swap("log/head", Some(&cur), next)
+                            .await
+                            .is_ok()
+                        {
                             break;
                         }
                     }
