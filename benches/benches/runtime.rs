@@ -5,7 +5,9 @@
 //! - `apply/native`, `apply/wasm`, `apply/wasm_talc`: [`workload::apply_batch`] of [`TXNS`]
 //!   txns (the mix of `components/bench-guest`), natively and inside the component on an
 //!   instance made once (so execution only), the component built with Rust's default wasm
-//!   allocator (dlmalloc, as the stages ship) and with talc;
+//!   allocator (dlmalloc) and with talc (as the stages ship); `apply/wasm_epochs` and
+//!   `apply/wasm_talc_epochs`: the same with the sandbox's epoch checks, the latter being
+//!   what the host runs;
 //! - `invoke/instantiate_call_drop`: what the host pays per invocation — a fresh `Store` (with
 //!   the `WasiCtx` the host builds), `InstancePre::instantiate_async` from the pooling
 //!   allocator, a call of the empty export `noop`, drop — with the async API, as the host
@@ -443,6 +445,8 @@ fn main() {
     let talc = Guest::new(Pool::Host, BENCH_GUEST_TALC_COMPONENT);
     let tuned = Guest::new(Pool::Tuned, BENCH_GUEST_COMPONENT);
     let epochs = Guest::new(Pool::Epochs, BENCH_GUEST_COMPONENT);
+    // What the host runs: the stages allocate with talc, and the sandbox checks epochs.
+    let shipped = Guest::new(Pool::Epochs, BENCH_GUEST_TALC_COMPONENT);
     let mut c = Criterion::default()
         .output_directory(&dir)
         .sample_size(30)
@@ -455,18 +459,20 @@ fn main() {
             ("wasm", &guest),
             ("wasm_talc", &talc),
             ("wasm_epochs", &epochs),
+            ("wasm_talc_epochs", &shipped),
         ],
     );
     bench_invoke(&mut c, &guest, &tuned, &epochs);
     c.final_summary();
 
-    let paired = paired_ratios(&[&guest, &talc, &epochs]);
-    let [ratio, ratio_talc, ratio_epochs] = paired[..] else {
+    let paired = paired_ratios(&[&guest, &talc, &epochs, &shipped]);
+    let [ratio, ratio_talc, ratio_epochs, ratio_talc_epochs] = paired[..] else {
         unreachable!("one ratio per guest")
     };
     println!(
         "apply wasm ÷ native, median of {PAIRED_ROUNDS} interleaved rounds: {ratio:.2}× \
-         (dlmalloc), {ratio_talc:.2}× (talc), {ratio_epochs:.2}× (dlmalloc, epoch interruption)"
+         (dlmalloc), {ratio_talc:.2}× (talc), {ratio_epochs:.2}× (dlmalloc, epoch interruption), \
+         {ratio_talc_epochs:.2}× (talc, epoch interruption: as the host runs the stages)"
     );
 
     let memory = measure_memory(&guest);
@@ -489,6 +495,7 @@ fn main() {
         ("apply", "wasm"),
         ("apply", "wasm_talc"),
         ("apply", "wasm_epochs"),
+        ("apply", "wasm_talc_epochs"),
     ];
     let Some(us) = names
         .iter()
@@ -510,6 +517,7 @@ fn main() {
         wasm,
         wasm_talc,
         wasm_epochs,
+        wasm_talc_epochs,
     ] = us[..]
     else {
         unreachable!("one median per name")
@@ -532,6 +540,8 @@ fn main() {
         "invoke_epochs_us": invoke_epochs,
         "apply_wasm_epochs_us_per_txn": per_txn(wasm_epochs),
         "ratio_epochs": ratio_epochs,
+        "apply_wasm_talc_epochs_us_per_txn": per_txn(wasm_talc_epochs),
+        "ratio_talc_epochs": ratio_talc_epochs,
         "ratio_criterion": wasm / native,
         "ratio_talc_criterion": wasm_talc / native,
         "idle_instance_rss_bytes": memory.idle_rss,
@@ -544,7 +554,8 @@ fn main() {
                        *_epochs*: plus epoch interruption ticking every 10 ms, as the host's sandbox runs stages",
             "apply": format!("{TXNS} txns of the bench-guest mix per call, wasm on a live instance; \
                               ratio: median of {PAIRED_ROUNDS} interleaved native/wasm rounds (ratio_criterion: of the criterion medians, \
-                              which ran minutes apart); dlmalloc is Rust's default, as the stages ship, *_talc: the talc allocator"),
+                              which ran minutes apart); dlmalloc is Rust's default, *_talc: the talc allocator, as the stages ship; \
+                              ratio_talc_epochs is the configuration the host runs"),
             "instance_bytes": format!("linear memory per instance (ResourceLimiter), {INSTANCES} live; \
                                        *_rss_bytes: process RSS delta per instance"),
         },

@@ -30,6 +30,14 @@ pub mod bindings {
 pub mod http;
 pub mod kv;
 
+/// Every stage allocates with Talc instead of Rust's default wasm allocator (dlmalloc): with
+/// dlmalloc, malloc and free were a third of the apply logic's time in wasm
+/// (`benches/benches/runtime.rs`, docs/benchmarks.md). Memory still grows only through
+/// `memory.grow`, so the host's memory limit applies as before.
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static TALC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 pub use http::{Reply, post};
 
 /// A stage: one HTTP-triggered function.
