@@ -5,7 +5,9 @@
 //! by polling with `after` past their number.
 
 use faaskeeper_core::SessionId;
-use faaskeeper_core::wire::{Delivery, DeliveryBatch, DeliveryReceipt, SessionEvent};
+use faaskeeper_core::wire::{
+    Delivery, DeliveryBatch, DeliveryReceipt, HUB_BATCH_PATH, SessionEvent,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +30,11 @@ struct ChannelState {
     events: VecDeque<(u64, SessionEvent)>,
 }
 
+/// The path of `session`'s delivery address.
+fn deliver_path(session: SessionId) -> String {
+    format!("/v1/sessions/{session}/deliver")
+}
+
 /// All session channels of this host.
 #[derive(Default)]
 pub struct SessionHub {
@@ -37,7 +44,7 @@ pub struct SessionHub {
 impl SessionHub {
     /// The delivery address the watch stage uses for `session`.
     pub fn notify_url(session: SessionId) -> String {
-        format!("http://{SESSIONS_AUTHORITY}/v1/sessions/{session}/deliver")
+        format!("http://{SESSIONS_AUTHORITY}{}", deliver_path(session))
     }
 
     fn channel(&self, session: SessionId) -> Option<Arc<Channel>> {
@@ -96,38 +103,50 @@ impl SessionHub {
         true
     }
 
-    /// Queue a batch of deliveries (the watch stage's POST to
-    /// [`HUB_BATCH_PATH`](faaskeeper_core::wire::HUB_BATCH_PATH)): the status and answer. A
-    /// batch in which any delivery names an address other than its session's channel here is
-    /// refused whole, before anything is queued.
-    pub fn deliver_batch(&self, body: &[u8]) -> (u16, Vec<u8>) {
-        let refuse = |msg: &str| {
+    /// Take a watch-stage POST to this hub: one session's delivery at its own address
+    /// (`/v1/sessions/<id>/deliver`, answered 410 if the session has no channel here), or a
+    /// batch at [`HUB_BATCH_PATH`] (answered with a [`DeliveryReceipt`]). A delivery whose
+    /// session is not the one its address names is refused, and a batch holding one is
+    /// refused whole, before anything is queued. Returns the status and the answer.
+    pub fn receive(&self, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let refuse = |status: u16, msg: &str| {
             (
-                400,
+                status,
                 serde_json::json!({ "error": msg }).to_string().into_bytes(),
             )
         };
-        let Ok(batch) = serde_json::from_slice::<DeliveryBatch>(body) else {
-            return refuse("malformed delivery batch");
+        let deliveries = if path == HUB_BATCH_PATH {
+            match serde_json::from_slice::<DeliveryBatch>(body) {
+                Ok(batch) => batch.deliveries,
+                Err(_) => return refuse(400, "malformed delivery batch"),
+            }
+        } else {
+            match serde_json::from_slice::<Delivery>(body) {
+                Ok(d) if path == deliver_path(d.session) => vec![d],
+                Ok(_) => return refuse(400, "session mismatch"),
+                Err(_) => return refuse(400, "malformed delivery"),
+            }
         };
-        if let Some(d) = batch
-            .deliveries
+        if let Some(d) = deliveries
             .iter()
             .find(|d| d.notify != SessionHub::notify_url(d.session))
         {
-            return refuse(&format!(
-                "delivery for session {} names another address",
-                d.session
-            ));
+            return refuse(
+                400,
+                &format!("delivery for session {} names another address", d.session),
+            );
         }
         let mut receipt = DeliveryReceipt::default();
-        for d in batch.deliveries {
+        for d in deliveries {
             let session = d.session;
             if self.deliver(d) {
                 receipt.delivered += 1;
             } else {
                 receipt.gone.push(session);
             }
+        }
+        if path != HUB_BATCH_PATH && !receipt.gone.is_empty() {
+            return refuse(410, "no such session channel");
         }
         match serde_json::to_vec(&receipt) {
             Ok(bytes) => (200, bytes),
@@ -190,11 +209,14 @@ mod tests {
         let hub = SessionHub::default();
         hub.register(1);
         hub.register(2);
-        let (status, answer) = hub.deliver_batch(&body(vec![
-            delivery(1, SessionHub::notify_url(1)),
-            delivery(3, SessionHub::notify_url(3)),
-            delivery(2, SessionHub::notify_url(2)),
-        ]));
+        let (status, answer) = hub.receive(
+            HUB_BATCH_PATH,
+            &body(vec![
+                delivery(1, SessionHub::notify_url(1)),
+                delivery(3, SessionHub::notify_url(3)),
+                delivery(2, SessionHub::notify_url(2)),
+            ]),
+        );
         assert_eq!(status, 200);
         let receipt: DeliveryReceipt = serde_json::from_slice(&answer).expect("receipt");
         assert_eq!(
@@ -211,6 +233,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_session_at_its_own_address() {
+        let hub = SessionHub::default();
+        hub.register(1);
+        let one = serde_json::to_vec(&delivery(1, SessionHub::notify_url(1))).expect("encode");
+        assert_eq!(hub.receive("/v1/sessions/1/deliver", &one).0, 200);
+        assert_eq!(hub.receive("/v1/sessions/2/deliver", &one).0, 400);
+        let gone = serde_json::to_vec(&delivery(5, SessionHub::notify_url(5))).expect("encode");
+        assert_eq!(hub.receive("/v1/sessions/5/deliver", &gone).0, 410);
+        let got = hub.poll(1, 0, Duration::ZERO).await.expect("channel");
+        assert_eq!(got.len(), 1);
+    }
+
+    #[tokio::test]
     async fn a_bad_batch_queues_nothing() {
         let hub = SessionHub::default();
         hub.register(1);
@@ -223,7 +258,7 @@ mod tests {
             b"{\"deliveries\":7}",
             b"\xff\x00garbage",
         ] {
-            let (status, _) = hub.deliver_batch(bad);
+            let (status, _) = hub.receive(HUB_BATCH_PATH, bad);
             assert_eq!(status, 400);
         }
         let got = hub.poll(1, 0, Duration::ZERO).await.expect("channel");

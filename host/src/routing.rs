@@ -11,7 +11,6 @@ use crate::faults::{InvocationFaults, MessageFault};
 use crate::hub::SESSIONS_AUTHORITY;
 use crate::runtime::{Runtime, StageName};
 use bytes::Bytes;
-use faaskeeper_core::wire::HUB_BATCH_PATH;
 use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 use wasmtime_wasi_http::{Error as HttpError, WasiBody, WasiHttpHooks};
@@ -63,11 +62,10 @@ async fn deliver(
             .invoke_at(stage, path, body, depth)
             .await
             .map_err(|e| HttpError::InternalError(Some(format!("{e:#}"))))?,
-        Route::Sessions if path == HUB_BATCH_PATH => {
-            let (status, answer) = rt.hub().deliver_batch(&body);
+        Route::Sessions => {
+            let (status, answer) = rt.hub().receive(path, &body);
             (status, Bytes::from(answer))
         }
-        Route::Sessions => rt.deliver_to_session(path, &body),
     })
 }
 

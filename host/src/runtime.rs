@@ -14,7 +14,7 @@ use crate::routing::StageRouter;
 use crate::sandbox::{GuestLimiter, InvocationError, LimitHit, Slots};
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use faaskeeper_core::wire::{Delivery, Request, Submission, WriteBatch};
+use faaskeeper_core::wire::{Request, Submission, WriteBatch};
 use faaskeeper_storage::StoreManager;
 use futures::FutureExt;
 use http_body_util::{BodyExt, Full};
@@ -912,28 +912,6 @@ impl Runtime {
     /// The session channels.
     pub fn hub(&self) -> &Arc<SessionHub> {
         &self.hub
-    }
-
-    /// Deliver a watch-stage POST to `/v1/sessions/<id>/deliver`.
-    pub(crate) fn deliver_to_session(&self, path: &str, body: &[u8]) -> (u16, Bytes) {
-        let Ok(delivery) = serde_json::from_slice::<Delivery>(body) else {
-            return (
-                400,
-                Bytes::from_static(b"{\"error\":\"malformed delivery\"}"),
-            );
-        };
-        let expected = format!("/v1/sessions/{}/deliver", delivery.session);
-        if path != expected {
-            return (400, Bytes::from_static(b"{\"error\":\"session mismatch\"}"));
-        }
-        if self.hub.deliver(delivery) {
-            (200, Bytes::from_static(b"{}"))
-        } else {
-            (
-                410,
-                Bytes::from_static(b"{\"error\":\"no such session channel\"}"),
-            )
-        }
     }
 }
 

@@ -15,6 +15,7 @@
 //! counts: an endpoint that answers anything else (4xx, or a catch-all's `200 {}`) gets one
 //! POST per session after all, as any other address does.
 
+use faaskeeper_core::SessionId;
 use faaskeeper_core::wire::{Delivery, DeliveryBatch, DeliveryReceipt, HUB_BATCH_PATH, hub_origin};
 use faaskeeper_guest::{Reply, Stage};
 use serde::Serialize;
@@ -77,11 +78,11 @@ impl Stage for Watch {
 struct Tally {
     delivered: usize,
     gone: usize,
-    undelivered: Vec<i64>,
+    undelivered: Vec<SessionId>,
 }
 
 impl Tally {
-    fn record(&mut self, session: i64, outcome: Outcome) {
+    fn record(&mut self, session: SessionId, outcome: Outcome) {
         match outcome {
             Outcome::Delivered => self.delivered += 1,
             Outcome::Gone(status) => {

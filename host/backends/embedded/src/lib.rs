@@ -182,11 +182,9 @@ impl File {
                 op,
                 reply: None,
             };
-            let mut results = run_group(&self.db, std::slice::from_ref(&job), false)?;
+            let results = run_group(&self.db, std::slice::from_ref(&job), false)?;
             state.dirty = true;
-            return results
-                .pop()
-                .unwrap_or_else(|| Err(StoreError::Unavailable("commit answered nothing".into())));
+            return only_result(results);
         }
         submit(&self.jobs, bucket, op).await
     }
@@ -202,6 +200,15 @@ impl File {
         let t = txn.open_table(table(bucket)).map_err(unavailable)?;
         f(&t).map_err(unavailable)
     }
+}
+
+/// The answer of a group of one job.
+pub(crate) fn only_result(
+    mut results: Vec<Result<WriteOutcome, StoreError>>,
+) -> Result<WriteOutcome, StoreError> {
+    results
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::Unavailable("commit answered nothing".into())))
 }
 
 /// Hand a write to a committer thread and wait for its answer.

@@ -128,11 +128,8 @@ impl Wal {
                 op,
                 reply: None,
             };
-            let mut results = committer.commit(std::slice::from_ref(&job))?;
-            return match results.pop() {
-                Some(r) => r.map(|_| ()),
-                None => Err(StoreError::Unavailable("commit answered nothing".into())),
-            };
+            let results = committer.commit(std::slice::from_ref(&job))?;
+            return crate::only_result(results).map(|_| ());
         }
         crate::submit(&self.jobs, bucket, op).await.map(|_| ())
     }
