@@ -129,7 +129,8 @@ fn new_store(engine: &Engine, epochs: bool) -> Store<Ctx> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pool {
     /// As the host sets it: `Runtime::new` with `Limits::default()` (256 instances, 512 MiB of
-    /// linear memory each, no compilation cache), nothing else changed from `Config::new()`.
+    /// linear memory each, no compilation cache, Cranelift's inliner on), nothing else
+    /// changed from `Config::new()`.
     Host,
     /// The host's, plus [`KEEP_RESIDENT`] bytes of each memory and table slot reset in place:
     /// `PAGEMAP_SCAN` (Linux ≥ 6.7) finds the pages the guest dirtied and only those are
@@ -160,6 +161,15 @@ fn engine(pool_kind: Pool) -> Engine {
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config.epoch_interruption(pool_kind == Pool::Epochs);
+    // Cranelift's inliner on, as `HostEngine::new` compiles the stages;
+    // `FAASKEEPER_BENCH_INLINING=0` measures without it.
+    config.compiler_inlining(
+        if std::env::var("FAASKEEPER_BENCH_INLINING").as_deref() == Ok("0") {
+            wasmtime::Inlining::No
+        } else {
+            wasmtime::Inlining::Yes
+        },
+    );
     if std::env::var_os("FAASKEEPER_BENCH_PERFMAP").is_some() {
         // For `perf record` (with criterion's `--profile-time`): names for the JIT code.
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);

@@ -124,23 +124,40 @@ impl WatchRecord {
 
 /// The state apply reads and changes. Reads may fail (the distributor reads a store); writes
 /// only stage changes, which the caller persists after the whole batch is decided.
+///
+/// Reads lend the record (`*_ref`); apply takes a copy (`node`, `session`, `watches`) only of
+/// what it changes. A node's copy holds its data and child names, so a check of a stat or of
+/// existence, which is most of what apply reads, is cheaper on the loan.
 pub trait State {
     /// Error of the underlying reads.
     type Error;
     /// A node, if it exists.
-    fn node(&mut self, path: &str) -> Result<Option<NodeRecord>, Self::Error>;
+    fn node_ref(&mut self, path: &str) -> Result<Option<&NodeRecord>, Self::Error>;
     /// Stage a node write.
     fn put_node(&mut self, path: &str, node: NodeRecord);
     /// Stage a node removal.
     fn remove_node(&mut self, path: &str);
     /// A session, if it was ever opened.
-    fn session(&mut self, id: SessionId) -> Result<Option<SessionRecord>, Self::Error>;
+    fn session_ref(&mut self, id: SessionId) -> Result<Option<&SessionRecord>, Self::Error>;
     /// Stage a session write.
     fn put_session(&mut self, id: SessionId, session: SessionRecord);
-    /// Watches on a path (empty if none).
-    fn watches(&mut self, path: &str) -> Result<WatchRecord, Self::Error>;
+    /// Watches on a path (`None` or an empty record if none).
+    fn watches_ref(&mut self, path: &str) -> Result<Option<&WatchRecord>, Self::Error>;
     /// Stage the watches of a path (an empty record removes it).
     fn put_watches(&mut self, path: &str, watches: WatchRecord);
+
+    /// A copy of a node, to change and put back.
+    fn node(&mut self, path: &str) -> Result<Option<NodeRecord>, Self::Error> {
+        Ok(self.node_ref(path)?.cloned())
+    }
+    /// A copy of a session record, to change and put back.
+    fn session(&mut self, id: SessionId) -> Result<Option<SessionRecord>, Self::Error> {
+        Ok(self.session_ref(id)?.cloned())
+    }
+    /// A copy of the watches on a path (empty if none), to change and put back.
+    fn watches(&mut self, path: &str) -> Result<WatchRecord, Self::Error> {
+        Ok(self.watches_ref(path)?.cloned().unwrap_or_default())
+    }
 }
 
 /// What applying one txn produced besides the staged state changes.
@@ -189,10 +206,10 @@ impl Outbox {
             let Some(events) = self.events.remove(&session) else {
                 continue;
             };
-            match state.session(session)? {
+            match state.session_ref(session)? {
                 Some(rec) if !rec.closed || session == issuer => out.push(Delivery {
                     session,
-                    notify: rec.notify,
+                    notify: rec.notify.clone(),
                     events,
                 }),
                 _ => {}
@@ -355,26 +372,27 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
         }
         Op::GetData { path, watch } => match checked(path).map(|()| path) {
             Err(e) => e,
-            Ok(path) => match state.node(path)? {
+            Ok(path) => match state.node_ref(path)? {
                 None => OpResult::error(ZkError::NoNode, path.clone()),
                 // ZooKeeper checks READ before it registers the watch: a refused read leaves
                 // none (FinalRequestProcessor.handleGetDataRequest).
                 Some(n) if !acl::allows(&n.acl, &sess.auth, perms::READ) => no_auth(path),
                 Some(n) => {
+                    let result = OpResult::Data {
+                        data: n.data.clone(),
+                        stat: n.stat,
+                    };
                     if *watch {
                         add_watch(state, path, req.session, false)?;
                     }
-                    OpResult::Data {
-                        data: n.data,
-                        stat: n.stat,
-                    }
+                    result
                 }
             },
         },
         Op::Exists { path, watch } => match checked(path) {
             Err(e) => e,
             Ok(()) => {
-                let stat = state.node(path)?.map(|n| n.stat);
+                let stat = state.node_ref(path)?.map(|n| n.stat);
                 if *watch {
                     add_watch(state, path, req.session, false)?;
                 }
@@ -383,17 +401,18 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
         },
         Op::GetChildren { path, watch } => match checked(path) {
             Err(e) => e,
-            Ok(()) => match state.node(path)? {
+            Ok(()) => match state.node_ref(path)? {
                 None => OpResult::error(ZkError::NoNode, path.clone()),
                 Some(n) if !acl::allows(&n.acl, &sess.auth, perms::READ) => no_auth(path),
                 Some(n) => {
+                    let result = OpResult::Children {
+                        children: n.children.iter().cloned().collect(),
+                        stat: n.stat,
+                    };
                     if *watch {
                         add_watch(state, path, req.session, true)?;
                     }
-                    OpResult::Children {
-                        children: n.children.into_iter().collect(),
-                        stat: n.stat,
-                    }
+                    result
                 }
             },
         },
@@ -752,7 +771,7 @@ fn adjust_recursive_count<S: State>(state: &mut S, delta: i32) -> Result<(), S::
 }
 
 fn is_live<S: State>(state: &mut S, session: SessionId) -> Result<bool, S::Error> {
-    Ok(matches!(state.session(session)?, Some(rec) if !rec.closed))
+    Ok(matches!(state.session_ref(session)?, Some(rec) if !rec.closed))
 }
 
 /// Add the open sessions of a persistent watch set to `fired` and drop the others from it:
@@ -803,7 +822,11 @@ fn trigger<S: State>(
     // The event path first, then its ancestors up to the root; no path appears twice, so
     // each record is changed and staged once.
     let mut records = vec![(path.to_string(), state.watches(path)?, false)];
-    if kind.fires_recursive_watch() && state.watches("/")?.recursive_anywhere > 0 {
+    if kind.fires_recursive_watch()
+        && state
+            .watches_ref("/")?
+            .is_some_and(|w| w.recursive_anywhere > 0)
+    {
         let mut p = path;
         while let Some(parent) = path::parent(p) {
             records.push((parent.to_string(), state.watches(parent)?, false));
@@ -1026,10 +1049,10 @@ impl<'a, S: State> Overlay<'a, S> {
 
 impl<S: State> State for Overlay<'_, S> {
     type Error = S::Error;
-    fn node(&mut self, path: &str) -> Result<Option<NodeRecord>, S::Error> {
+    fn node_ref(&mut self, path: &str) -> Result<Option<&NodeRecord>, S::Error> {
         match self.nodes.get(path) {
-            Some(n) => Ok(n.clone()),
-            None => self.base.node(path),
+            Some(n) => Ok(n.as_ref()),
+            None => self.base.node_ref(path),
         }
     }
     fn put_node(&mut self, path: &str, node: NodeRecord) {
@@ -1038,19 +1061,19 @@ impl<S: State> State for Overlay<'_, S> {
     fn remove_node(&mut self, path: &str) {
         self.nodes.insert(path.to_string(), None);
     }
-    fn session(&mut self, id: SessionId) -> Result<Option<SessionRecord>, S::Error> {
+    fn session_ref(&mut self, id: SessionId) -> Result<Option<&SessionRecord>, S::Error> {
         match self.sessions.get(&id) {
-            Some(s) => Ok(Some(s.clone())),
-            None => self.base.session(id),
+            Some(s) => Ok(Some(s)),
+            None => self.base.session_ref(id),
         }
     }
     fn put_session(&mut self, id: SessionId, session: SessionRecord) {
         self.sessions.insert(id, session);
     }
-    fn watches(&mut self, path: &str) -> Result<WatchRecord, S::Error> {
+    fn watches_ref(&mut self, path: &str) -> Result<Option<&WatchRecord>, S::Error> {
         match self.watches.get(path) {
-            Some(w) => Ok(w.clone()),
-            None => self.base.watches(path),
+            Some(w) => Ok(Some(w)),
+            None => self.base.watches_ref(path),
         }
     }
     fn put_watches(&mut self, path: &str, watches: WatchRecord) {
@@ -1140,7 +1163,7 @@ fn create<S: State>(
         return Ok(OpResult::error(ZkError::BadArguments, "data too large"));
     }
     // For a sequential create the parent is that of the prefix ("/a/" → "/a").
-    let Some(parent_path) = path::parent(&format!("{path}x")).map(str::to_string) else {
+    let Some(parent_path) = path::parent_of_prefix(path).map(str::to_string) else {
         return Ok(OpResult::error(ZkError::NodeExists, path));
     };
     let Some(mut parent) = state.node(&parent_path)? else {
@@ -1154,7 +1177,7 @@ fn create<S: State>(
     } else {
         path.to_string()
     };
-    if state.node(&path)?.is_some() {
+    if state.node_ref(&path)?.is_some() {
         return Ok(OpResult::error(ZkError::NodeExists, path));
     }
     // Only a plain ephemeral refuses children (ZooKeeper checks for `EphemeralType.NORMAL`):
@@ -1432,8 +1455,8 @@ impl MemState {
 
 impl State for MemState {
     type Error = std::convert::Infallible;
-    fn node(&mut self, path: &str) -> Result<Option<NodeRecord>, Self::Error> {
-        Ok(self.nodes.get(path).cloned())
+    fn node_ref(&mut self, path: &str) -> Result<Option<&NodeRecord>, Self::Error> {
+        Ok(self.nodes.get(path))
     }
     fn put_node(&mut self, path: &str, node: NodeRecord) {
         self.nodes.insert(path.to_string(), node);
@@ -1441,14 +1464,14 @@ impl State for MemState {
     fn remove_node(&mut self, path: &str) {
         self.nodes.remove(path);
     }
-    fn session(&mut self, id: SessionId) -> Result<Option<SessionRecord>, Self::Error> {
-        Ok(self.sessions.get(&id).cloned())
+    fn session_ref(&mut self, id: SessionId) -> Result<Option<&SessionRecord>, Self::Error> {
+        Ok(self.sessions.get(&id))
     }
     fn put_session(&mut self, id: SessionId, session: SessionRecord) {
         self.sessions.insert(id, session);
     }
-    fn watches(&mut self, path: &str) -> Result<WatchRecord, Self::Error> {
-        Ok(self.watches.get(path).cloned().unwrap_or_default())
+    fn watches_ref(&mut self, path: &str) -> Result<Option<&WatchRecord>, Self::Error> {
+        Ok(self.watches.get(path))
     }
     fn put_watches(&mut self, path: &str, watches: WatchRecord) {
         if watches.is_empty() {

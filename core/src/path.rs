@@ -102,6 +102,17 @@ pub fn parent(path: &str) -> Option<&str> {
     }
 }
 
+/// Parent of the node a create names with `prefix`: its parent, or for the prefix of a
+/// sequential create that ends in `/` the path before that `/` (`/a/` → `/a`, `/` → `/`).
+/// `None` without a `/`.
+pub fn parent_of_prefix(prefix: &str) -> Option<&str> {
+    match prefix.rfind('/') {
+        Some(0) => Some("/"),
+        Some(i) => Some(&prefix[..i]),
+        None => None,
+    }
+}
+
 /// Last segment of a valid path (empty for the root).
 pub fn name(path: &str) -> &str {
     match path.rfind('/') {

@@ -86,13 +86,12 @@ impl<'a> KvState<'a> {
 impl State for KvState<'_> {
     type Error = KvError;
 
-    fn node(&mut self, path: &str) -> Result<Option<NodeRecord>, KvError> {
-        if let Some(n) = self.nodes.get(path) {
-            return Ok(n.clone());
+    fn node_ref(&mut self, path: &str) -> Result<Option<&NodeRecord>, KvError> {
+        if !self.nodes.contains_key(path) {
+            let n: Option<NodeRecord> = self.system.get_json(&keys::node(path))?;
+            self.nodes.insert(path.to_string(), n);
         }
-        let n: Option<NodeRecord> = self.system.get_json(&keys::node(path))?;
-        self.nodes.insert(path.to_string(), n.clone());
-        Ok(n)
+        Ok(self.nodes.get(path).and_then(Option::as_ref))
     }
 
     fn put_node(&mut self, path: &str, node: NodeRecord) {
@@ -111,13 +110,12 @@ impl State for KvState<'_> {
         self.dirty_nodes.insert(path.to_string());
     }
 
-    fn session(&mut self, id: SessionId) -> Result<Option<SessionRecord>, KvError> {
-        if let Some(s) = self.sessions.get(&id) {
-            return Ok(s.clone());
+    fn session_ref(&mut self, id: SessionId) -> Result<Option<&SessionRecord>, KvError> {
+        if !self.sessions.contains_key(&id) {
+            let s: Option<SessionRecord> = self.system.get_json(&keys::session(id))?;
+            self.sessions.insert(id, s);
         }
-        let s: Option<SessionRecord> = self.system.get_json(&keys::session(id))?;
-        self.sessions.insert(id, s.clone());
-        Ok(s)
+        Ok(self.sessions.get(&id).and_then(Option::as_ref))
     }
 
     fn put_session(&mut self, id: SessionId, session: SessionRecord) {
@@ -125,16 +123,15 @@ impl State for KvState<'_> {
         self.dirty_sessions.insert(id);
     }
 
-    fn watches(&mut self, path: &str) -> Result<WatchRecord, KvError> {
-        if let Some(w) = self.watches.get(path) {
-            return Ok(w.clone());
+    fn watches_ref(&mut self, path: &str) -> Result<Option<&WatchRecord>, KvError> {
+        if !self.watches.contains_key(path) {
+            let w: WatchRecord = self
+                .system
+                .get_json(&keys::watches(path))?
+                .unwrap_or_default();
+            self.watches.insert(path.to_string(), w);
         }
-        let w: WatchRecord = self
-            .system
-            .get_json(&keys::watches(path))?
-            .unwrap_or_default();
-        self.watches.insert(path.to_string(), w.clone());
-        Ok(w)
+        Ok(self.watches.get(path))
     }
 
     fn put_watches(&mut self, path: &str, watches: WatchRecord) {

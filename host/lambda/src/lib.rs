@@ -157,6 +157,9 @@ impl Function {
             instances: 16,
             memory_bytes: 256 << 20,
             cache_dir,
+            // A cold start compiles the stages (`/tmp` is empty): without the inliner that
+            // takes a quarter of the time, for apply logic ≈ 9 % slower.
+            inlining: false,
             ..Limits::default()
         };
         let rt = tokio::task::spawn_blocking(move || {
