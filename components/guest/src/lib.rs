@@ -30,13 +30,16 @@ pub mod bindings {
 pub mod http;
 pub mod kv;
 
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+mod alloc;
+
 /// Every stage allocates with Talc instead of Rust's default wasm allocator (dlmalloc): with
 /// dlmalloc, malloc and free were a third of the apply logic's time in wasm
-/// (`benches/benches/runtime.rs`, docs/benchmarks.md). Memory still grows only through
-/// `memory.grow`, so the host's memory limit applies as before.
-#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+/// (`benches/benches/runtime.rs`, docs/benchmarks.md). Its first heap is an arena in the
+/// initial memory (`src/alloc.rs`), so an invocation that allocates little never grows memory.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 #[global_allocator]
-static TALC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static TALC: alloc::StageTalc = alloc::new();
 
 pub use http::{Reply, post};
 
