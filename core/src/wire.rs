@@ -11,19 +11,32 @@ use serde::{Deserialize, Serialize};
 pub mod b64 {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     /// Serialize bytes as base64.
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&STANDARD.encode(bytes))
     }
 
-    /// Deserialize base64 into bytes, refusing anything that is not base64.
+    /// Deserialize base64 into bytes, refusing anything that is not base64. The text is
+    /// decoded where the deserializer holds it (JSON without escapes: in the input), not
+    /// copied into a `String` first.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        STANDARD
-            .decode(s.as_bytes())
-            .map_err(serde::de::Error::custom)
+        d.deserialize_str(Base64Visitor)
+    }
+
+    struct Base64Visitor;
+
+    impl serde::de::Visitor<'_> for Base64Visitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a base64 string")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Vec<u8>, E> {
+            STANDARD.decode(s.as_bytes()).map_err(E::custom)
+        }
     }
 }
 
