@@ -56,6 +56,33 @@ impl NodeRecord {
             acl: self.acl.clone(),
         }
     }
+
+    /// [`NodeRecord::view`] as the JSON stored in the user bucket, without copying the data
+    /// and child names into a [`NodeView`] first (the distributor writes one per changed
+    /// node).
+    pub fn view_json(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&ViewRef {
+            data: &self.data,
+            stat: client_stat(self.stat),
+            children: &self.children,
+            acl: &self.acl,
+        })
+    }
+}
+
+/// [`NodeView`]'s fields on loan, serialized the same way.
+#[derive(Serialize)]
+struct ViewRef<'a> {
+    #[serde(serialize_with = "data_b64")]
+    data: &'a [u8],
+    stat: Stat,
+    children: &'a BTreeSet<String>,
+    #[serde(skip_serializing_if = "<[Acl]>::is_empty")]
+    acl: &'a [Acl],
+}
+
+fn data_b64<S: serde::Serializer>(data: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+    crate::wire::b64::serialize(data, s)
 }
 
 /// A session as the distributor keeps it.
@@ -1625,6 +1652,29 @@ mod tests {
                 .watches
                 .get("/")
                 .map_or(0, |w| w.recursive_anywhere)
+        }
+    }
+
+    #[test]
+    fn view_json_is_the_view_serialized() {
+        let mut w = World::new();
+        w.open(1);
+        w.create(1, "/v", CreateMode::Persistent);
+        w.create(1, "/v/a", CreateMode::Persistent);
+        w.create(1, "/v/b", CreateMode::EphemeralSequential);
+        w.create(1, "/t", CreateMode::PersistentWithTtl { ttl_ms: 5000 });
+        let mut locked = w.state.nodes["/v"].clone();
+        locked.data = vec![0, 1, 2, 255];
+        locked.acl = vec![Acl {
+            perms: perms::READ,
+            scheme: "digest".into(),
+            id: "u:x".into(),
+        }];
+        let mut records: Vec<NodeRecord> = w.state.nodes.values().cloned().collect();
+        records.push(locked);
+        for node in records {
+            let expected = serde_json::to_vec(&node.view()).expect("view encodes");
+            assert_eq!(node.view_json().expect("view_json encodes"), expected);
         }
     }
 

@@ -335,6 +335,10 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, KvError> {
     serde_json::to_vec(v).map_err(|e| corrupt(e.to_string()))
 }
 
+fn view_json(node: &NodeRecord) -> Result<Vec<u8>, KvError> {
+    node.view_json().map_err(|e| corrupt(e.to_string()))
+}
+
 /// Create the keys the protocol later changes only by CAS, and ZooKeeper's initial tree.
 /// Idempotent; run once per deployment before traffic (create-if-absent is not atomic on
 /// every backend, so it must not race with itself).
@@ -343,7 +347,7 @@ fn init() -> Result<(), KvError> {
     let user = Bucket::open(keys::USER_BUCKET)?;
     if system.get(&keys::node("/"))?.is_none() {
         for (path, node) in initial_nodes() {
-            user.set(&keys::user_node(&path), &encode(&node.view())?)?;
+            user.set(&keys::user_node(&path), &view_json(&node)?)?;
             system.set(&keys::node(&path), &encode(&node)?)?;
         }
     }
@@ -583,7 +587,7 @@ fn finish(system: &Bucket, user: &Bucket, p: &Pending) -> Result<(), KvError> {
         match node {
             Some(node) => {
                 system_puts.push((keys::node(path), encode::<NodeRecord>(node)?));
-                user_puts.push((keys::user_node(path), encode(&node.view())?));
+                user_puts.push((keys::user_node(path), view_json(node)?));
             }
             None => {
                 system_deletes.push(keys::node(path));
