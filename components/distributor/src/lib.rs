@@ -339,6 +339,10 @@ fn view_json(node: &NodeRecord) -> Result<Vec<u8>, KvError> {
     node.view_json().map_err(|e| corrupt(e.to_string()))
 }
 
+fn record_json(node: &NodeRecord) -> Result<Vec<u8>, KvError> {
+    node.record_json().map_err(|e| corrupt(e.to_string()))
+}
+
 /// Create the keys the protocol later changes only by CAS, and ZooKeeper's initial tree.
 /// Idempotent; run once per deployment before traffic (create-if-absent is not atomic on
 /// every backend, so it must not race with itself).
@@ -586,7 +590,7 @@ fn finish(system: &Bucket, user: &Bucket, p: &Pending) -> Result<(), KvError> {
     for (path, node) in &p.nodes {
         match node {
             Some(node) => {
-                system_puts.push((keys::node(path), encode::<NodeRecord>(node)?));
+                system_puts.push((keys::node(path), record_json(node)?));
                 user_puts.push((keys::user_node(path), view_json(node)?));
             }
             None => {
