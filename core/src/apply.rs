@@ -1680,7 +1680,7 @@ mod tests {
     }
 
     /// A node whose child names need escaping in JSON, with data of every length mod 3.
-    fn locked_clone_with_odd_children() -> NodeRecord {
+    fn node_with_odd_children() -> NodeRecord {
         let mut children = BTreeSet::new();
         for name in ["quote\"d", "back\\slash", "tab\tname", "ünï", "ctl\u{1}"] {
             children.insert(name.to_string());
@@ -1710,7 +1710,7 @@ mod tests {
         }];
         let mut records: Vec<NodeRecord> = w.state.nodes.values().cloned().collect();
         records.push(locked);
-        let mut named = locked_clone_with_odd_children();
+        let mut named = node_with_odd_children();
         records.push(named.clone());
         named.data = Vec::new();
         records.push(named);

@@ -95,11 +95,7 @@ pub fn parent(path: &str) -> Option<&str> {
     if path == "/" {
         return None;
     }
-    match path.rfind('/') {
-        Some(0) => Some("/"),
-        Some(i) => Some(&path[..i]),
-        None => None,
-    }
+    parent_of_prefix(path)
 }
 
 /// Parent of the node a create names with `prefix`: its parent, or for the prefix of a

@@ -332,15 +332,11 @@ fn corrupt(msg: impl Into<String>) -> KvError {
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, KvError> {
-    serde_json::to_vec(v).map_err(|e| corrupt(e.to_string()))
+    encoded(serde_json::to_vec(v))
 }
 
-fn view_json(node: &NodeRecord) -> Result<Vec<u8>, KvError> {
-    node.view_json().map_err(|e| corrupt(e.to_string()))
-}
-
-fn record_json(node: &NodeRecord) -> Result<Vec<u8>, KvError> {
-    node.record_json().map_err(|e| corrupt(e.to_string()))
+fn encoded(json: serde_json::Result<Vec<u8>>) -> Result<Vec<u8>, KvError> {
+    json.map_err(|e| corrupt(e.to_string()))
 }
 
 /// Create the keys the protocol later changes only by CAS, and ZooKeeper's initial tree.
@@ -351,8 +347,8 @@ fn init() -> Result<(), KvError> {
     let user = Bucket::open(keys::USER_BUCKET)?;
     if system.get(&keys::node("/"))?.is_none() {
         for (path, node) in initial_nodes() {
-            user.set(&keys::user_node(&path), &view_json(&node)?)?;
-            system.set(&keys::node(&path), &encode(&node)?)?;
+            user.set(&keys::user_node(&path), &encoded(node.view_json())?)?;
+            system.set(&keys::node(&path), &encoded(node.record_json())?)?;
         }
     }
     if system.get(keys::DIST_APPLIED)?.is_none() {
@@ -590,8 +586,8 @@ fn finish(system: &Bucket, user: &Bucket, p: &Pending) -> Result<(), KvError> {
     for (path, node) in &p.nodes {
         match node {
             Some(node) => {
-                system_puts.push((keys::node(path), record_json(node)?));
-                user_puts.push((keys::user_node(path), view_json(node)?));
+                system_puts.push((keys::node(path), encoded(node.record_json())?));
+                user_puts.push((keys::user_node(path), encoded(node.view_json())?));
             }
             None => {
                 system_deletes.push(keys::node(path));
