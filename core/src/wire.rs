@@ -328,6 +328,35 @@ impl Op {
             | Op::GetEphemerals { .. } => None,
         }
     }
+
+    /// The node data the op carries, in order: the data of a create or a set, or of each
+    /// create and set of a multi.
+    pub fn payloads(&self) -> Vec<&[u8]> {
+        match self {
+            Op::Create { data, .. } | Op::SetData { data, .. } => vec![data.as_slice()],
+            Op::Multi { ops } => ops
+                .iter()
+                .filter_map(|o| match o {
+                    MultiOp::Create { data, .. } | MultiOp::SetData { data, .. } => {
+                        Some(data.as_slice())
+                    }
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// About how many bytes the op takes in a log record (base64 data, paths, names): an
+    /// estimate for grouping txns into records, not a bound.
+    pub fn log_size_hint(&self) -> usize {
+        let data: usize = self.payloads().iter().map(|d| d.len()).sum();
+        let ops = match self {
+            Op::Multi { ops } => ops.len(),
+            _ => 1,
+        };
+        data.div_ceil(3) * 4 + ops * 160 + self.path().map_or(0, str::len)
+    }
 }
 
 /// Stateless checks a writer makes before a request may enter the log: anything refused here
@@ -560,13 +589,99 @@ pub struct Txn {
     pub request: Request,
 }
 
-/// The record a writer stores under `txn/<id>`: a txn plus the id of the txn before it.
+/// The record a writer stores under `txn/<id>`: the txns of one append, with consecutive
+/// zxids, plus the id of the record before it in the chain.
+///
+/// One record holds several txns so that requests appended together are written, read and
+/// deleted as one item: a store that bills per item and per started KiB (DynamoDB) bills
+/// small txns together, not one unit each. Records written before this held one txn under
+/// `txn`; they still read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StoredLogEntry")]
 pub struct LogEntry {
-    /// Id of the previous txn in the chain ("" before the first).
+    /// Id of the previous record in the chain ("" before the first).
     pub prev: String,
-    /// The txn itself.
-    pub txn: Txn,
+    /// The txns, at least one, zxids ascending by one.
+    pub txns: Vec<Txn>,
+}
+
+/// Most bytes (by [`Op::log_size_hint`]) a writer puts into one log record of several txns;
+/// a txn larger than this gets a record of its own. Far below DynamoDB's 400 KB item limit,
+/// so records are not spilled to S3.
+pub const LOG_RECORD_BYTES: usize = 48 * 1024;
+
+/// Both layouts of a log record, as stored.
+#[derive(Deserialize)]
+struct StoredLogEntry {
+    prev: String,
+    #[serde(default)]
+    txn: Option<Txn>,
+    #[serde(default)]
+    txns: Vec<Txn>,
+}
+
+impl TryFrom<StoredLogEntry> for LogEntry {
+    type Error = String;
+
+    fn try_from(stored: StoredLogEntry) -> Result<Self, String> {
+        let txns = match (stored.txn, stored.txns) {
+            (Some(txn), txns) if txns.is_empty() => vec![txn],
+            (None, txns) if !txns.is_empty() => txns,
+            (Some(_), _) => return Err("log record has both txn and txns".into()),
+            (None, _) => return Err("log record holds no txn".into()),
+        };
+        if txns
+            .windows(2)
+            .any(|w| w[0].zxid.checked_add(1) != Some(w[1].zxid))
+        {
+            return Err("log record's zxids are not consecutive".into());
+        }
+        Ok(LogEntry {
+            prev: stored.prev,
+            txns,
+        })
+    }
+}
+
+impl LogEntry {
+    /// The zxid of its first txn.
+    pub fn first_zxid(&self) -> Zxid {
+        self.txns.first().map_or(0, |t| t.zxid)
+    }
+
+    /// The zxid of its last txn.
+    pub fn last_zxid(&self) -> Zxid {
+        self.txns.last().map_or(0, |t| t.zxid)
+    }
+
+    /// The node data of all its txns, in order ([`Op::payloads`] of each).
+    pub fn payloads(&self) -> Vec<&[u8]> {
+        self.txns
+            .iter()
+            .flat_map(|t| t.request.op.payloads())
+            .collect()
+    }
+}
+
+/// Split requests appended together into log records: consecutive runs whose
+/// [`Op::log_size_hint`]s add up to at most [`LOG_RECORD_BYTES`] (a larger one alone).
+/// Returns the length of each run.
+pub fn log_record_lengths(ops: &[&Op]) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    let (mut n, mut bytes) = (0usize, 0usize);
+    for op in ops {
+        let size = op.log_size_hint();
+        if n > 0 && bytes + size > LOG_RECORD_BYTES {
+            lengths.push(n);
+            (n, bytes) = (0, 0);
+        }
+        n += 1;
+        bytes += size;
+    }
+    if n > 0 {
+        lengths.push(n);
+    }
+    lengths
 }
 
 /// The value of `log/head`.
@@ -867,6 +982,83 @@ pub struct NodeView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn set_txn(zxid: Zxid, data: Vec<u8>) -> Txn {
+        Txn {
+            zxid,
+            time_ms: 1,
+            request: Request {
+                session: 2,
+                seq: zxid,
+                op: Op::SetData {
+                    path: "/a".into(),
+                    data,
+                    version: -1,
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn log_records_read_in_both_layouts_and_refuse_gaps() {
+        let one = set_txn(7, b"x".to_vec());
+        let old = serde_json::json!({ "prev": "p", "txn": one }).to_string();
+        let entry: LogEntry = serde_json::from_str(&old).expect("old layout");
+        assert_eq!(entry.txns, vec![one.clone()]);
+        assert_eq!((entry.first_zxid(), entry.last_zxid()), (7, 7));
+
+        let two = set_txn(8, b"yz".to_vec());
+        let record = LogEntry {
+            prev: "p".into(),
+            txns: vec![one.clone(), two.clone()],
+        };
+        let json = serde_json::to_string(&record).expect("encode");
+        assert!(!json.contains("\"txn\""), "{json}");
+        let back: LogEntry = serde_json::from_str(&json).expect("decode");
+        assert_eq!(back, record);
+        assert_eq!((back.first_zxid(), back.last_zxid()), (7, 8));
+        assert_eq!(back.payloads(), vec![b"x".as_slice(), b"yz".as_slice()]);
+
+        let gap = serde_json::json!({ "prev": "p", "txns": [one, set_txn(9, vec![])] });
+        let err = serde_json::from_value::<LogEntry>(gap).expect_err("a gap");
+        assert!(err.to_string().contains("not consecutive"), "{err}");
+        let empty = serde_json::json!({ "prev": "p", "txns": [] });
+        assert!(serde_json::from_value::<LogEntry>(empty).is_err());
+        let both = serde_json::json!({ "prev": "p", "txn": two, "txns": [two] });
+        assert!(serde_json::from_value::<LogEntry>(both).is_err());
+        let overflow = serde_json::json!({ "prev": "p", "txns": [set_txn(i64::MAX, vec![]), set_txn(i64::MIN, vec![])] });
+        assert!(serde_json::from_value::<LogEntry>(overflow).is_err());
+    }
+
+    #[test]
+    fn appended_requests_are_grouped_into_records_by_size() {
+        let small = Op::SetData {
+            path: "/a".into(),
+            data: vec![0; 100],
+            version: -1,
+        };
+        let big = Op::SetData {
+            path: "/b".into(),
+            data: vec![0; LOG_RECORD_BYTES],
+            version: -1,
+        };
+        assert_eq!(log_record_lengths(&[]), Vec::<usize>::new());
+        assert_eq!(log_record_lengths(&[&small; 10]), vec![10]);
+        // A txn over the limit gets a record of its own; the others stay together.
+        assert_eq!(
+            log_record_lengths(&[&small, &small, &big, &small]),
+            vec![2, 1, 1]
+        );
+        let many: Vec<&Op> = std::iter::repeat_n(&small, 1000).collect();
+        let lengths = log_record_lengths(&many);
+        assert_eq!(lengths.iter().sum::<usize>(), 1000);
+        assert!(lengths.len() > 1, "{lengths:?}");
+        assert!(
+            lengths
+                .iter()
+                .all(|n| n * small.log_size_hint() <= LOG_RECORD_BYTES)
+        );
+    }
 
     #[test]
     fn request_round_trips_as_json() {

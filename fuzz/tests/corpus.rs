@@ -122,6 +122,7 @@ fn json_seeds_decode() {
     let p = "stage_payloads/";
     assert!(decodes::<Txn>(&read(&format!("{p}txn.json"))));
     assert!(decodes::<LogEntry>(&read(&format!("{p}log-entry.json"))));
+    assert!(decodes::<LogEntry>(&read(&format!("{p}log-record.json"))));
     assert!(decodes::<LogHead>(&read(&format!("{p}log-head.json"))));
     assert!(decodes::<NodeRecord>(&read(&format!(
         "{p}node-record.json"

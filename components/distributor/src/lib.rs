@@ -34,7 +34,7 @@ use faaskeeper_core::keys;
 use faaskeeper_core::session::{LiveSession, LiveSessions};
 use faaskeeper_core::ttl::TtlIndex;
 use faaskeeper_core::wire::{Delivery, DeliveryBatch, LogEntry, LogHead, b64};
-use faaskeeper_core::wire::{MultiOp, Op, OpResult};
+use faaskeeper_core::wire::{Op, OpResult, Txn};
 use faaskeeper_guest::kv::{Bucket, KvError};
 use faaskeeper_guest::{Reply, Stage};
 use serde::{Deserialize, Serialize};
@@ -95,16 +95,17 @@ struct Pending {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     user_deletes: Vec<String>,
     deliveries: Vec<Delivery>,
-    /// Log entries the batch consumed, deleted once it is applied.
+    /// Log records the batch consumed (it applied their last txns), deleted once it is
+    /// applied.
     txn_ids: Vec<String>,
-    /// Node data left out of `nodes` because a log entry of the batch holds the same bytes
-    /// (the entries stay until the batch is applied): written once more, not twice.
+    /// Node data left out of `nodes` because a log record of the batch holds the same bytes
+    /// (the records stay until the batch is applied): written once more, not twice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     data_refs: Vec<DataRef>,
 }
 
-/// Where the data of `nodes[node]` is: payload `payload` of the log entry `txn` (see
-/// [`payloads`]), `len` bytes.
+/// Where the data of `nodes[node]` is: payload `payload` of the log record `txn` (counted
+/// over its txns, see `LogEntry::payloads`), `len` bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct DataRef {
     node: usize,
@@ -116,29 +117,11 @@ struct DataRef {
 /// Node data at least this long goes into the redo record by reference.
 const DATA_REF_MIN: usize = 256;
 
-/// The payloads a request carries, in order: the data of a create or a set, or of each
-/// create and set of a multi.
-fn payloads(op: &Op) -> Vec<&[u8]> {
-    match op {
-        Op::Create { data, .. } | Op::SetData { data, .. } => vec![data.as_slice()],
-        Op::Multi { ops } => ops
-            .iter()
-            .filter_map(|o| match o {
-                MultiOp::Create { data, .. } | MultiOp::SetData { data, .. } => {
-                    Some(data.as_slice())
-                }
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 impl Pending {
-    /// The redo record to store when node data that a log entry of `part` holds can be left
-    /// out and named by reference; `None` when nothing can (then `self` is stored as it is,
-    /// without a copy).
-    fn by_reference(&self, part: &[(String, LogEntry)]) -> Option<Pending> {
+    /// The redo record to store when node data that a log record of the batch (`records`)
+    /// holds can be left out and named by reference; `None` when nothing can (then `self` is
+    /// stored as it is, without a copy).
+    fn by_reference(&self, records: &[&(String, LogEntry)]) -> Option<Pending> {
         let refs: Vec<DataRef> = self
             .nodes
             .iter()
@@ -148,8 +131,9 @@ impl Pending {
                 if data.len() < DATA_REF_MIN {
                     return None;
                 }
-                part.iter().rev().find_map(|(id, entry)| {
-                    let payload = payloads(&entry.txn.request.op)
+                records.iter().rev().find_map(|(id, entry)| {
+                    let payload = entry
+                        .payloads()
                         .iter()
                         .position(|p| *p == data.as_slice())?;
                     Some(DataRef {
@@ -174,24 +158,20 @@ impl Pending {
         Some(stored)
     }
 
-    /// Put the data named by reference back, from the log entries (a redo after a crash).
+    /// Put the data named by reference back, from the log records (a redo after a crash).
     fn resolve(mut self, system: &Bucket) -> Result<Pending, KvError> {
         let mut entries: Vec<(String, LogEntry)> = Vec::new();
         for r in std::mem::take(&mut self.data_refs) {
             if !entries.iter().any(|(id, _)| *id == r.txn) {
                 let entry: LogEntry = system
                     .get_json(&keys::txn(&r.txn))?
-                    .ok_or_else(|| corrupt(format!("redo names log entry {} missing", r.txn)))?;
+                    .ok_or_else(|| corrupt(format!("redo names log record {} missing", r.txn)))?;
                 entries.push((r.txn.clone(), entry));
             }
             let data = entries
                 .iter()
                 .find(|(id, _)| *id == r.txn)
-                .and_then(|(_, e)| {
-                    payloads(&e.txn.request.op)
-                        .get(r.payload)
-                        .map(|d| d.to_vec())
-                })
+                .and_then(|(_, e)| e.payloads().get(r.payload).map(|d| d.to_vec()))
                 .filter(|d| d.len() == r.len)
                 .ok_or_else(|| corrupt(format!("redo names payload {} of {}", r.payload, r.txn)))?;
             match self.nodes.get_mut(r.node) {
@@ -464,32 +444,50 @@ fn apply_all(system: &Bucket, user: &Bucket, me: &str) -> Result<Zxid, KvError> 
     if head.zxid <= applied {
         return Ok(applied);
     }
-    // Walk back along the chain to the first unapplied txn.
+    // Walk back along the chain to the record holding the first unapplied txn.
     let mut chain: Vec<(String, LogEntry)> = Vec::new();
     let mut id = head.id.clone();
     let mut zxid = head.zxid;
     while zxid > applied {
         let entry: LogEntry = system
             .get_json(&keys::txn(&id))?
-            .ok_or_else(|| corrupt(format!("log entry {id} (zxid {zxid}) missing")))?;
-        if entry.txn.zxid != zxid {
+            .ok_or_else(|| corrupt(format!("log record {id} (zxid {zxid}) missing")))?;
+        if entry.last_zxid() != zxid {
             return Err(corrupt(format!(
-                "log entry {id} has zxid {}, expected {zxid}",
-                entry.txn.zxid
+                "log record {id} ends at zxid {}, expected {zxid}",
+                entry.last_zxid()
             )));
         }
         let prev = entry.prev.clone();
+        zxid = entry.first_zxid().saturating_sub(1);
         chain.push((id, entry));
         id = prev;
-        zxid -= 1;
     }
     chain.reverse();
-    for (i, part) in chain.chunks(MAX_BATCH).enumerate() {
+    // The unapplied txns in order, each with its record (the first record may hold txns an
+    // earlier batch applied: a batch ends where `MAX_BATCH` cuts, not where records do).
+    let steps: Vec<(usize, &Txn)> = chain
+        .iter()
+        .enumerate()
+        .flat_map(|(r, (_, e))| e.txns.iter().map(move |t| (r, t)))
+        .filter(|(_, t)| t.zxid > applied)
+        .collect();
+    for (i, part) in steps.chunks(MAX_BATCH).enumerate() {
         if i > 0 {
             still_holding(system, me)?;
         }
-        let pending = decide(system, part)?;
-        let stored = pending.by_reference(part);
+        let to_zxid = part.last().map_or(applied, |(_, t)| t.zxid);
+        let mut records: Vec<&(String, LogEntry)> = part.iter().map(|(r, _)| &chain[*r]).collect();
+        records.dedup_by(|a, b| a.0 == b.0);
+        // A record is deleted by the batch that applies its last txn.
+        let spent = records
+            .iter()
+            .filter(|(_, e)| e.last_zxid() <= to_zxid)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let txns: Vec<&Txn> = part.iter().map(|(_, t)| *t).collect();
+        let pending = decide(system, &txns, spent)?;
+        let stored = pending.by_reference(&records);
         let start = Starting {
             applied,
             pending: stored.as_ref().unwrap_or(&pending),
@@ -502,29 +500,30 @@ fn apply_all(system: &Bucket, user: &Bucket, me: &str) -> Result<Zxid, KvError> 
 }
 
 /// Decide a batch: apply its txns in order over the current state, collect the effects.
-fn decide(system: &Bucket, part: &[(String, LogEntry)]) -> Result<Pending, KvError> {
+/// `spent`: the log records to delete once it is applied.
+fn decide(system: &Bucket, part: &[&Txn], spent: Vec<String>) -> Result<Pending, KvError> {
     let mut state = KvState::new(system);
     let mut per_session: Vec<Delivery> = Vec::new();
     // The index of open sessions the heartbeat stage sweeps (Guarantee 5). Read only for
     // batches that open or end a session, to keep it off the path of ordinary writes.
     let touches_sessions = part
         .iter()
-        .any(|(_, e)| matches!(e.txn.request.op, Op::OpenSession { .. } | Op::CloseSession));
+        .any(|t| matches!(t.request.op, Op::OpenSession { .. } | Op::CloseSession));
     let mut live: LiveSessions = if touches_sessions {
         system.get_json(keys::LIVE_SESSIONS)?.unwrap_or_default()
     } else {
         LiveSessions::default()
     };
     let live_before = live.clone();
-    for (_, entry) in part {
-        let out = apply(&mut state, &entry.txn)?;
-        let session = entry.txn.request.session;
-        match (&entry.txn.request.op, &out.result) {
+    for txn in part {
+        let out = apply(&mut state, txn)?;
+        let session = txn.request.session;
+        match (&txn.request.op, &out.result) {
             (Op::OpenSession { .. }, OpResult::SessionOpened { timeout_ms }) => {
                 live.sessions.entry(session).or_insert(LiveSession {
                     timeout_ms: *timeout_ms,
-                    opened_ms: entry.txn.time_ms,
-                    zxid: entry.txn.zxid,
+                    opened_ms: txn.time_ms,
+                    zxid: txn.zxid,
                 });
             }
             (Op::CloseSession, OpResult::SessionClosed)
@@ -560,7 +559,7 @@ fn decide(system: &Bucket, part: &[(String, LogEntry)]) -> Result<Pending, KvErr
         Some(index)
     };
     Ok(Pending {
-        to_zxid: part.last().map(|(_, e)| e.txn.zxid).unwrap_or(0),
+        to_zxid: part.last().map_or(0, |t| t.zxid),
         nodes: changes.nodes,
         sessions: changes.sessions,
         watches: changes.watches,
@@ -571,7 +570,7 @@ fn decide(system: &Bucket, part: &[(String, LogEntry)]) -> Result<Pending, KvErr
         user_puts: Vec::new(),
         user_deletes: Vec::new(),
         deliveries: per_session,
-        txn_ids: part.iter().map(|(id, _)| id.clone()).collect(),
+        txn_ids: spent,
         data_refs: Vec::new(),
     })
 }

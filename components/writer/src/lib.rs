@@ -4,11 +4,12 @@
 //! (`faaskeeper_core::wire::precheck`), and appends the rest to the transaction log in the
 //! `system` bucket. The log position is the request's zxid (Guarantee 1: one total order).
 //!
-//! Appending needs only compare-and-swap on a key that exists (DESIGN.md): every entry is
-//! stored under a fresh random id with a pointer to the entry before it, then `log/head` is
-//! swapped from the head that was read to `{zxid + n, last id}`. A lost swap rewrites the
-//! entries against the new head and tries again. Entries of a lost race are never linked, so
-//! a writer that crashes anywhere leaves at most unreachable records behind.
+//! Appending needs only compare-and-swap on a key that exists (DESIGN.md): the requests of a
+//! batch are stored as log records (several txns each, up to `LOG_RECORD_BYTES`) under fresh
+//! random ids, each with a pointer to the record before it, then `log/head` is swapped from
+//! the head that was read to `{zxid + n, last id}`. A lost swap rewrites the records against
+//! the new head and tries again. Records of a lost race are never linked, so a writer that
+//! crashes anywhere leaves at most unreachable records behind.
 //!
 //! After appending, the writer wakes the distributor by service chaining.
 //!
@@ -19,7 +20,9 @@
 
 use faaskeeper_core::acl::{ReadAnswer, judge_read, session_ids};
 use faaskeeper_core::keys;
-use faaskeeper_core::wire::{LogEntry, LogHead, Submission, Txn, WriteBatch, precheck, to_log};
+use faaskeeper_core::wire::{
+    LogEntry, LogHead, Submission, Txn, WriteBatch, log_record_lengths, precheck, to_log,
+};
 use faaskeeper_guest::kv::{Bucket, KvError};
 use faaskeeper_guest::{Reply, Stage};
 
@@ -120,7 +123,9 @@ fn write(batch: WriteBatch) -> Result<Vec<Submission>, KvError> {
         return Ok(subs.into_iter().flatten().collect());
     }
     let system = Bucket::open(keys::SYSTEM_BUCKET)?;
-    let ids: Vec<String> = accepted
+    // Requests appended together share log records (fewer items to write, read and delete).
+    let lengths = log_record_lengths(&accepted.iter().map(|r| &r.op).collect::<Vec<_>>());
+    let ids: Vec<String> = lengths
         .iter()
         .map(|_| faaskeeper_guest::random_id())
         .collect();
@@ -130,25 +135,32 @@ fn write(batch: WriteBatch) -> Result<Vec<Submission>, KvError> {
         let (cas, head): (_, LogHead) = system.cas(keys::LOG_HEAD)?;
         let time_ms = faaskeeper_guest::now_ms();
         let mut prev = head.id.clone();
-        let mut entries = Vec::with_capacity(accepted.len());
-        for (i, (req, id)) in accepted.iter().zip(&ids).enumerate() {
-            let entry = LogEntry {
+        let mut records = Vec::with_capacity(ids.len());
+        let mut zxid = head.zxid;
+        let mut requests = accepted.iter();
+        for (id, n) in ids.iter().zip(&lengths) {
+            let txns = requests
+                .by_ref()
+                .take(*n)
+                .map(|req| {
+                    zxid += 1;
+                    Txn {
+                        zxid,
+                        time_ms,
+                        request: req.clone(),
+                    }
+                })
+                .collect();
+            let record = LogEntry {
                 prev: std::mem::replace(&mut prev, id.clone()),
-                txn: Txn {
-                    zxid: head.zxid + 1 + i as i64,
-                    time_ms,
-                    request: req.clone(),
-                },
+                txns,
             };
-            let bytes = serde_json::to_vec(&entry).map_err(|e| KvError::Corrupt(e.to_string()))?;
-            entries.push((keys::txn(id), bytes));
+            let bytes = serde_json::to_vec(&record).map_err(|e| KvError::Corrupt(e.to_string()))?;
+            records.push((keys::txn(id), bytes));
         }
-        // Entries must be durable before the head points at them.
-        system.set_many(entries)?;
-        let new_head = LogHead {
-            zxid: head.zxid + accepted.len() as i64,
-            id: prev,
-        };
+        // Records must be durable before the head points at them.
+        system.set_many(records)?;
+        let new_head = LogHead { zxid, id: prev };
         match cas.swap(&new_head) {
             Ok(()) => break head.zxid + 1,
             Err(KvError::CasConflict) if attempts < MAX_CAS_ATTEMPTS => continue,

@@ -1,0 +1,230 @@
+//! Log records of several txns, read by the distributor as a store holds them: records of
+//! both layouts in one chain (one txn under `txn`, as writers before wrote; several under
+//! `txns`), a record longer than one batch of the distributor, and a progress record that
+//! stops in the middle of a record (a batch of an earlier run ended there). The test writes
+//! the records into a stopped host's store, starts a host on it and checks what it applied
+//! and that every spent record is deleted.
+
+use faaskeeper_backend_embedded::EmbeddedDb;
+use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
+use faaskeeper_core::wire::{LogEntry, LogHead, NodeView, Op, Request, Txn};
+use faaskeeper_core::{CreateMode, Zxid};
+use faaskeeper_storage::{Store, StoreManager};
+use std::sync::Arc;
+use std::time::Duration;
+
+const SESSION: i64 = 77;
+
+async fn host(db: &Arc<EmbeddedDb>, dir: &std::path::Path) -> faaskeeper_host::RunningHost {
+    let stores = StoreManager::new()
+        .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET).expect("system"))
+        .with_bucket(USER_BUCKET, db.bucket(USER_BUCKET).expect("user"));
+    faaskeeper_host::start(faaskeeper_host::ServeOptions {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        zk_listen: None,
+        stores: Some(stores),
+        ..Default::default()
+    })
+    .await
+    .expect("host starts")
+}
+
+fn txn(zxid: Zxid, op: Op) -> Txn {
+    Txn {
+        zxid,
+        time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64,
+        request: Request {
+            session: SESSION,
+            seq: zxid,
+            op,
+        },
+    }
+}
+
+fn set(path: &str, data: &[u8]) -> Op {
+    Op::SetData {
+        path: path.into(),
+        data: data.to_vec(),
+        version: -1,
+    }
+}
+
+async fn head(system: &dyn Store) -> LogHead {
+    let bytes = system
+        .get(keys::LOG_HEAD)
+        .await
+        .expect("read")
+        .expect("head");
+    serde_json::from_slice(&bytes).expect("head")
+}
+
+/// Wait until the distributor has applied everything up to `zxid`, then stop the host.
+async fn applied_then_stop(system: &dyn Store, running: faaskeeper_host::RunningHost, zxid: Zxid) {
+    let mut progress = serde_json::Value::Null;
+    for _ in 0..200 {
+        let bytes = system.get(keys::DIST_APPLIED).await.expect("read");
+        progress = serde_json::from_slice(&bytes.expect("progress")).expect("plain JSON here");
+        if progress["applied"].as_i64() == Some(zxid) && progress.get("pending").is_none() {
+            drop(running);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not applied up to {zxid}: {progress}");
+}
+
+/// Append `records` (each: its id and its raw JSON, already chained) and point the head at
+/// the last one.
+async fn append(system: &dyn Store, records: Vec<(String, serde_json::Value)>, zxid: Zxid) {
+    let last = records.last().expect("records").0.clone();
+    for (id, json) in records {
+        system
+            .set(&keys::txn(&id), serde_json::to_vec(&json).expect("json"))
+            .await
+            .expect("record");
+    }
+    let head = LogHead { zxid, id: last };
+    system
+        .set(keys::LOG_HEAD, serde_json::to_vec(&head).expect("json"))
+        .await
+        .expect("head");
+}
+
+async fn node(user: &dyn Store, path: &str) -> Option<NodeView> {
+    let bytes = user.get(&keys::user_node(path)).await.expect("read")?;
+    Some(serde_json::from_slice(&bytes).expect("node object"))
+}
+
+async fn txn_keys(system: &dyn Store) -> Vec<String> {
+    let (keys, _) = system.list_keys(None, 100_000).await.expect("list");
+    keys.into_iter()
+        .filter(|k| k.starts_with(keys::TXN_PREFIX))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = EmbeddedDb::open(
+        &dir.path().join("store.redb"),
+        &[SYSTEM_BUCKET, USER_BUCKET],
+    )
+    .expect("store");
+    let system = db.bucket(SYSTEM_BUCKET).expect("system");
+    let user = db.bucket(USER_BUCKET).expect("user");
+    let first = host(&db, dir.path()).await;
+    let start = head(&*system).await;
+    applied_then_stop(&*system, first, start.zxid).await;
+
+    // One chain: a session opened in the old layout, 600 creates in one record (more than
+    // the distributor's batch of 512), then three sets of /n0.
+    let z = start.zxid;
+    let open = txn(
+        z + 1,
+        Op::OpenSession {
+            timeout_ms: 30_000,
+            // The host's hub, which has no channel for it: results are dropped as gone.
+            notify: format!("http://sessions.faaskeeper.internal/v1/sessions/{SESSION}/deliver"),
+        },
+    );
+    let creates: Vec<Txn> = (0..600)
+        .map(|i| {
+            txn(
+                z + 2 + i,
+                Op::Create {
+                    path: format!("/n{i}"),
+                    data: vec![i as u8; 10],
+                    mode: CreateMode::Persistent,
+                    acl: None,
+                },
+            )
+        })
+        .collect();
+    let sets: Vec<Txn> = (0..3)
+        .map(|i| txn(z + 602 + i, set("/n0", &[b'a' + i as u8])))
+        .collect();
+    append(
+        &*system,
+        vec![
+            (
+                "old".into(),
+                serde_json::json!({ "prev": start.id, "txn": open }),
+            ),
+            (
+                "big".into(),
+                serde_json::to_value(LogEntry {
+                    prev: "old".into(),
+                    txns: creates,
+                })
+                .expect("json"),
+            ),
+            (
+                "sets".into(),
+                serde_json::to_value(LogEntry {
+                    prev: "big".into(),
+                    txns: sets,
+                })
+                .expect("json"),
+            ),
+        ],
+        z + 604,
+    )
+    .await;
+
+    let second = host(&db, dir.path()).await;
+    applied_then_stop(&*system, second, z + 604).await;
+    for i in [1, 300, 511, 512, 599] {
+        let n = node(&*user, &format!("/n{i}")).await.expect("created");
+        assert_eq!(n.data, vec![i as u8; 10], "/n{i}");
+    }
+    let n0 = node(&*user, "/n0").await.expect("/n0");
+    assert_eq!((n0.data.as_slice(), n0.stat.version), (b"c".as_slice(), 3));
+    assert_eq!(n0.stat.mzxid, z + 604);
+    assert_eq!(
+        txn_keys(&*system).await,
+        Vec::<String>::new(),
+        "spent records stay"
+    );
+
+    // A record of ten sets of which an earlier run applied five: the run that resumes applies
+    // the other five only, then deletes the record.
+    let z = head(&*system).await.zxid;
+    let tens: Vec<Txn> = (0..10)
+        .map(|i| txn(z + 1 + i, set("/n1", format!("v{i}").as_bytes())))
+        .collect();
+    append(
+        &*system,
+        vec![(
+            "tens".into(),
+            serde_json::to_value(LogEntry {
+                prev: "sets".into(),
+                txns: tens,
+            })
+            .expect("json"),
+        )],
+        z + 10,
+    )
+    .await;
+    system
+        .set(
+            keys::DIST_APPLIED,
+            serde_json::to_vec(&serde_json::json!({ "applied": z + 5 })).expect("json"),
+        )
+        .await
+        .expect("progress");
+    let third = host(&db, dir.path()).await;
+    applied_then_stop(&*system, third, z + 10).await;
+    let n1 = node(&*user, "/n1").await.expect("/n1");
+    assert_eq!(n1.data, b"v9");
+    assert_eq!(n1.stat.version, 5, "only the five unapplied sets");
+    assert_eq!(
+        txn_keys(&*system).await,
+        Vec::<String>::new(),
+        "spent records stay"
+    );
+}
