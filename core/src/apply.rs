@@ -62,29 +62,60 @@ impl NodeRecord {
     /// none). Under 32 writing sessions, that scan of the payloads' base64 was ≈ 6 % of the
     /// host's CPU (`perf`, docs/benchmarks.md); node records and objects were half of it.
     pub fn record_json(&self) -> serde_json::Result<Vec<u8>> {
-        node_json(&self.data, &self.stat, &self.children, &self.acl)
+        node_json(&self.data, &self.stat, &self.children, &self.acl, None)
     }
 
-    /// [`NodeRecord::view`] as the JSON stored in the user bucket, without copying the data
-    /// and child names into a [`NodeView`] first (the distributor writes one per changed
-    /// node), and written as [`NodeRecord::record_json`] is.
+    /// The object stored in the user bucket: [`NodeRecord::view`] as JSON, written as
+    /// [`NodeRecord::record_json`] is and without copying the data and child names into a
+    /// [`NodeView`] first (the distributor writes one per changed node). Where the view's
+    /// stat hides the owner (TTL and container nodes carry their kind in it), the raw owner
+    /// follows as `owner`, so that the object holds the whole record
+    /// ([`NodeRecord::from_object`]); clients ignore the field.
     pub fn view_json(&self) -> serde_json::Result<Vec<u8>> {
-        node_json(
-            &self.data,
-            &client_stat(self.stat),
-            &self.children,
-            &self.acl,
-        )
+        let stat = client_stat(self.stat);
+        let hidden = (stat.ephemeral_owner != self.stat.ephemeral_owner)
+            .then_some(self.stat.ephemeral_owner);
+        node_json(&self.data, &stat, &self.children, &self.acl, hidden)
+    }
+
+    /// The record a user-bucket object ([`NodeRecord::view_json`]) holds. Objects written
+    /// before the owner was kept in them read with the stat's owner, which hides a TTL or
+    /// container node's kind: read those records from the system bucket.
+    pub fn from_object(object: &[u8]) -> serde_json::Result<NodeRecord> {
+        #[derive(Deserialize)]
+        struct Object {
+            #[serde(with = "crate::wire::b64")]
+            data: Vec<u8>,
+            stat: Stat,
+            children: BTreeSet<String>,
+            #[serde(default)]
+            acl: Vec<Acl>,
+            #[serde(default)]
+            owner: Option<i64>,
+        }
+        let o: Object = serde_json::from_slice(object)?;
+        let mut stat = o.stat;
+        if let Some(owner) = o.owner {
+            stat.ephemeral_owner = owner;
+        }
+        Ok(NodeRecord {
+            data: o.data,
+            stat,
+            children: o.children,
+            acl: o.acl,
+        })
     }
 }
 
-/// `{"data":<base64>,"stat":..,"children":[..](,"acl":[..])}`: the JSON `serde_json` makes
-/// of a [`NodeRecord`] and of a [`NodeView`], whose fields are these, in this order.
+/// `{"data":<base64>,"stat":..,"children":[..](,"acl":[..])(,"owner":..)}`: the JSON
+/// `serde_json` makes of a [`NodeRecord`] and of a [`NodeView`], whose fields are these, in
+/// this order (`owner` is the user object's own).
 fn node_json(
     data: &[u8],
     stat: &Stat,
     children: &BTreeSet<String>,
     acl: &[Acl],
+    owner: Option<i64>,
 ) -> serde_json::Result<Vec<u8>> {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
@@ -104,6 +135,10 @@ fn node_json(
     if !acl.is_empty() {
         out.extend_from_slice(b",\"acl\":");
         serde_json::to_writer(&mut out, acl)?;
+    }
+    if let Some(owner) = owner {
+        out.extend_from_slice(b",\"owner\":");
+        serde_json::to_writer(&mut out, &owner)?;
     }
     out.push(b'}');
     Ok(out)
@@ -1716,7 +1751,17 @@ mod tests {
         records.push(named);
         for node in records {
             let view = serde_json::to_vec(&node.view()).expect("view encodes");
-            assert_eq!(node.view_json().expect("view_json encodes"), view);
+            let object = node.view_json().expect("view_json encodes");
+            if node.view().stat == node.stat {
+                assert_eq!(object, view);
+            } else {
+                // A TTL node: the view hides its owner, the object keeps it after the view.
+                let owner = format!(",\"owner\":{}}}", node.stat.ephemeral_owner);
+                assert_eq!(object, [&view[..view.len() - 1], owner.as_bytes()].concat());
+            }
+            let read: NodeView = serde_json::from_slice(&object).expect("clients read it");
+            assert_eq!(read, node.view());
+            assert_eq!(NodeRecord::from_object(&object).expect("object"), node);
             let record = serde_json::to_vec(&node).expect("record encodes");
             assert_eq!(node.record_json().expect("record_json encodes"), record);
             let back: NodeRecord = serde_json::from_slice(&record).expect("record decodes");

@@ -420,12 +420,21 @@ pub struct Runtime {
     faults: Option<Arc<FaultPlan>>,
     /// The system bucket's billed write size, told to the stages as [`WRITE_UNIT_ENV`].
     write_unit: Option<String>,
+    /// The user bucket bills writes by size too: told to the stages as
+    /// [`NODES_IN_USER_ENV`].
+    nodes_in_user: bool,
 }
 
 /// The environment variable that tells a stage the system bucket bills writes by this many
 /// bytes (`Store::write_unit`); unset where writes are not billed by size. Other platforms
 /// set it the same way (Spin: `environment` in spin.toml) when their store is DynamoDB.
 pub const WRITE_UNIT_ENV: &str = "FAASKEEPER_WRITE_UNIT";
+
+/// The environment variable (`1`) that tells the distributor's `init` to make a store that
+/// keeps node records in the user bucket only: set where the user bucket bills writes by
+/// size (DynamoDB user storage), so that a system copy of each node would cost as many
+/// write units again. A store keeps the layout it was made with.
+pub const NODES_IN_USER_ENV: &str = "FAASKEEPER_NODES_IN_USER";
 
 impl Drop for Runtime {
     fn drop(&mut self) {
@@ -473,8 +482,14 @@ impl Runtime {
             .ok()
             .and_then(|s| s.write_unit())
             .map(|n| n.to_string());
+        let nodes_in_user = stores
+            .open(faaskeeper_core::keys::USER_BUCKET)
+            .ok()
+            .and_then(|s| s.write_unit())
+            .is_some();
         Ok(Arc::new(Runtime {
             write_unit,
+            nodes_in_user,
             slots: Slots::new(tenant.instances, depth),
             tenant,
             stages: stages.clone(),
@@ -523,6 +538,9 @@ impl Runtime {
         wasi.inherit_stderr().env("FAASKEEPER_STAGE", stage.name());
         if let Some(unit) = &self.write_unit {
             wasi.env(WRITE_UNIT_ENV, unit);
+        }
+        if self.nodes_in_user {
+            wasi.env(NODES_IN_USER_ENV, "1");
         }
         let wasi = wasi.build();
         HostState {

@@ -138,6 +138,11 @@ pub fn aws_dynamodb_host_options() -> faaskeeper_backend_aws::AwsOptions {
     aws_dynamodb_shared().opts.clone()
 }
 
+/// The backend of that host (to look at what its stores hold).
+pub fn aws_dynamodb_backend() -> std::sync::Arc<faaskeeper_backend_aws::AwsBackend> {
+    aws_dynamodb_shared().backend.clone()
+}
+
 /// Start a host whose `system` bucket is DynamoDB and `user` bucket S3 or DynamoDB, as `opts` say, and
 /// which also consumes the SQS writer queue (for clients on the AWS transport).
 pub async fn start_aws_host(

@@ -189,6 +189,11 @@ struct Progress {
     applied: Zxid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pending: Option<Pending>,
+    /// Node records live in the user bucket only (its objects hold the whole record): no
+    /// copy in the system bucket. Fixed for the store's life by `init` (see
+    /// [`NODES_IN_USER_ENV`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    nodes_in_user: bool,
 }
 
 /// A [`Progress`] with a batch in progress, written without copying the batch.
@@ -196,7 +201,17 @@ struct Progress {
 struct Starting<'a> {
     applied: Zxid,
     pending: &'a Pending,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    nodes_in_user: bool,
 }
+
+/// Set (to `1`) by a platform whose user bucket is a store that bills writes by size as the
+/// system bucket does (the bundled host over DynamoDB user storage): `init` then makes a
+/// store that keeps each node once, as its user-bucket object, instead of also as a system
+/// record that costs as many write units again. Where the user bucket is S3, reading node
+/// state from it would cost a GET per node read, so there node records stay in the system
+/// bucket. Read only by `init`: a store keeps the layout it was made with.
+const NODES_IN_USER_ENV: &str = "FAASKEEPER_NODES_IN_USER";
 
 /// Prefix of a progress record stored deflated (raw DEFLATE follows). A record with a redo
 /// record in it is mostly JSON names repeated per txn, and DynamoDB bills it by the KiB,
@@ -266,6 +281,7 @@ fn progress(system: &Bucket) -> Result<(Progress, bool), KvError> {
             Progress {
                 applied,
                 pending: system.get_json::<Pending>(keys::DIST_PENDING)?,
+                nodes_in_user: false,
             },
             true,
         )),
@@ -325,14 +341,31 @@ fn encoded(json: serde_json::Result<Vec<u8>>) -> Result<Vec<u8>, KvError> {
 fn init() -> Result<(), KvError> {
     let system = Bucket::open(keys::SYSTEM_BUCKET)?;
     let user = Bucket::open(keys::USER_BUCKET)?;
-    if system.get(&keys::node("/"))?.is_none() {
+    let made = system.get(keys::DIST_APPLIED)?.is_some();
+    let nodes_in_user = if made {
+        progress(&system)?.0.nodes_in_user
+    } else {
+        std::env::var(NODES_IN_USER_ENV).is_ok_and(|v| v == "1")
+    };
+    let root = if nodes_in_user {
+        user.get(&keys::user_node("/"))?
+    } else {
+        system.get(&keys::node("/"))?
+    };
+    if root.is_none() {
         for (path, node) in initial_nodes() {
             user.set(&keys::user_node(&path), &encoded(node.view_json())?)?;
-            system.set(&keys::node(&path), &encoded(node.record_json())?)?;
+            if !nodes_in_user {
+                system.set(&keys::node(&path), &encoded(node.record_json())?)?;
+            }
         }
     }
-    if system.get(keys::DIST_APPLIED)?.is_none() {
-        system.set_json(keys::DIST_APPLIED, &Progress::default())?;
+    if !made {
+        let fresh = Progress {
+            nodes_in_user,
+            ..Progress::default()
+        };
+        system.set_json(keys::DIST_APPLIED, &fresh)?;
     }
     if system.get(keys::DIST_LEASE)?.is_none() {
         system.set_json(keys::DIST_LEASE, &Lease::default())?;
@@ -430,7 +463,7 @@ fn apply_all(system: &Bucket, user: &Bucket, me: &str) -> Result<Zxid, KvError> 
     if let Some(pending) = record.pending {
         if pending.to_zxid > applied {
             let pending = pending.resolve(system)?;
-            finish(system, user, &pending)?;
+            finish(system, user, &pending, record.nodes_in_user)?;
             applied = pending.to_zxid;
         }
         if old_layout {
@@ -486,14 +519,15 @@ fn apply_all(system: &Bucket, user: &Bucket, me: &str) -> Result<Zxid, KvError> 
             .map(|(id, _)| id.clone())
             .collect();
         let txns: Vec<&Txn> = part.iter().map(|(_, t)| *t).collect();
-        let pending = decide(system, &txns, spent)?;
+        let pending = decide(system, user, record.nodes_in_user, &txns, spent)?;
         let stored = pending.by_reference(&records);
         let start = Starting {
             applied,
             pending: stored.as_ref().unwrap_or(&pending),
+            nodes_in_user: record.nodes_in_user,
         };
         put_progress(system, &start)?;
-        finish(system, user, &pending)?;
+        finish(system, user, &pending, record.nodes_in_user)?;
         applied = pending.to_zxid;
     }
     Ok(applied)
@@ -501,8 +535,14 @@ fn apply_all(system: &Bucket, user: &Bucket, me: &str) -> Result<Zxid, KvError> 
 
 /// Decide a batch: apply its txns in order over the current state, collect the effects.
 /// `spent`: the log records to delete once it is applied.
-fn decide(system: &Bucket, part: &[&Txn], spent: Vec<String>) -> Result<Pending, KvError> {
-    let mut state = KvState::new(system);
+fn decide(
+    system: &Bucket,
+    user: &Bucket,
+    nodes_in_user: bool,
+    part: &[&Txn],
+    spent: Vec<String>,
+) -> Result<Pending, KvError> {
+    let mut state = KvState::new(system, nodes_in_user.then_some(user));
     let mut per_session: Vec<Delivery> = Vec::new();
     // The index of open sessions the heartbeat stage sweeps (Guarantee 5). Read only for
     // batches that open or end a session, to keep it off the path of ordinary writes.
@@ -577,7 +617,7 @@ fn decide(system: &Bucket, part: &[&Txn], spent: Vec<String>) -> Result<Pending,
 
 /// Carry out a decided batch. Every step is an overwrite or delete, so repeating it after a
 /// crash is harmless; notifications may repeat and clients drop duplicates.
-fn finish(system: &Bucket, user: &Bucket, p: &Pending) -> Result<(), KvError> {
+fn finish(system: &Bucket, user: &Bucket, p: &Pending, nodes_in_user: bool) -> Result<(), KvError> {
     let mut system_puts: Vec<(String, Vec<u8>)> = Vec::new();
     let mut system_deletes = p.system_deletes.clone();
     let mut user_puts: Vec<(String, Vec<u8>)> = Vec::new();
@@ -585,11 +625,15 @@ fn finish(system: &Bucket, user: &Bucket, p: &Pending) -> Result<(), KvError> {
     for (path, node) in &p.nodes {
         match node {
             Some(node) => {
-                system_puts.push((keys::node(path), encoded(node.record_json())?));
+                if !nodes_in_user {
+                    system_puts.push((keys::node(path), encoded(node.record_json())?));
+                }
                 user_puts.push((keys::user_node(path), encoded(node.view_json())?));
             }
             None => {
-                system_deletes.push(keys::node(path));
+                if !nodes_in_user {
+                    system_deletes.push(keys::node(path));
+                }
                 user_deletes.push(keys::user_node(path));
             }
         }
@@ -640,6 +684,7 @@ fn finish(system: &Bucket, user: &Bucket, p: &Pending) -> Result<(), KvError> {
     let done = Progress {
         applied: p.to_zxid,
         pending: None,
+        nodes_in_user,
     };
     put_progress(system, &done)?;
     system.delete_many(p.txn_ids.iter().map(|id| keys::txn(id)).collect())?;

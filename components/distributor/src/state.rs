@@ -1,5 +1,6 @@
-//! `faaskeeper_core::apply::State` over the system bucket: reads go to the store once and are
-//! cached; writes are staged in memory until the whole batch is decided.
+//! `faaskeeper_core::apply::State` over the system bucket (node records: over the user bucket
+//! in a store that keeps them there): reads go to the store once and are cached; writes are
+//! staged in memory until the whole batch is decided.
 
 use faaskeeper_core::SessionId;
 use faaskeeper_core::apply::{NodeRecord, SessionRecord, State, WatchRecord};
@@ -9,6 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub struct KvState<'a> {
     system: &'a Bucket,
+    /// Where node records are read from when it is not the system bucket: the user bucket,
+    /// whose objects hold the whole record (`NodeRecord::from_object`).
+    nodes_from: Option<&'a Bucket>,
     nodes: BTreeMap<String, Option<NodeRecord>>,
     sessions: BTreeMap<SessionId, Option<SessionRecord>>,
     watches: BTreeMap<String, WatchRecord>,
@@ -31,9 +35,10 @@ pub struct Changes {
 }
 
 impl<'a> KvState<'a> {
-    pub fn new(system: &'a Bucket) -> Self {
+    pub fn new(system: &'a Bucket, nodes_from: Option<&'a Bucket>) -> Self {
         KvState {
             system,
+            nodes_from,
             nodes: BTreeMap::new(),
             sessions: BTreeMap::new(),
             watches: BTreeMap::new(),
@@ -88,7 +93,16 @@ impl State for KvState<'_> {
 
     fn node_ref(&mut self, path: &str) -> Result<Option<&NodeRecord>, KvError> {
         if !self.nodes.contains_key(path) {
-            let n: Option<NodeRecord> = self.system.get_json(&keys::node(path))?;
+            let n: Option<NodeRecord> = match self.nodes_from {
+                None => self.system.get_json(&keys::node(path))?,
+                Some(user) => match user.get(&keys::user_node(path))? {
+                    Some(object) => Some(
+                        NodeRecord::from_object(&object)
+                            .map_err(|e| KvError::Corrupt(format!("node object {path}: {e}")))?,
+                    ),
+                    None => None,
+                },
+            };
             self.nodes.insert(path.to_string(), n);
         }
         Ok(self.nodes.get(path).and_then(Option::as_ref))

@@ -125,13 +125,31 @@ fn expired_ttl_nodes(system: &Bucket, now: i64) -> Result<Vec<String>, KvError> 
         return Ok(Vec::new());
     }
     let paths: Vec<String> = index.paths.into_iter().collect();
-    let records = system.get_many(paths.iter().map(|p| keys::node(p)).collect())?;
+    let mut records: Vec<Option<NodeRecord>> = system
+        .get_many(paths.iter().map(|p| keys::node(p)).collect())?
+        .into_iter()
+        .map(|(_, v)| v.and_then(|b| serde_json::from_slice(&b).ok()))
+        .collect();
+    // A store that keeps node records in the user bucket has none above: its objects hold
+    // them (`NodeRecord::from_object`).
+    let missing: Vec<usize> = (0..paths.len()).filter(|i| records[*i].is_none()).collect();
+    if !missing.is_empty() {
+        let user = Bucket::open(keys::USER_BUCKET)?;
+        let objects = user.get_many(
+            missing
+                .iter()
+                .map(|i| keys::user_node(&paths[*i]))
+                .collect(),
+        )?;
+        for (i, (_, v)) in missing.into_iter().zip(objects) {
+            records[i] = v.and_then(|b| NodeRecord::from_object(&b).ok());
+        }
+    }
     Ok(paths
         .into_iter()
         .zip(records)
-        .filter(|(_, (_, v))| {
-            v.as_deref()
-                .and_then(|b| serde_json::from_slice::<NodeRecord>(b).ok())
+        .filter(|(_, n)| {
+            n.as_ref()
                 .is_some_and(|n| n.children.is_empty() && ttl::expired(&n.stat, now))
         })
         .map(|(p, _)| p)
