@@ -1,7 +1,9 @@
 //! Log records of several txns, read by the distributor as a store holds them: records of
 //! both layouts in one chain (one txn under `txn`, as writers before wrote; several under
 //! `txns`), a record longer than one batch of the distributor, and a progress record that
-//! stops in the middle of a record (a batch of an earlier run ended there). The test writes
+//! stops in the middle of a record (a batch of an earlier run ended there), and a record
+//! stored deflated (as writers store records over a write unit where writes are billed by
+//! size: `faaskeeper_guest::pack`). The test writes
 //! the records into a stopped host's store, starts a host on it and checks what it applied
 //! and that every spent record is deleted.
 
@@ -78,15 +80,17 @@ async fn applied_then_stop(system: &dyn Store, running: faaskeeper_host::Running
     panic!("not applied up to {zxid}: {progress}");
 }
 
-/// Append `records` (each: its id and its raw JSON, already chained) and point the head at
-/// the last one.
-async fn append(system: &dyn Store, records: Vec<(String, serde_json::Value)>, zxid: Zxid) {
+/// Append `records` (each: its id, its raw JSON, already chained, and whether to store it
+/// deflated) and point the head at the last one.
+async fn append(system: &dyn Store, records: Vec<(String, serde_json::Value, bool)>, zxid: Zxid) {
     let last = records.last().expect("records").0.clone();
-    for (id, json) in records {
-        system
-            .set(&keys::txn(&id), serde_json::to_vec(&json).expect("json"))
-            .await
-            .expect("record");
+    for (id, json, deflated) in records {
+        let mut bytes = serde_json::to_vec(&json).expect("json");
+        if deflated {
+            let packed = miniz_oxide::deflate::compress_to_vec(&bytes, 1);
+            bytes = [b"\0fk-deflate\0".as_slice(), &packed].concat();
+        }
+        system.set(&keys::txn(&id), bytes).await.expect("record");
     }
     let head = LogHead { zxid, id: last };
     system
@@ -121,8 +125,8 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
     let start = head(&*system).await;
     applied_then_stop(&*system, first, start.zxid).await;
 
-    // One chain: a session opened in the old layout, 600 creates in one record (more than
-    // the distributor's batch of 512), then three sets of /n0.
+    // One chain: a session opened in the old layout, 600 creates in one deflated record (more
+    // than the distributor's batch of 512), then three sets of /n0.
     let z = start.zxid;
     let open = txn(
         z + 1,
@@ -154,6 +158,7 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
             (
                 "old".into(),
                 serde_json::json!({ "prev": start.id, "txn": open }),
+                false,
             ),
             (
                 "big".into(),
@@ -162,6 +167,7 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
                     txns: creates,
                 })
                 .expect("json"),
+                true,
             ),
             (
                 "sets".into(),
@@ -170,6 +176,7 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
                     txns: sets,
                 })
                 .expect("json"),
+                false,
             ),
         ],
         z + 604,
@@ -206,6 +213,7 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
                 txns: tens,
             })
             .expect("json"),
+            true,
         )],
         z + 10,
     )

@@ -36,6 +36,7 @@ use faaskeeper_core::ttl::TtlIndex;
 use faaskeeper_core::wire::{Delivery, DeliveryBatch, LogEntry, LogHead, b64};
 use faaskeeper_core::wire::{Op, OpResult, Txn};
 use faaskeeper_guest::kv::{Bucket, KvError};
+use faaskeeper_guest::pack::{pack, unpack};
 use faaskeeper_guest::{Reply, Stage};
 use serde::{Deserialize, Serialize};
 use state::KvState;
@@ -163,8 +164,7 @@ impl Pending {
         let mut entries: Vec<(String, LogEntry)> = Vec::new();
         for r in std::mem::take(&mut self.data_refs) {
             if !entries.iter().any(|(id, _)| *id == r.txn) {
-                let entry: LogEntry = system
-                    .get_json(&keys::txn(&r.txn))?
+                let entry = log_record(system, &r.txn)?
                     .ok_or_else(|| corrupt(format!("redo names log record {} missing", r.txn)))?;
                 entries.push((r.txn.clone(), entry));
             }
@@ -213,42 +213,23 @@ struct Starting<'a> {
 /// bucket. Read only by `init`: a store keeps the layout it was made with.
 const NODES_IN_USER_ENV: &str = "FAASKEEPER_NODES_IN_USER";
 
-/// Prefix of a progress record stored deflated (raw DEFLATE follows). A record with a redo
-/// record in it is mostly JSON names repeated per txn, and DynamoDB bills it by the KiB,
-/// twice per batch; deflated, the redo record of a single small write fits in one unit.
-const DEFLATED: &[u8] = b"\0fk-deflate\0";
-/// Largest progress record inflated (far above what a batch of `MAX_BATCH` txns can need
-/// within a stage's memory limit).
-const INFLATED_MAX: usize = 1 << 30;
-
-/// Room for the key and attribute names of the progress record's item within a write unit.
-const ITEM_OVERHEAD: usize = 24;
-
-/// The size by which the system bucket bills a write, if it does (the platform tells:
-/// `FAASKEEPER_WRITE_UNIT`, set by the bundled host over DynamoDB).
-fn write_unit() -> Option<usize> {
-    std::env::var("FAASKEEPER_WRITE_UNIT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > ITEM_OVERHEAD)
+/// Store the progress record: deflated where that saves write units
+/// (`faaskeeper_guest::pack`). A record with a redo record in it is mostly JSON names
+/// repeated per txn, and DynamoDB bills it by the KiB, twice per batch; deflated, the redo
+/// record of a single small write fits in one unit.
+fn put_progress<T: Serialize>(system: &Bucket, record: &T) -> Result<(), KvError> {
+    system.set(keys::DIST_APPLIED, &pack(encode(record)?))
 }
 
-/// Store the progress record, deflated where writes are billed by size, the record takes
-/// more than one unit, and deflating makes it smaller. Elsewhere deflating costs time (the
-/// compressor's tables alone touch a quarter MiB of a fresh instance's memory) and saves
-/// nothing. The fastest level: on these records (JSON names repeated per txn) it packs
-/// within a few percent of the default level.
-fn put_progress<T: Serialize>(system: &Bucket, record: &T) -> Result<(), KvError> {
-    let json = encode(record)?;
-    if write_unit().is_some_and(|unit| json.len() + ITEM_OVERHEAD > unit) {
-        let packed = miniz_oxide::deflate::compress_to_vec(&json, 1);
-        if packed.len() + DEFLATED.len() < json.len() {
-            let mut bytes = DEFLATED.to_vec();
-            bytes.extend_from_slice(&packed);
-            return system.set(keys::DIST_APPLIED, &bytes);
-        }
-    }
-    system.set(keys::DIST_APPLIED, &json)
+/// A log record (deflated or not, as the writer stored it).
+fn log_record(system: &Bucket, id: &str) -> Result<Option<LogEntry>, KvError> {
+    let Some(bytes) = system.get(&keys::txn(id))? else {
+        return Ok(None);
+    };
+    let json = unpack(bytes).map_err(|e| corrupt(format!("log record {id} {e}")))?;
+    serde_json::from_slice(&json)
+        .map(Some)
+        .map_err(|e| corrupt(format!("log record {id}: {e}")))
 }
 
 /// The progress record, from either layout; `true` if it was the old one.
@@ -256,13 +237,7 @@ fn progress(system: &Bucket) -> Result<(Progress, bool), KvError> {
     let stored = match system.get(keys::DIST_APPLIED)? {
         None => None,
         Some(bytes) => {
-            let json = match bytes.strip_prefix(DEFLATED) {
-                Some(packed) => {
-                    miniz_oxide::inflate::decompress_to_vec_with_limit(packed, INFLATED_MAX)
-                        .map_err(|e| corrupt(format!("progress record does not inflate: {e}")))?
-                }
-                None => bytes,
-            };
+            let json = unpack(bytes).map_err(|e| corrupt(format!("progress record {e}")))?;
             // A bare zxid (with the redo record under `dist/pending`) was the layout before
             // `Progress`; stores written by that version still read. (Not an untagged enum:
             // serde's buffering of those cannot read maps with number keys, as in the index
@@ -482,8 +457,7 @@ fn apply_all(system: &Bucket, user: &Bucket, me: &str) -> Result<Zxid, KvError> 
     let mut id = head.id.clone();
     let mut zxid = head.zxid;
     while zxid > applied {
-        let entry: LogEntry = system
-            .get_json(&keys::txn(&id))?
+        let entry = log_record(system, &id)?
             .ok_or_else(|| corrupt(format!("log record {id} (zxid {zxid}) missing")))?;
         if entry.last_zxid() != zxid {
             return Err(corrupt(format!(

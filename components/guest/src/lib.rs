@@ -29,6 +29,7 @@ pub mod bindings {
 
 pub mod http;
 pub mod kv;
+pub mod pack;
 
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 mod alloc;

@@ -155,8 +155,10 @@ fn write(batch: WriteBatch) -> Result<Vec<Submission>, KvError> {
                 prev: std::mem::replace(&mut prev, id.clone()),
                 txns,
             };
-            let bytes = serde_json::to_vec(&record).map_err(|e| KvError::Corrupt(e.to_string()))?;
-            records.push((keys::txn(id), bytes));
+            let json = serde_json::to_vec(&record).map_err(|e| KvError::Corrupt(e.to_string()))?;
+            // Deflated where writes are billed by size: a record of several small txns is
+            // mostly JSON names repeated per txn, and its write and delete are billed by it.
+            records.push((keys::txn(id), faaskeeper_guest::pack::pack(json)));
         }
         // Records must be durable before the head points at them.
         system.set_many(records)?;
