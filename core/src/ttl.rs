@@ -48,6 +48,12 @@ pub fn expired(stat: &Stat, now_ms: i64) -> bool {
 pub struct TtlIndex {
     /// Paths, sorted.
     pub paths: BTreeSet<String>,
+    /// The store keeps node records in the user bucket (its objects hold the whole record,
+    /// `NodeRecord::from_object`), not in the system bucket: where the sweep reads them.
+    /// Written by the distributor, which knows the store's layout; absent in indexes of
+    /// stores in the system layout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nodes_in_user: bool,
 }
 
 #[cfg(test)]

@@ -7,30 +7,17 @@
 //! the records into a stopped host's store, starts a host on it and checks what it applied
 //! and that every spent record is deleted.
 
+mod support;
+
 use faaskeeper_backend_embedded::EmbeddedDb;
 use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
 use faaskeeper_core::wire::{LogEntry, LogHead, NodeView, Op, Request, Txn};
 use faaskeeper_core::{CreateMode, Zxid};
-use faaskeeper_storage::{Store, StoreManager};
-use std::sync::Arc;
+use faaskeeper_storage::Store;
 use std::time::Duration;
+use support::embedded_host;
 
 const SESSION: i64 = 77;
-
-async fn host(db: &Arc<EmbeddedDb>, dir: &std::path::Path) -> faaskeeper_host::RunningHost {
-    let stores = StoreManager::new()
-        .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET).expect("system"))
-        .with_bucket(USER_BUCKET, db.bucket(USER_BUCKET).expect("user"));
-    faaskeeper_host::start(faaskeeper_host::ServeOptions {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        zk_listen: None,
-        stores: Some(stores),
-        ..Default::default()
-    })
-    .await
-    .expect("host starts")
-}
 
 fn txn(zxid: Zxid, op: Op) -> Txn {
     Txn {
@@ -121,7 +108,7 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
     .expect("store");
     let system = db.bucket(SYSTEM_BUCKET).expect("system");
     let user = db.bucket(USER_BUCKET).expect("user");
-    let first = host(&db, dir.path()).await;
+    let first = embedded_host(&db, dir.path()).await;
     let start = head(&*system).await;
     applied_then_stop(&*system, first, start.zxid).await;
 
@@ -183,7 +170,7 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
     )
     .await;
 
-    let second = host(&db, dir.path()).await;
+    let second = embedded_host(&db, dir.path()).await;
     applied_then_stop(&*system, second, z + 604).await;
     for i in [1, 300, 511, 512, 599] {
         let n = node(&*user, &format!("/n{i}")).await.expect("created");
@@ -225,7 +212,7 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
         )
         .await
         .expect("progress");
-    let third = host(&db, dir.path()).await;
+    let third = embedded_host(&db, dir.path()).await;
     applied_then_stop(&*system, third, z + 10).await;
     let n1 = node(&*user, "/n1").await.expect("/n1");
     assert_eq!(n1.data, b"v9");

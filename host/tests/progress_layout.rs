@@ -4,16 +4,17 @@
 //! rewrites its store as the old version would have left it in the middle of a batch, starts
 //! a new host on it, and checks the batch is finished, the old key gone, and writes go on.
 
+mod support;
+
 use faaskeeper_backend_embedded::EmbeddedDb;
 use faaskeeper_client::{Client, Options};
 use faaskeeper_core::CreateMode;
 use faaskeeper_core::apply::NodeRecord;
 use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
 use faaskeeper_core::wire::NodeView;
-use faaskeeper_storage::StoreManager;
 use serde::Serialize;
-use std::sync::Arc;
 use std::time::Duration;
+use support::embedded_host;
 
 /// A raw write of the old redo record.
 #[derive(Serialize)]
@@ -42,21 +43,6 @@ async fn idle_progress(system: &dyn faaskeeper_storage::Store) -> serde_json::Va
     progress
 }
 
-async fn host(db: &Arc<EmbeddedDb>, dir: &std::path::Path) -> faaskeeper_host::RunningHost {
-    let stores = StoreManager::new()
-        .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET).expect("system"))
-        .with_bucket(USER_BUCKET, db.bucket(USER_BUCKET).expect("user"));
-    faaskeeper_host::start(faaskeeper_host::ServeOptions {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        zk_listen: None,
-        stores: Some(stores),
-        ..Default::default()
-    })
-    .await
-    .expect("host starts")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_in_the_old_progress_layout_is_finished_and_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -65,7 +51,7 @@ async fn a_store_in_the_old_progress_layout_is_finished_and_goes_on() {
         &[SYSTEM_BUCKET, USER_BUCKET],
     )
     .expect("store");
-    let first = host(&db, dir.path()).await;
+    let first = embedded_host(&db, dir.path()).await;
     let c = Client::connect(&first.url(), Options::default())
         .await
         .expect("connect");
@@ -116,7 +102,7 @@ async fn a_store_in_the_old_progress_layout_is_finished_and_goes_on() {
         .await
         .expect("old redo record");
 
-    let second = host(&db, dir.path()).await;
+    let second = embedded_host(&db, dir.path()).await;
     let c = Client::connect(&second.url(), Options::default())
         .await
         .expect("connect");

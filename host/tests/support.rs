@@ -1,4 +1,5 @@
-//! Starting the real `faaskeeper` binary for process-level tests.
+//! Starting the real `faaskeeper` binary for process-level tests, and a host in process over
+//! an embedded store the test keeps a handle on (to rewrite what a host left behind).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -58,4 +59,24 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A host in this process over the buckets of `db`, with its data dir `dir`.
+pub async fn embedded_host(
+    db: &std::sync::Arc<faaskeeper_backend_embedded::EmbeddedDb>,
+    dir: &Path,
+) -> faaskeeper_host::RunningHost {
+    use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
+    let stores = faaskeeper_storage::StoreManager::new()
+        .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET).expect("system"))
+        .with_bucket(USER_BUCKET, db.bucket(USER_BUCKET).expect("user"));
+    faaskeeper_host::start(faaskeeper_host::ServeOptions {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        zk_listen: None,
+        stores: Some(stores),
+        ..Default::default()
+    })
+    .await
+    .expect("host starts")
 }

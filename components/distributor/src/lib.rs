@@ -234,6 +234,11 @@ fn log_record(system: &Bucket, id: &str) -> Result<Option<LogEntry>, KvError> {
 
 /// The progress record, from either layout; `true` if it was the old one.
 fn progress(system: &Bucket) -> Result<(Progress, bool), KvError> {
+    stored_progress(system)?.ok_or_else(|| corrupt("applied marker missing; run init"))
+}
+
+/// [`progress`], `None` before `init` made it.
+fn stored_progress(system: &Bucket) -> Result<Option<(Progress, bool)>, KvError> {
     let stored = match system.get(keys::DIST_APPLIED)? {
         None => None,
         Some(bytes) => {
@@ -250,16 +255,16 @@ fn progress(system: &Bucket) -> Result<(Progress, bool), KvError> {
         }
     };
     match stored {
-        None => Err(corrupt("applied marker missing; run init")),
-        Some(Ok(p)) => Ok((p, false)),
-        Some(Err(applied)) => Ok((
+        None => Ok(None),
+        Some(Ok(p)) => Ok(Some((p, false))),
+        Some(Err(applied)) => Ok(Some((
             Progress {
                 applied,
                 pending: system.get_json::<Pending>(keys::DIST_PENDING)?,
                 nodes_in_user: false,
             },
             true,
-        )),
+        ))),
     }
 }
 
@@ -316,11 +321,10 @@ fn encoded(json: serde_json::Result<Vec<u8>>) -> Result<Vec<u8>, KvError> {
 fn init() -> Result<(), KvError> {
     let system = Bucket::open(keys::SYSTEM_BUCKET)?;
     let user = Bucket::open(keys::USER_BUCKET)?;
-    let made = system.get(keys::DIST_APPLIED)?.is_some();
-    let nodes_in_user = if made {
-        progress(&system)?.0.nodes_in_user
-    } else {
-        std::env::var(NODES_IN_USER_ENV).is_ok_and(|v| v == "1")
+    let made = stored_progress(&system)?;
+    let nodes_in_user = match &made {
+        Some((p, _)) => p.nodes_in_user,
+        None => std::env::var(NODES_IN_USER_ENV).is_ok_and(|v| v == "1"),
     };
     let root = if nodes_in_user {
         user.get(&keys::user_node("/"))?
@@ -335,7 +339,7 @@ fn init() -> Result<(), KvError> {
             }
         }
     }
-    if !made {
+    if made.is_none() {
         let fresh = Progress {
             nodes_in_user,
             ..Progress::default()
@@ -566,6 +570,7 @@ fn decide(
         None
     } else {
         let mut index: TtlIndex = system.get_json(keys::TTL_NODES)?.unwrap_or_default();
+        index.nodes_in_user = nodes_in_user;
         index.paths.extend(changes.ttl_written.iter().cloned());
         for p in &changes.ttl_removed {
             index.paths.remove(p);

@@ -125,26 +125,21 @@ fn expired_ttl_nodes(system: &Bucket, now: i64) -> Result<Vec<String>, KvError> 
         return Ok(Vec::new());
     }
     let paths: Vec<String> = index.paths.into_iter().collect();
-    let mut records: Vec<Option<NodeRecord>> = system
-        .get_many(paths.iter().map(|p| keys::node(p)).collect())?
-        .into_iter()
-        .map(|(_, v)| v.and_then(|b| serde_json::from_slice(&b).ok()))
-        .collect();
-    // A store that keeps node records in the user bucket has none above: its objects hold
-    // them (`NodeRecord::from_object`).
-    let missing: Vec<usize> = (0..paths.len()).filter(|i| records[*i].is_none()).collect();
-    if !missing.is_empty() {
-        let user = Bucket::open(keys::USER_BUCKET)?;
-        let objects = user.get_many(
-            missing
-                .iter()
-                .map(|i| keys::user_node(&paths[*i]))
-                .collect(),
-        )?;
-        for (i, (_, v)) in missing.into_iter().zip(objects) {
-            records[i] = v.and_then(|b| NodeRecord::from_object(&b).ok());
-        }
-    }
+    // Node records are where the store keeps them (the index says, as the distributor wrote
+    // it): system records, or user objects that hold the whole record.
+    let records: Vec<Option<NodeRecord>> = if index.nodes_in_user {
+        Bucket::open(keys::USER_BUCKET)?
+            .get_many(paths.iter().map(|p| keys::user_node(p)).collect())?
+            .into_iter()
+            .map(|(_, v)| v.and_then(|b| NodeRecord::from_object(&b).ok()))
+            .collect()
+    } else {
+        system
+            .get_many(paths.iter().map(|p| keys::node(p)).collect())?
+            .into_iter()
+            .map(|(_, v)| v.and_then(|b| serde_json::from_slice(&b).ok()))
+            .collect()
+    };
     Ok(paths
         .into_iter()
         .zip(records)
