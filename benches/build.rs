@@ -20,7 +20,13 @@ fn main() {
         .expect("workspace root");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
 
-    for path in ["core", "components/bench-guest", "Cargo.toml", "Cargo.lock"] {
+    for path in [
+        "core",
+        "components/bench-guest",
+        "components/alloc",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         // Relative to this package: checkouts that share a target dir share this unit (its
         // hash does not include the absolute path), and each must watch its own sources.
         println!("cargo:rerun-if-changed=../{path}");

@@ -20,8 +20,8 @@
 use crate::acl::{self, Acl, Id, perms};
 use crate::session::SERVICE_SESSION;
 use crate::wire::{
-    Delivery, EventType, MultiOp, NodeView, Op, OpResult, Request, SessionEvent, Txn, WatchEvent,
-    WatchKind,
+    Delivery, EventType, Framed, FramedError, MultiOp, NODE_RECORD_MAGIC, NodeView, Op, OpResult,
+    Request, SessionEvent, Txn, WatchEvent, WatchKind, decode_framed, frame_parts,
 };
 use crate::{
     CONTAINER_EPHEMERAL_OWNER, CreateMode, SessionId, Stat, ZkError, Zxid, is_session_owner, path,
@@ -57,9 +57,24 @@ impl NodeRecord {
         }
     }
 
-    /// The record as the JSON stored in the system bucket: what `serde_json` makes of it,
-    /// written without scanning the base64 of the data for characters to escape (it has
-    /// none). Under 32 writing sessions, that scan of the payloads' base64 was ≈ 6 % of the
+    /// The record as the system bucket stores it: the binary layout of
+    /// [`crate::wire::frame_parts`], a header in [`NodeRecord::record_json`] without the data,
+    /// then the data as it is (no base64 to write here and to read back in the next batch).
+    pub fn record_bytes(&self) -> Result<Vec<u8>, FramedError> {
+        let header = node_json(&[], &self.stat, &self.children, &self.acl, None)
+            .map_err(|e| FramedError::Json(e.to_string()))?;
+        frame_parts(NODE_RECORD_MAGIC, &header, &[&self.data])
+    }
+
+    /// A record of the system bucket in either layout: [`NodeRecord::record_bytes`], or the
+    /// JSON of [`NodeRecord::record_json`] that records written before are in.
+    pub fn from_record(bytes: &[u8]) -> Result<NodeRecord, FramedError> {
+        decode_framed(NODE_RECORD_MAGIC, bytes)
+    }
+
+    /// The record as JSON (what the system bucket stored before the binary layout): what
+    /// `serde_json` makes of it, written without scanning the base64 of the data for
+    /// characters to escape (it has none). Under 32 writing sessions, that scan of the payloads' base64 was ≈ 6 % of the
     /// host's CPU (`perf`, docs/benchmarks.md); node records and objects were half of it.
     pub fn record_json(&self) -> serde_json::Result<Vec<u8>> {
         node_json(&self.data, &self.stat, &self.children, &self.acl, None)
@@ -142,6 +157,12 @@ fn node_json(
     }
     out.push(b'}');
     Ok(out)
+}
+
+impl Framed for NodeRecord {
+    fn payload_slots(&mut self) -> Vec<&mut Vec<u8>> {
+        vec![&mut self.data]
+    }
 }
 
 /// A session as the distributor keeps it.
@@ -342,7 +363,9 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
     }
 
     // Dedup and session checks come before anything else (Guarantee 2: applied once, FIFO).
-    let session = state.session(req.session)?;
+    // They read the session record on loan; a request that goes on copies it, without the
+    // stored result it replaces.
+    let session = state.session_ref(req.session)?;
     if let Op::OpenSession { timeout_ms, notify } = &req.op {
         if let Some(rec) = session {
             // A redelivered open is answered again; a reused id is refused.
@@ -368,32 +391,49 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
         );
         return finish(state, txn, out, result);
     }
-    // A redelivered close is answered as the first one was, not with `SessionExpired`: it is
-    // the close that made the session closed (found by `fuzz/`'s apply target).
-    if let Some(rec) = &session
-        && rec.closed
-        && req.seq == rec.last_seq
-        && matches!(req.op, Op::CloseSession)
-        && let Some((zxid, result)) = &rec.last_result
-    {
-        return resend(state, req, *zxid, result.clone());
-    }
-    let Some(mut sess) = session.filter(|s| !s.closed) else {
-        // A closed session still has a tombstone with its address: tell it. An id never
-        // opened has nowhere to be told; the host refuses such requests before the log.
-        let result = OpResult::error(ZkError::SessionExpired, "session is closed or unknown");
-        return finish(state, txn, out, result);
+    let rec = match session {
+        // A redelivered close is answered as the first one was, not with `SessionExpired`:
+        // it is the close that made the session closed (found by `fuzz/`'s apply target).
+        Some(SessionRecord {
+            closed: true,
+            last_seq,
+            last_result: Some((zxid, result)),
+            ..
+        }) if req.seq == *last_seq && matches!(req.op, Op::CloseSession) => {
+            let (zxid, result) = (*zxid, result.clone());
+            return resend(state, req, zxid, result);
+        }
+        Some(rec) if !rec.closed => rec,
+        _ => {
+            // A closed session still has a tombstone with its address: tell it. An id never
+            // opened has nowhere to be told; the host refuses such requests before the log.
+            let result = OpResult::error(ZkError::SessionExpired, "session is closed or unknown");
+            return finish(state, txn, out, result);
+        }
     };
-    if req.seq <= sess.last_seq {
+    if req.seq <= rec.last_seq {
         // Redelivered request: re-send the stored result of the newest one, nothing else.
-        return match &sess.last_result {
-            Some((zxid, r)) if req.seq == sess.last_seq => resend(state, req, *zxid, r.clone()),
+        return match &rec.last_result {
+            Some((zxid, r)) if req.seq == rec.last_seq => {
+                let (zxid, r) = (*zxid, r.clone());
+                resend(state, req, zxid, r)
+            }
             _ => Ok(Applied {
                 result: OpResult::error(ZkError::SystemError, "duplicate of an old request"),
                 deliveries: Vec::new(),
             }),
         };
     }
+    let mut sess = SessionRecord {
+        timeout_ms: rec.timeout_ms,
+        notify: rec.notify.clone(),
+        last_seq: rec.last_seq,
+        // Set below, once the request's result is known.
+        last_result: None,
+        ephemerals: rec.ephemerals.clone(),
+        closed: false,
+        auth: rec.auth.clone(),
+    };
 
     let result = match &req.op {
         Op::OpenSession { .. } => unreachable_open(),
@@ -905,14 +945,24 @@ fn trigger<S: State>(
     path: &str,
     zxid: Zxid,
 ) -> Result<(), S::Error> {
+    let none_here = state.watches_ref(path)?.is_none_or(|w| {
+        w.data.is_empty()
+            && w.child.is_empty()
+            && w.persistent.is_empty()
+            && w.persistent_recursive.is_empty()
+    });
+    let walk = kind.fires_recursive_watch()
+        && state
+            .watches_ref("/")?
+            .is_some_and(|w| w.recursive_anywhere > 0);
+    if none_here && !walk {
+        // Most events: nothing watches the path, and no recursive watch anywhere.
+        return Ok(());
+    }
     // The event path first, then its ancestors up to the root; no path appears twice, so
     // each record is changed and staged once.
     let mut records = vec![(path.to_string(), state.watches(path)?, false)];
-    if kind.fires_recursive_watch()
-        && state
-            .watches_ref("/")?
-            .is_some_and(|w| w.recursive_anywhere > 0)
-    {
+    if walk {
         let mut p = path;
         while let Some(parent) = path::parent(p) {
             records.push((parent.to_string(), state.watches(parent)?, false));
@@ -1332,22 +1382,28 @@ fn set_data<S: State>(
     if data.len() > crate::MAX_DATA_LEN {
         return Ok(OpResult::error(ZkError::BadArguments, "data too large"));
     }
-    let Some(mut node) = state.node(path)? else {
+    let Some(old) = state.node_ref(path)? else {
         return Ok(OpResult::error(ZkError::NoNode, path));
     };
-    if !acl::allows(&node.acl, auth, perms::WRITE) {
+    if !acl::allows(&old.acl, auth, perms::WRITE) {
         return Ok(no_auth(path));
     }
-    if version != -1 && version != node.stat.version {
+    if version != -1 && version != old.stat.version {
         return Ok(OpResult::error(
             ZkError::BadVersion,
             format!(
                 "{path}: expected version {version}, node has {}",
-                node.stat.version
+                old.stat.version
             ),
         ));
     }
-    node.data = data.to_vec();
+    // A copy of everything but the data being replaced.
+    let mut node = NodeRecord {
+        data: data.to_vec(),
+        stat: old.stat,
+        children: old.children.clone(),
+        acl: old.acl.clone(),
+    };
     node.stat.version = node.stat.version.wrapping_add(1);
     node.stat.mzxid = txn.zxid;
     node.stat.mtime = txn.time_ms;
@@ -1393,7 +1449,7 @@ fn delete_node<S: State>(
     {
         return Ok(Err(no_auth(path)));
     }
-    let Some(node) = state.node(path)? else {
+    let Some(node) = state.node_ref(path)? else {
         return Ok(Err(OpResult::error(ZkError::NoNode, path)));
     };
     if version != -1 && version != node.stat.version {
@@ -1766,6 +1822,13 @@ mod tests {
             assert_eq!(node.record_json().expect("record_json encodes"), record);
             let back: NodeRecord = serde_json::from_slice(&record).expect("record decodes");
             assert_eq!(back, node);
+            // The binary layout the system bucket stores now, and the JSON one it stored
+            // before, both read back.
+            let bytes = node.record_bytes().expect("record_bytes encodes");
+            assert!(bytes.starts_with(NODE_RECORD_MAGIC));
+            assert_eq!(NodeRecord::from_record(&bytes), Ok(node.clone()));
+            assert_eq!(NodeRecord::from_record(&record), Ok(node.clone()));
+            assert!(NodeRecord::from_record(&bytes[..bytes.len() - 1]).is_err());
         }
     }
 

@@ -55,26 +55,27 @@ pub fn validate(path: &str) -> Result<(), PathError> {
     if path.ends_with('/') {
         return Err(err(path, "Path must not end with / character"));
     }
-    let chars: Vec<char> = path.chars().collect();
-    let mut last = '/';
-    for i in 1..chars.len() {
-        let c = chars[i];
-        let next_is_end = i + 1 == chars.len() || chars[i + 1] == '/';
+    // ZooKeeper's checks, char by char, with positions counted in chars as its messages do.
+    let mut chars = path.chars().enumerate().skip(1).peekable();
+    let (mut before_last, mut last) = ('/', '/');
+    while let Some((i, c)) = chars.next() {
+        let next_is_end = chars.peek().is_none_or(|&(_, next)| next == '/');
         if c == '\0' {
             return Err(err(path, format!("null character not allowed @{i}")));
         } else if c == '/' && last == '/' {
             return Err(err(path, format!("empty node name specified @{i}")));
         } else if c == '.' && last == '.' {
-            if chars[i - 2] == '/' && next_is_end {
+            if before_last == '/' && next_is_end {
                 return Err(err(path, format!("relative paths not allowed @{i}")));
             }
         } else if c == '.' {
-            if chars[i - 1] == '/' && next_is_end {
+            if last == '/' && next_is_end {
                 return Err(err(path, format!("relative paths not allowed @{i}")));
             }
         } else if forbidden_char(c) {
             return Err(err(path, format!("invalid character @{i}")));
         }
+        before_last = last;
         last = c;
     }
     Ok(())

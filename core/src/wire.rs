@@ -347,7 +347,22 @@ impl Op {
         }
     }
 
-    /// About how many bytes the op takes in a log record (base64 data, paths, names): an
+    /// The payloads of [`Op::payloads`], to move out or fill in, in the same order.
+    pub fn payloads_mut(&mut self) -> Vec<&mut Vec<u8>> {
+        match self {
+            Op::Create { data, .. } | Op::SetData { data, .. } => vec![data],
+            Op::Multi { ops } => ops
+                .iter_mut()
+                .filter_map(|o| match o {
+                    MultiOp::Create { data, .. } | MultiOp::SetData { data, .. } => Some(data),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// About how many bytes the op takes in a log record (its data, paths, names): an
     /// estimate for grouping txns into records, not a bound.
     pub fn log_size_hint(&self) -> usize {
         let data: usize = self.payloads().iter().map(|d| d.len()).sum();
@@ -355,7 +370,7 @@ impl Op {
             Op::Multi { ops } => ops.len(),
             _ => 1,
         };
-        data.div_ceil(3) * 4 + ops * 160 + self.path().map_or(0, str::len)
+        data + 4 * self.payloads().len() + ops * 160 + self.path().map_or(0, str::len)
     }
 }
 
@@ -661,6 +676,150 @@ impl LogEntry {
             .flat_map(|t| t.request.op.payloads())
             .collect()
     }
+}
+
+/// First bytes of a log record in the binary layout ([`encode_log_record`]). JSON starts
+/// with `{` (or whitespace), so the layouts never look alike.
+pub const LOG_RECORD_MAGIC: &[u8; 4] = b"FKL\x01";
+/// First bytes of a write batch in the binary layout ([`encode_write_batch`]).
+pub const WRITE_BATCH_MAGIC: &[u8; 4] = b"FKW\x01";
+/// First bytes of a node record of the system bucket in the binary layout
+/// (`apply::NodeRecord::record_bytes`).
+pub const NODE_RECORD_MAGIC: &[u8; 4] = b"FKN\x01";
+
+/// Why bytes are not a record in the layout they claim.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FramedError {
+    /// The JSON (of a whole record, or of a binary record's header) does not decode.
+    #[error("{0}")]
+    Json(String),
+    /// The binary layout is cut short, or has bytes after its last payload.
+    #[error("{0}")]
+    Layout(&'static str),
+}
+
+/// A value whose node data can be moved out of it and back, for the binary layout.
+pub trait Framed: Serialize + serde::de::DeserializeOwned {
+    /// Its payloads, in a fixed order.
+    fn payload_slots(&mut self) -> Vec<&mut Vec<u8>>;
+}
+
+impl Framed for LogEntry {
+    fn payload_slots(&mut self) -> Vec<&mut Vec<u8>> {
+        self.txns
+            .iter_mut()
+            .flat_map(|t| t.request.op.payloads_mut())
+            .collect()
+    }
+}
+
+impl Framed for WriteBatch {
+    fn payload_slots(&mut self) -> Vec<&mut Vec<u8>> {
+        self.requests
+            .iter_mut()
+            .flat_map(|r| r.op.payloads_mut())
+            .collect()
+    }
+}
+
+/// The binary layout of a [`Framed`] value: `magic`; the length (`u32` LE) of a header, the
+/// value in JSON with every payload left empty; then each payload, in
+/// [`Framed::payload_slots`] order, as its length (`u32` LE) and its bytes.
+///
+/// Payloads are the bulk of most requests, and in JSON each is base64 in a string that is
+/// escaped on the way in and parsed on the way out: a third larger, and CPU spent on every
+/// hop (docs/benchmarks.md). Only the payloads change form: the header is the JSON as
+/// before, so the types and their checks are the same in both layouts.
+pub fn encode_framed<T: Framed>(magic: &[u8; 4], mut value: T) -> Result<Vec<u8>, FramedError> {
+    let payloads: Vec<Vec<u8>> = value
+        .payload_slots()
+        .into_iter()
+        .map(std::mem::take)
+        .collect();
+    let header = serde_json::to_vec(&value).map_err(|e| FramedError::Json(e.to_string()))?;
+    let payloads: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    frame_parts(magic, &header, &payloads)
+}
+
+/// The binary layout from its parts: `header`, the JSON of a value whose payloads are left
+/// empty, and the `payloads` in [`Framed::payload_slots`] order (for writers that make the
+/// header from borrowed parts, without taking the payloads out of a value they own).
+pub fn frame_parts(
+    magic: &[u8; 4],
+    header: &[u8],
+    payloads: &[&[u8]],
+) -> Result<Vec<u8>, FramedError> {
+    let body: usize = payloads.iter().map(|p| 4 + p.len()).sum();
+    let mut out = Vec::with_capacity(magic.len() + 4 + header.len() + body);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&frame_len(header.len())?.to_le_bytes());
+    out.extend_from_slice(header);
+    for payload in payloads {
+        out.extend_from_slice(&frame_len(payload.len())?.to_le_bytes());
+        out.extend_from_slice(payload);
+    }
+    Ok(out)
+}
+
+fn frame_len(len: usize) -> Result<u32, FramedError> {
+    u32::try_from(len).map_err(|_| FramedError::Layout("a part over 4 GiB"))
+}
+
+/// A value in either layout: [`encode_framed`]'s (the bytes start with `magic`) or plain
+/// JSON.
+pub fn decode_framed<T: Framed>(magic: &[u8; 4], bytes: &[u8]) -> Result<T, FramedError> {
+    let Some(rest) = bytes.strip_prefix(magic.as_slice()) else {
+        return serde_json::from_slice(bytes).map_err(|e| FramedError::Json(e.to_string()));
+    };
+    let (header, mut rest) = take_part(rest)?;
+    let mut value: T =
+        serde_json::from_slice(header).map_err(|e| FramedError::Json(e.to_string()))?;
+    for slot in value.payload_slots() {
+        if !slot.is_empty() {
+            return Err(FramedError::Layout("a payload inside the header"));
+        }
+        let (payload, after) = take_part(rest)?;
+        slot.extend_from_slice(payload);
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(FramedError::Layout("bytes after the last payload"));
+    }
+    Ok(value)
+}
+
+/// One length-prefixed part of a binary record, and what follows it.
+fn take_part(bytes: &[u8]) -> Result<(&[u8], &[u8]), FramedError> {
+    let (len, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or(FramedError::Layout("cut short in a length"))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(FramedError::Layout("cut short in a part"));
+    }
+    Ok(rest.split_at(len))
+}
+
+/// A log record as writers store it: [`encode_framed`] with [`LOG_RECORD_MAGIC`].
+pub fn encode_log_record(entry: LogEntry) -> Result<Vec<u8>, FramedError> {
+    encode_framed(LOG_RECORD_MAGIC, entry)
+}
+
+/// A stored log record, in either layout: binary ([`encode_log_record`]) or JSON (records
+/// written before the binary layout).
+pub fn decode_log_record(bytes: &[u8]) -> Result<LogEntry, FramedError> {
+    decode_framed(LOG_RECORD_MAGIC, bytes)
+}
+
+/// A write batch as the bundled host sends it to the writer: [`encode_framed`] with
+/// [`WRITE_BATCH_MAGIC`]. Clients of the HTTP API send JSON, which the writer reads too.
+pub fn encode_write_batch(batch: WriteBatch) -> Result<Vec<u8>, FramedError> {
+    encode_framed(WRITE_BATCH_MAGIC, batch)
+}
+
+/// A write batch in either layout.
+pub fn decode_write_batch(bytes: &[u8]) -> Result<WriteBatch, FramedError> {
+    decode_framed(WRITE_BATCH_MAGIC, bytes)
 }
 
 /// Split requests appended together into log records: consecutive runs whose
@@ -1028,6 +1187,104 @@ mod tests {
         assert!(serde_json::from_value::<LogEntry>(both).is_err());
         let overflow = serde_json::json!({ "prev": "p", "txns": [set_txn(i64::MAX, vec![]), set_txn(i64::MIN, vec![])] });
         assert!(serde_json::from_value::<LogEntry>(overflow).is_err());
+    }
+
+    #[test]
+    fn log_records_round_trip_in_the_binary_layout_and_json_ones_still_read() {
+        let multi = Txn {
+            zxid: 3,
+            time_ms: 1,
+            request: Request {
+                session: 2,
+                seq: 3,
+                op: Op::Multi {
+                    ops: vec![
+                        MultiOp::Create {
+                            path: "/m".into(),
+                            data: b"created".to_vec(),
+                            mode: CreateMode::Persistent,
+                            acl: None,
+                        },
+                        MultiOp::Delete {
+                            path: "/gone".into(),
+                            version: -1,
+                        },
+                        MultiOp::SetData {
+                            path: "/m".into(),
+                            data: vec![0, 255, b'"', b'\\'],
+                            version: 0,
+                        },
+                    ],
+                },
+            },
+        };
+        let entry = LogEntry {
+            prev: "p".into(),
+            txns: vec![set_txn(1, vec![7; 1024]), set_txn(2, Vec::new()), multi],
+        };
+        let bytes = encode_log_record(entry.clone()).expect("encode");
+        assert!(bytes.starts_with(LOG_RECORD_MAGIC));
+        assert_eq!(decode_log_record(&bytes), Ok(entry.clone()));
+        // The payloads are stored as they are, not in base64 inside the JSON.
+        assert!(bytes.len() < serde_json::to_vec(&entry).expect("json").len());
+        // A record a writer stored as JSON reads the same.
+        let json = serde_json::to_vec(&entry).expect("json");
+        assert_eq!(decode_log_record(&json), Ok(entry.clone()));
+
+        // Damaged records are refused, whatever is cut or added.
+        for cut in 0..bytes.len() {
+            assert!(decode_log_record(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(
+            decode_log_record(&longer),
+            Err(FramedError::Layout("bytes after the last payload"))
+        );
+        // A header that holds a payload itself is not what a writer stores.
+        let header = serde_json::to_vec(&LogEntry {
+            prev: "p".into(),
+            txns: vec![set_txn(1, b"inline".to_vec())],
+        })
+        .expect("json");
+        let mut odd = LOG_RECORD_MAGIC.to_vec();
+        odd.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        odd.extend_from_slice(&header);
+        odd.extend_from_slice(&6u32.to_le_bytes());
+        odd.extend_from_slice(b"inline");
+        assert_eq!(
+            decode_log_record(&odd),
+            Err(FramedError::Layout("a payload inside the header"))
+        );
+        let mut garbage = LOG_RECORD_MAGIC.to_vec();
+        garbage.extend_from_slice(&[3, 0, 0, 0, b'{', b'x', b'}']);
+        assert!(matches!(
+            decode_log_record(&garbage),
+            Err(FramedError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn write_batches_read_in_both_layouts() {
+        let batch = WriteBatch {
+            requests: vec![
+                set_txn(1, vec![1, 2, 3]).request,
+                Request {
+                    session: 4,
+                    seq: 1,
+                    op: Op::Sync { path: "/".into() },
+                },
+                set_txn(2, Vec::new()).request,
+            ],
+        };
+        let bytes = encode_write_batch(batch.clone()).expect("encode");
+        assert!(bytes.starts_with(WRITE_BATCH_MAGIC));
+        assert_eq!(decode_write_batch(&bytes), Ok(batch.clone()));
+        let json = serde_json::to_vec(&batch).expect("json");
+        assert_eq!(decode_write_batch(&json), Ok(batch));
+        // A log record is not a write batch, nor the other way round.
+        assert!(decode_log_record(&bytes).is_err());
+        assert!(decode_write_batch(b"not json").is_err());
     }
 
     #[test]

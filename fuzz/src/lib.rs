@@ -61,6 +61,25 @@ pub fn write_batch(data: &[u8]) {
             let _ = packet_len(&request.op);
         }
     }
+    // The same bytes as the body of the binary layout the bundled host sends.
+    framed::<WriteBatch>(faaskeeper_core::wire::WRITE_BATCH_MAGIC, data);
+}
+
+/// `data` as it is and after `magic` ([`faaskeeper_core::wire::decode_framed`]): decoding
+/// never panics, and what decodes encodes to bytes that decode to the same.
+fn framed<T: faaskeeper_core::wire::Framed + Clone + PartialEq + std::fmt::Debug>(
+    magic: &[u8; 4],
+    data: &[u8],
+) {
+    use faaskeeper_core::wire::{decode_framed, encode_framed};
+    let mut binary = magic.to_vec();
+    binary.extend_from_slice(data);
+    for bytes in [data, &binary] {
+        if let Ok(value) = decode_framed::<T>(magic, bytes) {
+            let again = encode_framed(magic, value.clone()).expect("a decoded value encodes");
+            assert_eq!(decode_framed::<T>(magic, &again).as_ref(), Ok(&value));
+        }
+    }
 }
 
 /// Stage-to-stage bodies and the records stages read back from a store (a store may hold
@@ -71,6 +90,8 @@ pub fn stage_payloads(data: &[u8]) {
     round_trip::<Vec<Submission>>(data);
     round_trip::<Txn>(data);
     round_trip::<LogEntry>(data);
+    framed::<LogEntry>(faaskeeper_core::wire::LOG_RECORD_MAGIC, data);
+    framed::<NodeRecord>(faaskeeper_core::wire::NODE_RECORD_MAGIC, data);
     round_trip::<LogHead>(data);
     round_trip::<NodeRecord>(data);
     round_trip::<SessionRecord>(data);

@@ -123,6 +123,10 @@ fn json_seeds_decode() {
     assert!(decodes::<Txn>(&read(&format!("{p}txn.json"))));
     assert!(decodes::<LogEntry>(&read(&format!("{p}log-entry.json"))));
     assert!(decodes::<LogEntry>(&read(&format!("{p}log-record.json"))));
+    // The binary layout writers store log records in now.
+    let binary = faaskeeper_core::wire::decode_log_record(&read(&format!("{p}log-record.bin")))
+        .expect("the binary log record seed decodes");
+    assert_eq!(binary.payloads(), [b"hello".as_slice(), b"\x00\xff binary"]);
     assert!(decodes::<LogHead>(&read(&format!("{p}log-head.json"))));
     assert!(decodes::<NodeRecord>(&read(&format!(
         "{p}node-record.json"

@@ -794,7 +794,7 @@ impl Runtime {
                 callers.push((w.requests.len(), w.reply));
                 requests.extend(w.requests);
             }
-            let result = self.append(&WriteBatch { requests }).await;
+            let result = self.append(WriteBatch { requests }).await;
             match result {
                 Ok(mut subs) => {
                     for (len, reply) in callers.into_iter().rev() {
@@ -812,13 +812,12 @@ impl Runtime {
         }
     }
 
-    async fn append(self: &Arc<Self>, batch: &WriteBatch) -> anyhow::Result<Vec<Submission>> {
+    async fn append(self: &Arc<Self>, batch: WriteBatch) -> anyhow::Result<Vec<Submission>> {
+        let requests = batch.requests.len();
+        // The payloads go as they are, not as base64 in JSON (`wire::encode_write_batch`).
+        let body = faaskeeper_core::wire::encode_write_batch(batch)?;
         let (status, body) = self
-            .invoke(
-                StageName::Writer,
-                "/",
-                Bytes::from(serde_json::to_vec(batch)?),
-            )
+            .invoke(StageName::Writer, "/", Bytes::from(body))
             .await?;
         if status != 200 {
             bail!(
@@ -827,11 +826,10 @@ impl Runtime {
             );
         }
         let subs: Vec<Submission> = serde_json::from_slice(&body).context("writer's answer")?;
-        if subs.len() != batch.requests.len() {
+        if subs.len() != requests {
             bail!(
-                "writer answered {} submissions for {} requests",
-                subs.len(),
-                batch.requests.len()
+                "writer answered {} submissions for {requests} requests",
+                subs.len()
             );
         }
         Ok(subs)

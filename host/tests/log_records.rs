@@ -1,17 +1,17 @@
 //! Log records of several txns, read by the distributor as a store holds them: records of
-//! both layouts in one chain (one txn under `txn`, as writers before wrote; several under
-//! `txns`), a record longer than one batch of the distributor, and a progress record that
-//! stops in the middle of a record (a batch of an earlier run ended there), and a record
-//! stored deflated (as writers store records over a write unit where writes are billed by
-//! size: `faaskeeper_guest::pack`). The test writes
-//! the records into a stopped host's store, starts a host on it and checks what it applied
-//! and that every spent record is deleted.
+//! every layout in one chain (one txn under `txn` and several under `txns` in JSON, as
+//! writers before wrote; the binary layout of `wire::encode_log_record`, as they write now),
+//! a record longer than one batch of the distributor, a progress record that stops in the
+//! middle of a record (a batch of an earlier run ended there), and records stored deflated
+//! (as writers store records over a write unit where writes are billed by size:
+//! `faaskeeper_guest::pack`). The test writes the records into a stopped host's store,
+//! starts a host on it and checks what it applied and that every spent record is deleted.
 
 mod support;
 
 use faaskeeper_backend_embedded::EmbeddedDb;
 use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
-use faaskeeper_core::wire::{LogEntry, LogHead, NodeView, Op, Request, Txn};
+use faaskeeper_core::wire::{LogEntry, LogHead, NodeView, Op, Request, Txn, encode_log_record};
 use faaskeeper_core::{CreateMode, Zxid};
 use faaskeeper_storage::Store;
 use std::time::Duration;
@@ -67,12 +67,21 @@ async fn applied_then_stop(system: &dyn Store, running: faaskeeper_host::Running
     panic!("not applied up to {zxid}: {progress}");
 }
 
-/// Append `records` (each: its id, its raw JSON, already chained, and whether to store it
+/// A record in JSON, as writers stored them before the binary layout.
+fn json(record: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&record).expect("json")
+}
+
+/// A record in the binary layout writers store now.
+fn binary(record: LogEntry) -> Vec<u8> {
+    encode_log_record(record).expect("binary record")
+}
+
+/// Append `records` (each: its id, its bytes, already chained, and whether to store it
 /// deflated) and point the head at the last one.
-async fn append(system: &dyn Store, records: Vec<(String, serde_json::Value, bool)>, zxid: Zxid) {
+async fn append(system: &dyn Store, records: Vec<(String, Vec<u8>, bool)>, zxid: Zxid) {
     let last = records.last().expect("records").0.clone();
-    for (id, json, deflated) in records {
-        let mut bytes = serde_json::to_vec(&json).expect("json");
+    for (id, mut bytes, deflated) in records {
         if deflated {
             let packed = miniz_oxide::deflate::compress_to_vec(&bytes, 1);
             bytes = [b"\0fk-deflate\0".as_slice(), &packed].concat();
@@ -144,25 +153,26 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
         vec![
             (
                 "old".into(),
-                serde_json::json!({ "prev": start.id, "txn": open }),
+                json(serde_json::json!({ "prev": start.id, "txn": open })),
                 false,
             ),
             (
                 "big".into(),
-                serde_json::to_value(LogEntry {
-                    prev: "old".into(),
-                    txns: creates,
-                })
-                .expect("json"),
+                json(
+                    serde_json::to_value(LogEntry {
+                        prev: "old".into(),
+                        txns: creates,
+                    })
+                    .expect("json"),
+                ),
                 true,
             ),
             (
                 "sets".into(),
-                serde_json::to_value(LogEntry {
+                binary(LogEntry {
                     prev: "big".into(),
                     txns: sets,
-                })
-                .expect("json"),
+                }),
                 false,
             ),
         ],
@@ -195,11 +205,10 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
         &*system,
         vec![(
             "tens".into(),
-            serde_json::to_value(LogEntry {
+            binary(LogEntry {
                 prev: "sets".into(),
                 txns: tens,
-            })
-            .expect("json"),
+            }),
             true,
         )],
         z + 10,

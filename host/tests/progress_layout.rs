@@ -71,7 +71,7 @@ async fn a_store_in_the_old_progress_layout_is_finished_and_goes_on() {
 
     // As the old version left a batch that wrote /a's data "legacy" and crashed before
     // marking it applied.
-    let mut node: NodeRecord = serde_json::from_slice(
+    let mut node = NodeRecord::from_record(
         &system
             .get(&keys::node("/a"))
             .await

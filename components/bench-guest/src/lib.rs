@@ -13,15 +13,16 @@
 
 pub mod workload;
 
-/// With the `talc` feature the component allocates with Talc instead of dlmalloc: in wasm,
-/// malloc and free are a third of `apply-batch` with dlmalloc (perf, issue 7).
+/// With the `talc` feature the component allocates as the stages do (`components/alloc`: size
+/// classes in front of Talc) instead of with dlmalloc: in wasm, malloc and free were a third
+/// of `apply-batch` with dlmalloc (perf, issue 7).
 #[cfg(all(
     feature = "talc",
     target_family = "wasm",
     not(target_feature = "atomics")
 ))]
 #[global_allocator]
-static TALC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static ALLOC: faaskeeper_guest_alloc::StageAlloc = faaskeeper_guest_alloc::new();
 
 #[cfg(target_arch = "wasm32")]
 #[allow(missing_docs, unsafe_code, clippy::all)]

@@ -33,7 +33,7 @@ use faaskeeper_core::apply::{NodeRecord, SessionRecord, WatchRecord, apply, init
 use faaskeeper_core::keys;
 use faaskeeper_core::session::{LiveSession, LiveSessions};
 use faaskeeper_core::ttl::TtlIndex;
-use faaskeeper_core::wire::{Delivery, DeliveryBatch, LogEntry, LogHead, b64};
+use faaskeeper_core::wire::{Delivery, DeliveryBatch, LogEntry, LogHead, b64, decode_log_record};
 use faaskeeper_core::wire::{Op, OpResult, Txn};
 use faaskeeper_guest::kv::{Bucket, KvError};
 use faaskeeper_guest::pack::{pack, unpack};
@@ -226,8 +226,8 @@ fn log_record(system: &Bucket, id: &str) -> Result<Option<LogEntry>, KvError> {
     let Some(bytes) = system.get(&keys::txn(id))? else {
         return Ok(None);
     };
-    let json = unpack(bytes).map_err(|e| corrupt(format!("log record {id} {e}")))?;
-    serde_json::from_slice(&json)
+    let bytes = unpack(bytes).map_err(|e| corrupt(format!("log record {id} {e}")))?;
+    decode_log_record(&bytes)
         .map(Some)
         .map_err(|e| corrupt(format!("log record {id}: {e}")))
 }
@@ -315,6 +315,10 @@ fn encoded(json: serde_json::Result<Vec<u8>>) -> Result<Vec<u8>, KvError> {
     json.map_err(|e| corrupt(e.to_string()))
 }
 
+fn framed(bytes: Result<Vec<u8>, faaskeeper_core::wire::FramedError>) -> Result<Vec<u8>, KvError> {
+    bytes.map_err(|e| corrupt(e.to_string()))
+}
+
 /// Create the keys the protocol later changes only by CAS, and ZooKeeper's initial tree.
 /// Idempotent; run once per deployment before traffic (create-if-absent is not atomic on
 /// every backend, so it must not race with itself).
@@ -335,7 +339,7 @@ fn init() -> Result<(), KvError> {
         for (path, node) in initial_nodes() {
             user.set(&keys::user_node(&path), &encoded(node.view_json())?)?;
             if !nodes_in_user {
-                system.set(&keys::node(&path), &encoded(node.record_json())?)?;
+                system.set(&keys::node(&path), &framed(node.record_bytes())?)?;
             }
         }
     }
@@ -605,7 +609,7 @@ fn finish(system: &Bucket, user: &Bucket, p: &Pending, nodes_in_user: bool) -> R
         match node {
             Some(node) => {
                 if !nodes_in_user {
-                    system_puts.push((keys::node(path), encoded(node.record_json())?));
+                    system_puts.push((keys::node(path), framed(node.record_bytes())?));
                 }
                 user_puts.push((keys::user_node(path), encoded(node.view_json())?));
             }

@@ -94,7 +94,13 @@ impl State for KvState<'_> {
     fn node_ref(&mut self, path: &str) -> Result<Option<&NodeRecord>, KvError> {
         if !self.nodes.contains_key(path) {
             let n: Option<NodeRecord> = match self.nodes_from {
-                None => self.system.get_json(&keys::node(path))?,
+                None => match self.system.get(&keys::node(path))? {
+                    Some(record) => Some(
+                        NodeRecord::from_record(&record)
+                            .map_err(|e| KvError::Corrupt(format!("node record {path}: {e}")))?,
+                    ),
+                    None => None,
+                },
                 Some(user) => match user.get(&keys::user_node(path))? {
                     Some(object) => Some(
                         NodeRecord::from_object(&object)

@@ -31,16 +31,14 @@ pub mod http;
 pub mod kv;
 pub mod pack;
 
-#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
-mod alloc;
-
-/// Every stage allocates with Talc instead of Rust's default wasm allocator (dlmalloc): with
-/// dlmalloc, malloc and free were a third of the apply logic's time in wasm
-/// (`benches/benches/runtime.rs`, docs/benchmarks.md). Its first heap is an arena in the
-/// initial memory (`src/alloc.rs`), so an invocation that allocates little never grows memory.
+/// Every stage allocates with `faaskeeper-guest-alloc` (`components/alloc`): size classes in
+/// front of Talc, instead of Rust's default wasm allocator (dlmalloc). Small blocks come from
+/// free lists by size class; the rest from Talc, whose first heap is an arena in the initial
+/// memory, so an invocation that allocates little never grows memory. What each step saved
+/// is measured by `benches/benches/runtime.rs` (docs/benchmarks.md).
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 #[global_allocator]
-static TALC: alloc::StageTalc = alloc::new();
+static ALLOC: faaskeeper_guest_alloc::StageAlloc = faaskeeper_guest_alloc::new();
 
 pub use http::{Reply, post};
 

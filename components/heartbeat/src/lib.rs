@@ -137,7 +137,7 @@ fn expired_ttl_nodes(system: &Bucket, now: i64) -> Result<Vec<String>, KvError> 
         system
             .get_many(paths.iter().map(|p| keys::node(p)).collect())?
             .into_iter()
-            .map(|(_, v)| v.and_then(|b| serde_json::from_slice(&b).ok()))
+            .map(|(_, v)| v.and_then(|b| NodeRecord::from_record(&b).ok()))
             .collect()
     };
     Ok(paths

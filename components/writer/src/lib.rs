@@ -21,7 +21,8 @@
 use faaskeeper_core::acl::{ReadAnswer, judge_read, session_ids};
 use faaskeeper_core::keys;
 use faaskeeper_core::wire::{
-    LogEntry, LogHead, Submission, Txn, WriteBatch, log_record_lengths, precheck, to_log,
+    LogEntry, LogHead, Submission, Txn, WriteBatch, decode_write_batch, encode_log_record,
+    log_record_lengths, precheck, to_log,
 };
 use faaskeeper_guest::kv::{Bucket, KvError};
 use faaskeeper_guest::{Reply, Stage};
@@ -38,7 +39,8 @@ impl Stage for Writer {
         if path == "/node" || path.starts_with("/node?") {
             return read_node(path);
         }
-        let batch: WriteBatch = match serde_json::from_slice(&body) {
+        // The bundled host sends the binary layout; clients of the HTTP API, JSON.
+        let batch = match decode_write_batch(&body) {
             Ok(b) => b,
             Err(e) => return Reply::error(400, &format!("malformed write batch: {e}")),
         };
@@ -155,10 +157,10 @@ fn write(batch: WriteBatch) -> Result<Vec<Submission>, KvError> {
                 prev: std::mem::replace(&mut prev, id.clone()),
                 txns,
             };
-            let json = serde_json::to_vec(&record).map_err(|e| KvError::Corrupt(e.to_string()))?;
+            let bytes = encode_log_record(record).map_err(|e| KvError::Corrupt(e.to_string()))?;
             // Deflated where writes are billed by size: a record of several small txns is
             // mostly JSON names repeated per txn, and its write and delete are billed by it.
-            records.push((keys::txn(id), faaskeeper_guest::pack::pack(json)));
+            records.push((keys::txn(id), faaskeeper_guest::pack::pack(bytes)));
         }
         // Records must be durable before the head points at them.
         system.set_many(records)?;

@@ -1,5 +1,5 @@
-//! The stages' global allocator: Talc, whose first heap is an arena inside the module's
-//! initial memory, and which grows memory only once that is used up.
+//! The allocator behind the size classes: Talc, whose first heap is an arena inside the
+//! module's initial memory, and which grows memory only once that is used up.
 //!
 //! With Talc's `WasmDynamicTalc` (and with Rust's default dlmalloc) the first allocation of
 //! every invocation grew memory by a page: a fresh instance starts at its initial size, so
@@ -72,7 +72,7 @@ unsafe impl Source for ArenaThenGrow {
     }
 }
 
-/// The allocator every stage links (see `crate`'s global allocator).
+/// Talc over the arena, then over pages grown at the end of memory.
 pub type StageTalc = TalcSyncCell<ArenaThenGrow, WasmBinning>;
 
 /// A fresh allocator.
