@@ -5,7 +5,8 @@
 //! - `apply/native`, `apply/wasm`, `apply/wasm_talc`: [`workload::apply_batch`] of [`TXNS`]
 //!   txns (the mix of `components/bench-guest`), natively and inside the component on an
 //!   instance made once (so execution only), the component built with Rust's default wasm
-//!   allocator (dlmalloc) and with talc (as the stages ship); `apply/wasm_epochs` and
+//!   allocator (dlmalloc) and with the stages' allocator (`components/alloc`: size classes
+//!   in front of talc; the `talc` build of the bench guest); `apply/wasm_epochs` and
 //!   `apply/wasm_talc_epochs`: the same with the sandbox's epoch checks, the latter being
 //!   what the host runs;
 //! - `invoke/instantiate_call_drop`: what the host pays per invocation — a fresh `Store` (with
@@ -455,7 +456,8 @@ fn main() {
     let talc = Guest::new(Pool::Host, BENCH_GUEST_TALC_COMPONENT);
     let tuned = Guest::new(Pool::Tuned, BENCH_GUEST_COMPONENT);
     let epochs = Guest::new(Pool::Epochs, BENCH_GUEST_COMPONENT);
-    // What the host runs: the stages allocate with talc, and the sandbox checks epochs.
+    // What the host runs: the stages' allocator (size classes over talc), and the sandbox's
+    // epoch checks.
     let shipped = Guest::new(Pool::Epochs, BENCH_GUEST_TALC_COMPONENT);
     let mut c = Criterion::default()
         .output_directory(&dir)
@@ -481,8 +483,8 @@ fn main() {
     };
     println!(
         "apply wasm ÷ native, median of {PAIRED_ROUNDS} interleaved rounds: {ratio:.2}× \
-         (dlmalloc), {ratio_talc:.2}× (talc), {ratio_epochs:.2}× (dlmalloc, epoch interruption), \
-         {ratio_talc_epochs:.2}× (talc, epoch interruption: as the host runs the stages)"
+         (dlmalloc), {ratio_talc:.2}× (stages' allocator), {ratio_epochs:.2}× (dlmalloc, epoch interruption), \
+         {ratio_talc_epochs:.2}× (stages' allocator, epoch interruption: as the host runs the stages)"
     );
 
     let memory = measure_memory(&guest);
@@ -564,7 +566,7 @@ fn main() {
                        *_epochs*: plus epoch interruption ticking every 10 ms, as the host's sandbox runs stages",
             "apply": format!("{TXNS} txns of the bench-guest mix per call, wasm on a live instance; \
                               ratio: median of {PAIRED_ROUNDS} interleaved native/wasm rounds (ratio_criterion: of the criterion medians, \
-                              which ran minutes apart); dlmalloc is Rust's default, *_talc: the talc allocator, as the stages ship; \
+                              which ran minutes apart); dlmalloc is Rust's default, *_talc: the stages' allocator (size classes over talc); \
                               ratio_talc_epochs is the configuration the host runs"),
             "instance_bytes": format!("linear memory per instance (ResourceLimiter), {INSTANCES} live; \
                                        *_rss_bytes: process RSS delta per instance"),
@@ -573,7 +575,7 @@ fn main() {
     println!(
         "invoke {invoke:.2} µs (sync {invoke_sync:.2}; tuned pool {invoke_tuned:.2}, sync \
          {invoke_sync_tuned:.2}; epoch interruption {invoke_epochs:.2}), reuse {reuse:.3} µs (sync {reuse_sync:.3}); apply native {:.3} \
-         µs/txn, wasm {:.3} µs/txn ({:.2}×), wasm with talc {:.3} µs/txn ({:.2}×)",
+         µs/txn, wasm {:.3} µs/txn ({:.2}×), wasm with the stages' allocator {:.3} µs/txn ({:.2}×)",
         per_txn(native),
         per_txn(wasm),
         wasm / native,
