@@ -74,8 +74,9 @@ impl NodeRecord {
 
     /// The record as JSON (what the system bucket stored before the binary layout): what
     /// `serde_json` makes of it, written without scanning the base64 of the data for
-    /// characters to escape (it has none). Under 32 writing sessions, that scan of the payloads' base64 was ≈ 6 % of the
-    /// host's CPU (`perf`, docs/benchmarks.md); node records and objects were half of it.
+    /// characters to escape (it has none). Under 32 writing sessions, that scan of the
+    /// payloads' base64 was ≈ 6 % of the host's CPU (`perf`, docs/benchmarks.md); node
+    /// records and objects were half of it.
     pub fn record_json(&self) -> serde_json::Result<Vec<u8>> {
         node_json(&self.data, &self.stat, &self.children, &self.acl, None)
     }

@@ -365,12 +365,13 @@ impl Op {
     /// About how many bytes the op takes in a log record (its data, paths, names): an
     /// estimate for grouping txns into records, not a bound.
     pub fn log_size_hint(&self) -> usize {
-        let data: usize = self.payloads().iter().map(|d| d.len()).sum();
+        let payloads = self.payloads();
+        let data: usize = payloads.iter().map(|d| d.len()).sum();
         let ops = match self {
             Op::Multi { ops } => ops.len(),
             _ => 1,
         };
-        data + 4 * self.payloads().len() + ops * 160 + self.path().map_or(0, str::len)
+        data + 4 * payloads.len() + ops * 160 + self.path().map_or(0, str::len)
     }
 }
 

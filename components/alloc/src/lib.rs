@@ -15,7 +15,7 @@
 //! allocator (dlmalloc) and Talc both search bins and split and merge chunks on every call,
 //! which in wasm, behind Cranelift's code and the sandbox's epoch checks, was a large part of
 //! the apply logic's time: with the size classes the wasm ÷ native ratio of the apply logic
-//! went from 1.81× to 1.40× (docs/benchmarks.md).
+//! went from 1.81× to 1.34–1.38× (docs/benchmarks.md).
 #![deny(missing_docs)]
 
 pub mod classes;

@@ -311,11 +311,8 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, KvError> {
     encoded(serde_json::to_vec(v))
 }
 
-fn encoded(json: serde_json::Result<Vec<u8>>) -> Result<Vec<u8>, KvError> {
-    json.map_err(|e| corrupt(e.to_string()))
-}
-
-fn framed(bytes: Result<Vec<u8>, faaskeeper_core::wire::FramedError>) -> Result<Vec<u8>, KvError> {
+/// A record's bytes, or why it could not be encoded.
+fn encoded<E: std::fmt::Display>(bytes: Result<Vec<u8>, E>) -> Result<Vec<u8>, KvError> {
     bytes.map_err(|e| corrupt(e.to_string()))
 }
 
@@ -339,7 +336,7 @@ fn init() -> Result<(), KvError> {
         for (path, node) in initial_nodes() {
             user.set(&keys::user_node(&path), &encoded(node.view_json())?)?;
             if !nodes_in_user {
-                system.set(&keys::node(&path), &framed(node.record_bytes())?)?;
+                system.set(&keys::node(&path), &encoded(node.record_bytes())?)?;
             }
         }
     }
@@ -609,7 +606,7 @@ fn finish(system: &Bucket, user: &Bucket, p: &Pending, nodes_in_user: bool) -> R
         match node {
             Some(node) => {
                 if !nodes_in_user {
-                    system_puts.push((keys::node(path), framed(node.record_bytes())?));
+                    system_puts.push((keys::node(path), encoded(node.record_bytes())?));
                 }
                 user_puts.push((keys::user_node(path), encoded(node.view_json())?));
             }
