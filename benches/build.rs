@@ -8,6 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "../components/artifacts/wasm_target.rs"]
+mod wasm_target;
+
 const GUEST: &str = "faaskeeper-bench-guest";
 
 fn main() {
@@ -24,6 +27,7 @@ fn main() {
         "core",
         "components/bench-guest",
         "components/alloc",
+        "components/artifacts/wasm_target.rs",
         "Cargo.toml",
         "Cargo.lock",
     ] {
@@ -32,6 +36,7 @@ fn main() {
         println!("cargo:rerun-if-changed=../{path}");
     }
 
+    wasm_target::ensure_wasm_target();
     let mut code = String::new();
     for (constant, features, file) in [
         ("BENCH_GUEST_COMPONENT", None, "bench_guest.wasm"),

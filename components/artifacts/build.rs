@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use wac_graph::{CompositionGraph, EncodeOptions, types::Package};
 
+mod wasm_target;
+
 const STAGES: &[&str] = &["writer", "distributor", "watch", "heartbeat"];
 /// The crate (minus `faaskeeper-`) of the wasmCloud key-value adapter.
 const ADAPTER: &str = "wasmcloud-adapter";
@@ -34,6 +36,7 @@ fn main() {
         println!("cargo:rerun-if-changed=../../{dir}");
     }
 
+    wasm_target::ensure_wasm_target();
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
         .arg("build")
