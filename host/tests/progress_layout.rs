@@ -126,3 +126,89 @@ async fn a_store_in_the_old_progress_layout_is_finished_and_goes_on() {
     );
     c.close().await.expect("close");
 }
+
+/// The redo record keeps session records and deliveries as the JSON they are written as;
+/// a damaged one is refused on the redo path, before any of the batch is carried out, and
+/// the host does not start on it (rather than write a broken session record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redo_record_with_a_damaged_session_record_is_refused_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = EmbeddedDb::open(
+        &dir.path().join("store.redb"),
+        &[SYSTEM_BUCKET, USER_BUCKET],
+    )
+    .expect("store");
+    let first = embedded_host(&db, dir.path()).await;
+    let c = Client::connect(&first.url(), Options::default())
+        .await
+        .expect("connect");
+    c.create("/a", b"one", CreateMode::Persistent)
+        .await
+        .expect("create");
+    let session = c.session_id();
+    c.close().await.expect("close");
+    let system = db.bucket(SYSTEM_BUCKET).expect("system");
+    let user = db.bucket(USER_BUCKET).expect("user");
+    let progress = idle_progress(&*system).await;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let applied = progress["applied"].as_i64().expect("applied zxid");
+    let object_before = user
+        .get(&keys::user_node("/a"))
+        .await
+        .expect("read")
+        .expect("user object");
+
+    let mut node = NodeRecord::from_record(
+        &system
+            .get(&keys::node("/a"))
+            .await
+            .expect("read")
+            .expect("node record"),
+    )
+    .expect("node record");
+    node.data = b"redo".to_vec();
+    let damaged = serde_json::json!({
+        "applied": applied,
+        "pending": {
+            "to_zxid": applied + 1,
+            "nodes": [["/a", node]],
+            "sessions": [[session, { "timeout_ms": "not a number" }]],
+            "deliveries": [],
+            "txn_ids": [],
+        },
+    });
+    let damaged = serde_json::to_vec(&damaged).expect("json");
+    system
+        .set(keys::DIST_APPLIED, damaged.clone())
+        .await
+        .expect("damaged redo record");
+
+    let refused = faaskeeper_host::start(faaskeeper_host::ServeOptions {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        zk_listen: None,
+        stores: Some(
+            faaskeeper_storage::StoreManager::new()
+                .with_bucket(SYSTEM_BUCKET, system.clone())
+                .with_bucket(USER_BUCKET, user.clone()),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let err = match refused {
+        Ok(_) => panic!("a host started on a damaged redo record"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("redo record: session"), "{err}");
+    assert_eq!(
+        user.get(&keys::user_node("/a")).await.expect("read"),
+        Some(object_before),
+        "nothing of the refused batch was carried out"
+    );
+    assert_eq!(
+        system.get(keys::DIST_APPLIED).await.expect("read"),
+        Some(damaged),
+        "the redo record stays for a repaired host"
+    );
+}

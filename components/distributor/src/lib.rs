@@ -33,12 +33,13 @@ use faaskeeper_core::apply::{NodeRecord, SessionRecord, WatchRecord, apply, init
 use faaskeeper_core::keys;
 use faaskeeper_core::session::{LiveSession, LiveSessions};
 use faaskeeper_core::ttl::TtlIndex;
-use faaskeeper_core::wire::{Delivery, DeliveryBatch, LogEntry, LogHead, b64, decode_log_record};
+use faaskeeper_core::wire::{Delivery, LogEntry, LogHead, b64, decode_log_record};
 use faaskeeper_core::wire::{Op, OpResult, Txn};
 use faaskeeper_guest::kv::{Bucket, KvError};
 use faaskeeper_guest::pack::{pack, unpack};
 use faaskeeper_guest::{Reply, Stage};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use state::KvState;
 
 /// Where the watch stage is reached.
@@ -74,9 +75,11 @@ struct Pending {
     /// and the user object derived from it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     nodes: Vec<(String, Option<NodeRecord>)>,
-    /// Changed session records.
+    /// Changed session records, each as the JSON it is stored as: encoded once, for this
+    /// record and for the session's key alike (the same bytes a `SessionRecord` has in the
+    /// redo record).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    sessions: Vec<(SessionId, SessionRecord)>,
+    sessions: Vec<(SessionId, Box<RawValue>)>,
     /// Changed watch records (an empty one: deleted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     watches: Vec<(String, WatchRecord)>,
@@ -95,7 +98,9 @@ struct Pending {
     user_puts: Vec<Put>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     user_deletes: Vec<String>,
-    deliveries: Vec<Delivery>,
+    /// Each session's `Delivery`, as the JSON it is sent to the watch stage in: encoded once,
+    /// for this record and for the watch stage's batch.
+    deliveries: Vec<Box<RawValue>>,
     /// Log records the batch consumed (it applied their last txns), deleted once it is
     /// applied.
     txn_ids: Vec<String>,
@@ -159,8 +164,17 @@ impl Pending {
         Some(stored)
     }
 
-    /// Put the data named by reference back, from the log records (a redo after a crash).
+    /// Put the data named by reference back, from the log records (a redo after a crash),
+    /// and check the parts kept as JSON: a damaged redo record is refused, not carried out.
     fn resolve(mut self, system: &Bucket) -> Result<Pending, KvError> {
+        for (id, raw) in &self.sessions {
+            serde_json::from_str::<SessionRecord>(raw.get())
+                .map_err(|e| corrupt(format!("redo record: session {id}: {e}")))?;
+        }
+        for raw in &self.deliveries {
+            serde_json::from_str::<Delivery>(raw.get())
+                .map_err(|e| corrupt(format!("redo record: delivery: {e}")))?;
+        }
         let mut entries: Vec<(String, LogEntry)> = Vec::new();
         for r in std::mem::take(&mut self.data_refs) {
             if !entries.iter().any(|(id, _)| *id == r.txn) {
@@ -309,6 +323,27 @@ fn corrupt(msg: impl Into<String>) -> KvError {
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, KvError> {
     encoded(serde_json::to_vec(v))
+}
+
+/// `v` as a JSON value kept encoded.
+fn raw<T: Serialize>(v: &T) -> Result<Box<RawValue>, KvError> {
+    serde_json::value::to_raw_value(v).map_err(|e| corrupt(e.to_string()))
+}
+
+/// The body of a call to the watch stage (a `wire::DeliveryBatch`), from deliveries that are
+/// encoded already.
+fn delivery_batch(deliveries: &[Box<RawValue>]) -> Vec<u8> {
+    let len = deliveries.iter().map(|d| d.get().len() + 1).sum::<usize>();
+    let mut body = Vec::with_capacity(len + 16);
+    body.extend_from_slice(b"{\"deliveries\":[");
+    for (i, d) in deliveries.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(d.get().as_bytes());
+    }
+    body.extend_from_slice(b"]}");
+    body
 }
 
 /// A record's bytes, or why it could not be encoded.
@@ -578,10 +613,16 @@ fn decide(
         }
         Some(index)
     };
+    let sessions = changes
+        .sessions
+        .iter()
+        .map(|(id, rec)| Ok((*id, raw(rec)?)))
+        .collect::<Result<_, KvError>>()?;
+    let deliveries = per_session.iter().map(raw).collect::<Result<_, _>>()?;
     Ok(Pending {
         to_zxid: part.last().map_or(0, |t| t.zxid),
         nodes: changes.nodes,
-        sessions: changes.sessions,
+        sessions,
         watches: changes.watches,
         ttl_index,
         live: (live != live_before).then_some(live),
@@ -589,7 +630,7 @@ fn decide(
         system_deletes: Vec::new(),
         user_puts: Vec::new(),
         user_deletes: Vec::new(),
-        deliveries: per_session,
+        deliveries,
         txn_ids: spent,
         data_refs: Vec::new(),
     })
@@ -625,7 +666,7 @@ fn finish(system: &Bucket, user: &Bucket, p: &Pending, nodes_in_user: bool) -> R
         system_puts.push((keys::LIVE_SESSIONS.to_string(), encode(live)?));
     }
     for (id, session) in &p.sessions {
-        system_puts.push((keys::session(*id), encode(session)?));
+        system_puts.push((keys::session(*id), session.get().as_bytes().to_vec()));
     }
     for (path, watches) in &p.watches {
         if watches.is_empty() {
@@ -646,11 +687,8 @@ fn finish(system: &Bucket, user: &Bucket, p: &Pending, nodes_in_user: bool) -> R
     user.set_many(user_puts)?;
     user.delete_many(user_deletes)?;
     if !p.deliveries.is_empty() {
-        let batch = DeliveryBatch {
-            deliveries: p.deliveries.clone(),
-        };
         // The batch counts as applied only once its events are handed over (Guarantee 4).
-        match faaskeeper_guest::post(WATCH_URL, &encode(&batch)?) {
+        match faaskeeper_guest::post(WATCH_URL, &delivery_batch(&p.deliveries)) {
             Ok((status, _)) if (200..300).contains(&status) => {}
             Ok((status, body)) => {
                 return Err(KvError::Store(format!(
