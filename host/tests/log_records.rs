@@ -9,13 +9,12 @@
 
 mod support;
 
-use faaskeeper_backend_embedded::EmbeddedDb;
 use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
 use faaskeeper_core::wire::{LogEntry, LogHead, NodeView, Op, Request, Txn, encode_log_record};
 use faaskeeper_core::{CreateMode, Zxid};
 use faaskeeper_storage::Store;
 use std::time::Duration;
-use support::embedded_host;
+use support::{embedded_host, embedded_store};
 
 const SESSION: i64 = 77;
 
@@ -110,11 +109,7 @@ async fn txn_keys(system: &dyn Store) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = EmbeddedDb::open(
-        &dir.path().join("store.redb"),
-        &[SYSTEM_BUCKET, USER_BUCKET],
-    )
-    .expect("store");
+    let db = embedded_store(dir.path());
     let system = db.bucket(SYSTEM_BUCKET).expect("system");
     let user = db.bucket(USER_BUCKET).expect("user");
     let first = embedded_host(&db, dir.path()).await;

@@ -8,13 +8,13 @@ mod support;
 
 use faaskeeper_backend_embedded::EmbeddedDb;
 use faaskeeper_client::{Client, Options};
-use faaskeeper_core::CreateMode;
 use faaskeeper_core::apply::NodeRecord;
 use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
 use faaskeeper_core::wire::NodeView;
+use faaskeeper_core::{CreateMode, SessionId, Stat};
 use serde::Serialize;
 use std::time::Duration;
-use support::embedded_host;
+use support::{embedded_host, embedded_store, start_embedded_host};
 
 /// A raw write of the old redo record.
 #[derive(Serialize)]
@@ -43,15 +43,25 @@ async fn idle_progress(system: &dyn faaskeeper_storage::Store) -> serde_json::Va
     progress
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_in_the_old_progress_layout_is_finished_and_goes_on() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = EmbeddedDb::open(
-        &dir.path().join("store.redb"),
-        &[SYSTEM_BUCKET, USER_BUCKET],
-    )
-    .expect("store");
-    let first = embedded_host(&db, dir.path()).await;
+/// What a host left behind once idle: a store holding `/a` (data "one"), created by a
+/// session that is closed since, and no batch in progress.
+struct Left {
+    db: std::sync::Arc<EmbeddedDb>,
+    system: std::sync::Arc<dyn faaskeeper_storage::Store>,
+    /// The last applied zxid.
+    applied: i64,
+    /// `/a` as created.
+    stat: Stat,
+    /// The session that created it.
+    session: SessionId,
+}
+
+/// Run a host on a fresh store in `dir`, create `/a`, close the session, and stop the host
+/// only once its distributor is idle (the close's batch finished): the store is then as an
+/// idle host leaves it, up to what a test rewrites.
+async fn idle_store_with_a(dir: &std::path::Path) -> Left {
+    let db = embedded_store(dir);
+    let first = embedded_host(&db, dir).await;
     let c = Client::connect(&first.url(), Options::default())
         .await
         .expect("connect");
@@ -59,18 +69,25 @@ async fn a_store_in_the_old_progress_layout_is_finished_and_goes_on() {
         .create2("/a", b"one", CreateMode::Persistent)
         .await
         .expect("create");
+    let session = c.session_id();
     c.close().await.expect("close");
-    // Stop the host only once its distributor is idle (the close's batch finished): the
-    // store is then as an idle old host would have left it, up to the rewrite below.
     let system = db.bucket(SYSTEM_BUCKET).expect("system");
     let progress = idle_progress(&*system).await;
     drop(first);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let applied = progress["applied"].as_i64().expect("applied zxid");
     assert!(progress.get("pending").is_none(), "idle: {progress}");
+    Left {
+        db,
+        system,
+        applied,
+        stat,
+        session,
+    }
+}
 
-    // As the old version left a batch that wrote /a's data "legacy" and crashed before
-    // marking it applied.
+/// `/a`'s node record as the idle host left it, with its data replaced by `data`.
+async fn node_a_with(system: &dyn faaskeeper_storage::Store, data: &[u8]) -> NodeRecord {
     let mut node = NodeRecord::from_record(
         &system
             .get(&keys::node("/a"))
@@ -79,7 +96,24 @@ async fn a_store_in_the_old_progress_layout_is_finished_and_goes_on() {
             .expect("node record"),
     )
     .expect("node record");
-    node.data = b"legacy".to_vec();
+    node.data = data.to_vec();
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_in_the_old_progress_layout_is_finished_and_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Left {
+        db,
+        system,
+        applied,
+        stat,
+        ..
+    } = idle_store_with_a(dir.path()).await;
+
+    // As the old version left a batch that wrote /a's data "legacy" and crashed before
+    // marking it applied.
+    let node = node_a_with(&*system, b"legacy").await;
     let view: NodeView = node.view();
     let legacy = serde_json::json!({
         "to_zxid": applied,
@@ -133,41 +167,20 @@ async fn a_store_in_the_old_progress_layout_is_finished_and_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redo_record_with_a_damaged_session_record_is_refused_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = EmbeddedDb::open(
-        &dir.path().join("store.redb"),
-        &[SYSTEM_BUCKET, USER_BUCKET],
-    )
-    .expect("store");
-    let first = embedded_host(&db, dir.path()).await;
-    let c = Client::connect(&first.url(), Options::default())
-        .await
-        .expect("connect");
-    c.create("/a", b"one", CreateMode::Persistent)
-        .await
-        .expect("create");
-    let session = c.session_id();
-    c.close().await.expect("close");
-    let system = db.bucket(SYSTEM_BUCKET).expect("system");
+    let Left {
+        db,
+        system,
+        applied,
+        session,
+        ..
+    } = idle_store_with_a(dir.path()).await;
     let user = db.bucket(USER_BUCKET).expect("user");
-    let progress = idle_progress(&*system).await;
-    drop(first);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let applied = progress["applied"].as_i64().expect("applied zxid");
     let object_before = user
         .get(&keys::user_node("/a"))
         .await
         .expect("read")
         .expect("user object");
-
-    let mut node = NodeRecord::from_record(
-        &system
-            .get(&keys::node("/a"))
-            .await
-            .expect("read")
-            .expect("node record"),
-    )
-    .expect("node record");
-    node.data = b"redo".to_vec();
+    let node = node_a_with(&*system, b"redo").await;
     let damaged = serde_json::json!({
         "applied": applied,
         "pending": {
@@ -184,18 +197,7 @@ async fn a_redo_record_with_a_damaged_session_record_is_refused_whole() {
         .await
         .expect("damaged redo record");
 
-    let refused = faaskeeper_host::start(faaskeeper_host::ServeOptions {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        zk_listen: None,
-        stores: Some(
-            faaskeeper_storage::StoreManager::new()
-                .with_bucket(SYSTEM_BUCKET, system.clone())
-                .with_bucket(USER_BUCKET, user.clone()),
-        ),
-        ..Default::default()
-    })
-    .await;
+    let refused = start_embedded_host(&db, dir.path()).await;
     let err = match refused {
         Ok(_) => panic!("a host started on a damaged redo record"),
         Err(e) => format!("{e:#}"),

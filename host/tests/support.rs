@@ -61,11 +61,29 @@ impl Drop for Server {
     }
 }
 
+/// An embedded store with the system and user buckets in `dir`.
+pub fn embedded_store(dir: &Path) -> std::sync::Arc<faaskeeper_backend_embedded::EmbeddedDb> {
+    use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
+    faaskeeper_backend_embedded::EmbeddedDb::open(
+        &dir.join("store.redb"),
+        &[SYSTEM_BUCKET, USER_BUCKET],
+    )
+    .expect("store")
+}
+
 /// A host in this process over the buckets of `db`, with its data dir `dir`.
 pub async fn embedded_host(
     db: &std::sync::Arc<faaskeeper_backend_embedded::EmbeddedDb>,
     dir: &Path,
 ) -> faaskeeper_host::RunningHost {
+    start_embedded_host(db, dir).await.expect("host starts")
+}
+
+/// [`embedded_host`], or why it did not start (e.g. recovery refused what the store holds).
+pub async fn start_embedded_host(
+    db: &std::sync::Arc<faaskeeper_backend_embedded::EmbeddedDb>,
+    dir: &Path,
+) -> anyhow::Result<faaskeeper_host::RunningHost> {
     use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
     let stores = faaskeeper_storage::StoreManager::new()
         .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET).expect("system"))
@@ -78,5 +96,4 @@ pub async fn embedded_host(
         ..Default::default()
     })
     .await
-    .expect("host starts")
 }
