@@ -330,20 +330,11 @@ fn raw<T: Serialize>(v: &T) -> Result<Box<RawValue>, KvError> {
     serde_json::value::to_raw_value(v).map_err(|e| corrupt(e.to_string()))
 }
 
-/// The body of a call to the watch stage (a `wire::DeliveryBatch`), from deliveries that are
+/// The body of a call to the watch stage: a `wire::DeliveryBatch` of deliveries that are
 /// encoded already.
-fn delivery_batch(deliveries: &[Box<RawValue>]) -> Vec<u8> {
-    let len = deliveries.iter().map(|d| d.get().len() + 1).sum::<usize>();
-    let mut body = Vec::with_capacity(len + 16);
-    body.extend_from_slice(b"{\"deliveries\":[");
-    for (i, d) in deliveries.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(d.get().as_bytes());
-    }
-    body.extend_from_slice(b"]}");
-    body
+#[derive(Serialize)]
+struct DeliveryBatch<'a> {
+    deliveries: &'a [Box<RawValue>],
 }
 
 /// A record's bytes, or why it could not be encoded.
@@ -687,8 +678,11 @@ fn finish(system: &Bucket, user: &Bucket, p: &Pending, nodes_in_user: bool) -> R
     user.set_many(user_puts)?;
     user.delete_many(user_deletes)?;
     if !p.deliveries.is_empty() {
+        let batch = encode(&DeliveryBatch {
+            deliveries: &p.deliveries,
+        })?;
         // The batch counts as applied only once its events are handed over (Guarantee 4).
-        match faaskeeper_guest::post(WATCH_URL, &delivery_batch(&p.deliveries)) {
+        match faaskeeper_guest::post(WATCH_URL, &batch) {
             Ok((status, _)) if (200..300).contains(&status) => {}
             Ok((status, body)) => {
                 return Err(KvError::Store(format!(
