@@ -12,7 +12,7 @@ use crate::hub::SESSIONS_AUTHORITY;
 use crate::runtime::{Runtime, StageName};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use wasmtime_wasi_http::{Error as HttpError, WasiBody, WasiHttpHooks};
 
 /// Where an outgoing request goes.
@@ -35,7 +35,8 @@ pub fn route(host: &str) -> Option<Route> {
 
 /// The [`WasiHttpHooks`] of every stage invocation.
 pub struct StageRouter {
-    pub(crate) rt: Arc<Runtime>,
+    /// Weak: an instance made ahead keeps its router inside the runtime that made it.
+    pub(crate) rt: Weak<Runtime>,
     /// Call depth of the invocation this router belongs to; the stages it calls run one
     /// deeper (see [`crate::sandbox`]).
     pub(crate) depth: u32,
@@ -137,10 +138,15 @@ impl WasiHttpHooks for StageRouter {
         _options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> ResponseFuture {
-        let rt = self.rt.clone();
+        let rt = self.rt.upgrade();
         let depth = self.depth + 1;
         let faults = self.faults.clone();
         Box::new(async move {
+            let Some(rt) = rt else {
+                return Err(HttpError::InternalError(Some(
+                    "the host has stopped".into(),
+                )));
+            };
             let host = request.uri().host().unwrap_or_default().to_string();
             let path = request
                 .uri()

@@ -19,7 +19,8 @@ use faaskeeper_storage::StoreManager;
 use futures::FutureExt;
 use http_body_util::{BodyExt, Full};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -27,7 +28,7 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// The stages this host runs.
@@ -245,17 +246,26 @@ pub struct HostEngine {
     limits: Limits,
     /// Instance slots promised to tenants.
     reserved: std::sync::Mutex<u32>,
+    /// Instances made ahead of their invocations, in the pool's [`WARM_INSTANCES`] beyond
+    /// the tenants' slots.
+    warm: Arc<AtomicU32>,
 }
+
+/// Pool slots kept beyond [`Limits::instances`] for instances made ahead of their
+/// invocation ([`Runtime`] keeps one per stage and call depth, while there is room): a
+/// fresh instance per invocation still, but instantiated off the caller's path.
+pub const WARM_INSTANCES: u32 = 8;
 
 impl HostEngine {
     /// Build the engine and link WASI, `wasi:http` and our key-value implementation.
     pub fn new(limits: Limits) -> anyhow::Result<Arc<HostEngine>> {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(limits.instances)
-            .total_core_instances(limits.instances * 4)
-            .total_memories(limits.instances * 2)
-            .total_tables(limits.instances * 4)
-            .total_stacks(limits.instances)
+        let pooled = limits.instances + WARM_INSTANCES;
+        pool.total_component_instances(pooled)
+            .total_core_instances(pooled * 4)
+            .total_memories(pooled * 2)
+            .total_tables(pooled * 4)
+            .total_stacks(pooled)
             .max_memory_size(limits.memory_bytes)
             // A reused slot is reset by rewriting only the pages the last guest dirtied (Linux
             // 6.7+ `PAGEMAP_SCAN`; older kernels fall back), and its first MiB stays mapped
@@ -291,6 +301,7 @@ impl HostEngine {
             linker,
             limits,
             reserved: std::sync::Mutex::new(0),
+            warm: Arc::new(AtomicU32::new(0)),
         }))
     }
 
@@ -376,6 +387,39 @@ impl HostEngine {
         let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
         *reserved = reserved.saturating_sub(instances);
     }
+
+    /// One of the pool's [`WARM_INSTANCES`] slots, if one is free.
+    fn warm_slot(&self) -> Option<WarmSlot> {
+        self.warm
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < WARM_INSTANCES).then_some(n + 1)
+            })
+            .ok()?;
+        Some(WarmSlot(self.warm.clone()))
+    }
+}
+
+/// A pool slot held by an instance made ahead; given back when dropped.
+struct WarmSlot(Arc<AtomicU32>);
+
+impl Drop for WarmSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An instance made ahead of its invocation, with the store it lives in.
+struct Warm {
+    store: Store<HostState>,
+    proxy: Proxy,
+    _slot: WarmSlot,
+}
+
+/// The made-ahead instance of one stage at one call depth.
+enum Ahead {
+    /// Being instantiated now.
+    Making,
+    Ready(Warm),
 }
 
 /// Compiled, pre-instantiated stages; cloning shares them (tenants running the same
@@ -423,6 +467,8 @@ pub struct Runtime {
     /// The user bucket bills writes by size too: told to the stages as
     /// [`NODES_IN_USER_ENV`].
     nodes_in_user: bool,
+    /// Instances made ahead, by stage and call depth (none under a fault plan).
+    ahead: Mutex<HashMap<(StageName, u32), Ahead>>,
 }
 
 /// The environment variable that tells a stage the system bucket bills writes by this many
@@ -435,6 +481,21 @@ pub const WRITE_UNIT_ENV: &str = "FAASKEEPER_WRITE_UNIT";
 /// size (DynamoDB user storage), so that a system copy of each node would cost as many
 /// write units again. A store keeps the layout it was made with.
 pub const NODES_IN_USER_ENV: &str = "FAASKEEPER_NODES_IN_USER";
+
+/// Stop the guest in `store` at `deadline`: checked at every epoch tick, where it otherwise
+/// yields to the executor.
+fn arm_deadline(store: &mut Store<HostState>, deadline: tokio::time::Instant) {
+    let deadline = deadline.into_std();
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |mut ctx| {
+        if std::time::Instant::now() >= deadline {
+            ctx.data_mut().time_hit = true;
+            Err(wasmtime::Error::new(LimitHit::Time))
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+}
 
 impl Drop for Runtime {
     fn drop(&mut self) {
@@ -505,6 +566,7 @@ impl Runtime {
             combined: std::sync::Mutex::new(Some(combined)),
             outbound: std::sync::OnceLock::new(),
             faults: limits.faults.clone(),
+            ahead: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -518,6 +580,15 @@ impl Runtime {
         self.slots.in_use()
     }
 
+    /// Instances made ahead of their invocations and waiting for one (not running: see
+    /// [`Runtime::instances_in_use`]).
+    pub fn instances_made_ahead(&self) -> usize {
+        self.ahead()
+            .values()
+            .filter(|a| matches!(a, Ahead::Ready(_)))
+            .count()
+    }
+
     /// Instance slots per call depth (index 0: the host's own calls).
     pub fn slots_per_depth(&self) -> &[u32] {
         self.slots.sizes()
@@ -526,6 +597,82 @@ impl Runtime {
     /// The fault plan, if a test set one.
     pub fn faults(&self) -> Option<&Arc<FaultPlan>> {
         self.faults.as_ref()
+    }
+
+    fn new_store(
+        self: &Arc<Self>,
+        stage: StageName,
+        depth: u32,
+        faults: Option<Arc<InvocationFaults>>,
+    ) -> Store<HostState> {
+        let mut store = Store::new(
+            &self.stages.engine.engine,
+            self.new_state(stage, depth, faults),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store
+    }
+
+    fn ahead(&self) -> MutexGuard<'_, HashMap<(StageName, u32), Ahead>> {
+        self.ahead.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The instance made ahead for `stage` at `depth`, if one is ready.
+    fn take_ahead(&self, stage: StageName, depth: u32) -> Option<Warm> {
+        let mut ahead = self.ahead();
+        match ahead.remove(&(stage, depth)) {
+            Some(Ahead::Ready(warm)) => Some(warm),
+            Some(Ahead::Making) => {
+                ahead.insert((stage, depth), Ahead::Making);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Instantiate `stage` for its next invocation at `depth`, in the background, unless one
+    /// is made or being made already or the pool has no slot to spare. Each invocation still
+    /// gets an instance of its own; this only takes instantiating off its path.
+    fn make_ahead(self: &Arc<Self>, stage: StageName, depth: u32) {
+        let Some(pre) = self.stages.pres.get(&stage).cloned() else {
+            return;
+        };
+        {
+            let mut ahead = self.ahead();
+            if ahead.contains_key(&(stage, depth)) {
+                return;
+            }
+            ahead.insert((stage, depth), Ahead::Making);
+        }
+        let Some(slot) = self.stages.engine.warm_slot() else {
+            self.ahead().remove(&(stage, depth));
+            return;
+        };
+        let rt = self.clone();
+        tokio::spawn(async move {
+            let mut store = rt.new_store(stage, depth, None);
+            // Instantiating runs guest code (its initialisers): bounded like an invocation.
+            let deadline = tokio::time::Instant::now() + rt.tenant.time_limit;
+            arm_deadline(&mut store, deadline);
+            let made = tokio::time::timeout_at(deadline, pre.instantiate_async(&mut store)).await;
+            let mut ahead = rt.ahead();
+            match made {
+                Ok(Ok(proxy)) => {
+                    ahead.insert(
+                        (stage, depth),
+                        Ahead::Ready(Warm {
+                            store,
+                            proxy,
+                            _slot: slot,
+                        }),
+                    );
+                }
+                _ => {
+                    tracing::debug!(stage = stage.name(), "instantiating ahead failed");
+                    ahead.remove(&(stage, depth));
+                }
+            }
+        });
     }
 
     fn new_state(
@@ -549,7 +696,7 @@ impl Runtime {
             table: ResourceTable::new(),
             kv: self.kv.with_faults(faults.clone()),
             router: StageRouter {
-                rt: self.clone(),
+                rt: Arc::downgrade(self),
                 depth,
                 faults,
             },
@@ -636,22 +783,18 @@ impl Runtime {
             .faults
             .as_ref()
             .map(|plan| Arc::new(InvocationFaults::new(plan.clone(), stage)));
-        let mut store = Store::new(
-            &self.stages.engine.engine,
-            self.new_state(stage, depth, faults.clone()),
-        );
-        store.limiter(|s| &mut s.limiter);
-        // Checked at every epoch tick: yield to the executor, or stop once the deadline passed.
-        let std_deadline = deadline.into_std();
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |mut ctx| {
-            if std::time::Instant::now() >= std_deadline {
-                ctx.data_mut().time_hit = true;
-                Err(wasmtime::Error::new(LimitHit::Time))
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        let ahead = match faults {
+            None => self.take_ahead(stage, depth),
+            Some(_) => None,
+        };
+        let (mut store, proxy) = match ahead {
+            Some(Warm { store, proxy, .. }) => (store, Some(proxy)),
+            None => (self.new_store(stage, depth, faults.clone()), None),
+        };
+        if faults.is_none() {
+            self.make_ahead(stage, depth);
+        }
+        arm_deadline(&mut store, deadline);
         let request = hyper::Request::builder()
             .method(http::Method::POST)
             .uri(format!("http://{}.spin.internal{path}", stage.name()))
@@ -674,7 +817,10 @@ impl Runtime {
             // A guest waiting in a host call (a clock, a nested stage) never reaches an epoch
             // check: the same deadline stops it from outside.
             let run = tokio::time::timeout_at(deadline, async {
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let proxy = match proxy {
+                    Some(proxy) => proxy,
+                    None => pre.instantiate_async(&mut store).await?,
+                };
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)

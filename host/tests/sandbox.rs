@@ -404,3 +404,42 @@ async fn bad_tenant_set_ups_are_refused_clearly() {
     // Refused before anything was created.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// Every invocation gets an instance of its own, also when the host instantiated it ahead of
+/// the call (off the caller's path): no guest state survives from one call to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_invocation_gets_an_instance_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path(), vec![rogue_tenant("b")]).await;
+    let b = host.tenant("b").unwrap().runtime().clone();
+    let calls = |body: &[u8]| -> u64 {
+        let v: serde_json::Value = serde_json::from_slice(body).expect("json answer");
+        v["calls"].as_u64().expect("a count")
+    };
+    for round in 0..10 {
+        let (status, body) = b
+            .invoke(StageName::Writer, "/calls", Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(calls(&body), 1, "call {round} ran on a used instance");
+        // The next call takes the instance made ahead for it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while b.instances_made_ahead() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(b.instances_made_ahead() >= 1, "an instance is made ahead");
+    }
+    // Calls at once: one takes the instance made ahead, the others instantiate their own.
+    let at_once: Vec<_> = (0..6)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { b.invoke(StageName::Writer, "/calls", Bytes::new()).await })
+        })
+        .collect();
+    for h in at_once {
+        let (status, body) = h.await.unwrap().unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(calls(&body), 1, "a concurrent call ran on a used instance");
+    }
+}

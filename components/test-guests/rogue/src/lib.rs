@@ -13,11 +13,13 @@
 //! | `/recurse?depth=N` | calls `writer.spin.internal/recurse?depth=N-1` (itself, where it replaces the writer) until 0 |
 //! | `/hold?gate=K` | counts itself in `active` (user bucket), waits until key `K` exists there, counts itself out |
 //! | `/ok` | answers `{"ok": true}` |
+//! | `/calls` | answers how many calls this instance has served, this one included (`{"calls": n}`) |
 
 use faaskeeper_guest::bindings::wasi::clocks::monotonic_clock;
 use faaskeeper_guest::kv::{Bucket, KvError};
 use faaskeeper_guest::{Reply, Stage};
 use serde_json::json;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 struct Rogue;
 
@@ -36,6 +38,12 @@ impl Stage for Rogue {
             "/recurse" => recurse(query),
             "/hold" => hold(query),
             "/ok" => Reply::json(&json!({ "ok": true })),
+            "/calls" => {
+                // Instance state: a second call on the same instance would count 2.
+                static CALLS: AtomicU32 = AtomicU32::new(0);
+                let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+                Reply::json(&json!({ "calls": calls }))
+            }
             _ => Reply::error(404, &format!("no rogue path {route}")),
         }
     }
