@@ -214,8 +214,12 @@ fn bad_input_transcript(addr: &str) -> Vec<String> {
     let mut c = Conn::open(addr);
     c.s.write_all(&0x7fff_fff0u32.to_be_bytes()).expect("write");
     t.push(format!("oversize frame closes: {}", c.recv().is_none()));
-    // A truncated request body after a good handshake.
+    // A truncated request body after a good handshake. ZooKeeper neither answers nor closes
+    // (the read times out), so wait less than `good`'s session timeout: idle for a whole
+    // one, `good` may be expired meanwhile (ZooKeeper's expiry is rounded to its tick).
     let (mut c, _) = Conn::handshake(addr, 0, vec![0; 16]);
+    c.s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
     c.send(&[0, 0, 0, 9, 0, 0, 0, op::CREATE as u8, 0xff]);
     match c.recv() {
         None => t.push("malformed request: closed".into()),
