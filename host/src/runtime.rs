@@ -620,13 +620,12 @@ impl Runtime {
     /// The instance made ahead for `stage` at `depth`, if one is ready.
     fn take_ahead(&self, stage: StageName, depth: u32) -> Option<Warm> {
         let mut ahead = self.ahead();
+        if !matches!(ahead.get(&(stage, depth)), Some(Ahead::Ready(_))) {
+            return None;
+        }
         match ahead.remove(&(stage, depth)) {
             Some(Ahead::Ready(warm)) => Some(warm),
-            Some(Ahead::Making) => {
-                ahead.insert((stage, depth), Ahead::Making);
-                None
-            }
-            None => None,
+            _ => None,
         }
     }
 
@@ -634,9 +633,6 @@ impl Runtime {
     /// is made or being made already or the pool has no slot to spare. Each invocation still
     /// gets an instance of its own; this only takes instantiating off its path.
     fn make_ahead(self: &Arc<Self>, stage: StageName, depth: u32) {
-        let Some(pre) = self.stages.pres.get(&stage).cloned() else {
-            return;
-        };
         {
             let mut ahead = self.ahead();
             if ahead.contains_key(&(stage, depth)) {
@@ -644,7 +640,10 @@ impl Runtime {
             }
             ahead.insert((stage, depth), Ahead::Making);
         }
-        let Some(slot) = self.stages.engine.warm_slot() else {
+        let (Some(pre), Some(slot)) = (
+            self.stages.pres.get(&stage).cloned(),
+            self.stages.engine.warm_slot(),
+        ) else {
             self.ahead().remove(&(stage, depth));
             return;
         };
@@ -783,17 +782,16 @@ impl Runtime {
             .faults
             .as_ref()
             .map(|plan| Arc::new(InvocationFaults::new(plan.clone(), stage)));
-        let ahead = match faults {
-            None => self.take_ahead(stage, depth),
-            Some(_) => None,
-        };
-        let (mut store, proxy) = match ahead {
+        // Under a fault plan each instance is made with its invocation's faults, so none ahead.
+        let ahead = faults.is_none().then(|| {
+            let ready = self.take_ahead(stage, depth);
+            self.make_ahead(stage, depth);
+            ready
+        });
+        let (mut store, proxy) = match ahead.flatten() {
             Some(Warm { store, proxy, .. }) => (store, Some(proxy)),
             None => (self.new_store(stage, depth, faults.clone()), None),
         };
-        if faults.is_none() {
-            self.make_ahead(stage, depth);
-        }
         arm_deadline(&mut store, deadline);
         let request = hyper::Request::builder()
             .method(http::Method::POST)
