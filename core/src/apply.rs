@@ -352,6 +352,116 @@ pub fn initial_nodes() -> Vec<(String, NodeRecord)> {
     ]
 }
 
+/// The records [`apply`] reads for a batch of txns on their usual course, so that a store
+/// can fetch them in one call instead of one call each (a store may still be asked for
+/// others: a sequential name, a session that hears a watch event, a container's parent).
+///
+/// Each key is one that [`apply`] reads when the txn succeeds; when it fails early (a
+/// missing parent, a bad version, a closed session) some are read for nothing. Invalid paths
+/// add nothing, as [`apply`] reads nothing for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Session records.
+    pub sessions: BTreeSet<SessionId>,
+    /// Node records.
+    pub nodes: BTreeSet<String>,
+    /// Watch records.
+    pub watches: BTreeSet<String>,
+}
+
+impl Reads {
+    /// The reads of `txns`, in order.
+    pub fn of<'a>(txns: impl IntoIterator<Item = &'a Txn>) -> Reads {
+        let mut reads = Reads::default();
+        for txn in txns {
+            reads.add(txn);
+        }
+        reads
+    }
+
+    /// Add the reads of one txn.
+    pub fn add(&mut self, txn: &Txn) {
+        let req = &txn.request;
+        if req.session == SERVICE_SESSION {
+            if let Op::DeleteExpired { path } = &req.op {
+                self.delete(path);
+            }
+            return;
+        }
+        self.sessions.insert(req.session);
+        match &req.op {
+            Op::Create { path, mode, .. } => self.create(path, *mode),
+            Op::SetData { path, .. } => self.set_data(path),
+            Op::Delete { path, .. } => self.delete(path),
+            Op::GetData { path, watch } | Op::Exists { path, watch } => self.read(path, *watch),
+            Op::GetChildren { path, watch } => self.read(path, *watch),
+            Op::Multi { ops } => {
+                for op in ops {
+                    match op {
+                        MultiOp::Create { path, mode, .. } => self.create(path, *mode),
+                        MultiOp::SetData { path, .. } => self.set_data(path),
+                        MultiOp::Delete { path, .. } => self.delete(path),
+                        MultiOp::Check { path, .. } => {
+                            if path::validate(path).is_ok() {
+                                self.nodes.insert(path.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The parent, the node (unless its name is not known before the parent's counter is),
+    /// the watches of both, and the root's for the recursive-watch check.
+    fn create(&mut self, path: &str, mode: CreateMode) {
+        if path::validate_create(path, mode.is_sequential()).is_err() {
+            return;
+        }
+        let Some(parent) = path::parent_of_prefix(path) else {
+            return;
+        };
+        self.nodes.insert(parent.to_string());
+        self.watches.insert(parent.to_string());
+        self.watches.insert("/".to_string());
+        if !mode.is_sequential() {
+            self.nodes.insert(path.to_string());
+            self.watches.insert(path.to_string());
+        }
+    }
+
+    fn set_data(&mut self, path: &str) {
+        if path::validate(path).is_ok() {
+            self.nodes.insert(path.to_string());
+            self.watches.insert(path.to_string());
+            self.watches.insert("/".to_string());
+        }
+    }
+
+    fn delete(&mut self, path: &str) {
+        if path::validate(path).is_err() {
+            return;
+        }
+        if let Some(parent) = path::parent(path) {
+            self.nodes.insert(parent.to_string());
+            self.watches.insert(parent.to_string());
+        }
+        self.nodes.insert(path.to_string());
+        self.watches.insert(path.to_string());
+        self.watches.insert("/".to_string());
+    }
+
+    fn read(&mut self, path: &str, watch: bool) {
+        if path::validate(path).is_ok() {
+            self.nodes.insert(path.to_string());
+            if watch {
+                self.watches.insert(path.to_string());
+            }
+        }
+    }
+}
+
 /// Apply one txn. Never fails on bad input: a bad request yields an error *result*.
 pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
     let req = &txn.request;
@@ -3358,6 +3468,198 @@ mod tests {
             )
             .expect("old session");
             assert!(sess.auth.is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod reads_tests {
+    //! [`Reads`] names what [`apply`] reads, so that a batch can be fetched in one call.
+    use super::*;
+    use crate::wire::Request;
+
+    /// A [`MemState`] that notes every read.
+    #[derive(Default)]
+    struct Noting {
+        inner: MemState,
+        read: Reads,
+    }
+
+    impl State for Noting {
+        type Error = std::convert::Infallible;
+        fn node_ref(&mut self, path: &str) -> Result<Option<&NodeRecord>, Self::Error> {
+            self.read.nodes.insert(path.to_string());
+            self.inner.node_ref(path)
+        }
+        fn put_node(&mut self, path: &str, node: NodeRecord) {
+            self.inner.put_node(path, node)
+        }
+        fn remove_node(&mut self, path: &str) {
+            self.inner.remove_node(path)
+        }
+        fn session_ref(&mut self, id: SessionId) -> Result<Option<&SessionRecord>, Self::Error> {
+            self.read.sessions.insert(id);
+            self.inner.session_ref(id)
+        }
+        fn put_session(&mut self, id: SessionId, session: SessionRecord) {
+            self.inner.put_session(id, session)
+        }
+        fn watches_ref(&mut self, path: &str) -> Result<Option<&WatchRecord>, Self::Error> {
+            self.read.watches.insert(path.to_string());
+            self.inner.watches_ref(path)
+        }
+        fn put_watches(&mut self, path: &str, watches: WatchRecord) {
+            self.inner.put_watches(path, watches)
+        }
+    }
+
+    fn txn(zxid: Zxid, seq: i64, op: Op) -> Txn {
+        Txn {
+            zxid,
+            time_ms: 1000 + zxid,
+            request: Request {
+                session: 7,
+                seq,
+                op,
+            },
+        }
+    }
+
+    fn create(path: &str, mode: CreateMode) -> Op {
+        Op::Create {
+            path: path.into(),
+            data: b"d".to_vec(),
+            mode,
+            acl: None,
+        }
+    }
+
+    /// Apply `ops` as one batch after the session opened; what was read, and what `Reads`
+    /// named beforehand.
+    fn batch(ops: Vec<Op>) -> (Reads, Reads) {
+        let mut state = Noting {
+            inner: MemState::initialized(),
+            ..Noting::default()
+        };
+        let open = Op::OpenSession {
+            timeout_ms: 4000,
+            notify: "n".into(),
+        };
+        let setup = [
+            txn(1, 0, open),
+            txn(2, 1, create("/a", CreateMode::Persistent)),
+            txn(3, 2, create("/a/old", CreateMode::Persistent)),
+        ];
+        for t in &setup {
+            let Ok(a) = apply(&mut state, t);
+            assert!(err_of(&a.result).is_none(), "set-up: {:?}", a.result);
+        }
+        state.read = Reads::default();
+        let txns: Vec<Txn> = ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| txn(4 + i as Zxid, 3 + i as i64, op))
+            .collect();
+        for t in &txns {
+            let Ok(a) = apply(&mut state, t);
+            assert!(
+                err_of(&a.result).is_none(),
+                "{:?}: {:?}",
+                t.request.op,
+                a.result
+            );
+        }
+        (state.read, Reads::of(&txns))
+    }
+
+    fn err_of(r: &OpResult) -> Option<ZkError> {
+        match r {
+            OpResult::Error { error, .. } => Some(*error),
+            OpResult::Multi { results } => results.iter().find_map(err_of),
+            OpResult::MultiFailed { error, .. } => Some(*error),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn names_exactly_what_the_usual_ops_read() {
+        let (read, named) = batch(vec![
+            Op::SetData {
+                path: "/a".into(),
+                data: b"x".to_vec(),
+                version: -1,
+            },
+            create("/a/new", CreateMode::Ephemeral),
+            create("/b", CreateMode::Persistent),
+            Op::Delete {
+                path: "/a/old".into(),
+                version: 0,
+            },
+            Op::Exists {
+                path: "/c".into(),
+                watch: true,
+            },
+            Op::GetData {
+                path: "/a".into(),
+                watch: false,
+            },
+            Op::Multi {
+                ops: vec![
+                    MultiOp::Check {
+                        path: "/b".into(),
+                        version: 0,
+                    },
+                    MultiOp::SetData {
+                        path: "/b".into(),
+                        data: b"y".to_vec(),
+                        version: 0,
+                    },
+                    MultiOp::Create {
+                        path: "/b/c".into(),
+                        data: Vec::new(),
+                        mode: CreateMode::Persistent,
+                        acl: None,
+                    },
+                ],
+            },
+        ]);
+        assert_eq!(read, named);
+    }
+
+    #[test]
+    fn a_sequential_name_is_read_when_known() {
+        let (read, named) = batch(vec![create("/a/s-", CreateMode::PersistentSequential)]);
+        assert!(named.nodes.is_subset(&read.nodes));
+        assert!(named.watches.is_subset(&read.watches));
+        assert_eq!(
+            read.nodes.difference(&named.nodes).collect::<Vec<_>>(),
+            vec!["/a/s-0000000001"],
+            "only the new name, which the parent's counter decides"
+        );
+    }
+
+    #[test]
+    fn invalid_paths_name_nothing() {
+        let bad = |path: &str| Txn {
+            zxid: 9,
+            time_ms: 0,
+            request: Request {
+                session: 7,
+                seq: 1,
+                op: Op::SetData {
+                    path: path.into(),
+                    data: Vec::new(),
+                    version: -1,
+                },
+            },
+        };
+        for path in ["", "a", "/a/", "/a//b", "/a/./b"] {
+            let reads = Reads::of([&bad(path)]);
+            assert!(
+                reads.nodes.is_empty() && reads.watches.is_empty(),
+                "{path:?}"
+            );
+            assert_eq!(reads.sessions, BTreeSet::from([7]));
         }
     }
 }

@@ -29,7 +29,7 @@ mod state;
 
 use faaskeeper_core::SessionId;
 use faaskeeper_core::Zxid;
-use faaskeeper_core::apply::{NodeRecord, SessionRecord, WatchRecord, apply, initial_nodes};
+use faaskeeper_core::apply::{NodeRecord, Reads, SessionRecord, WatchRecord, apply, initial_nodes};
 use faaskeeper_core::keys;
 use faaskeeper_core::session::{LiveSession, LiveSessions};
 use faaskeeper_core::ttl::TtlIndex;
@@ -560,6 +560,7 @@ fn decide(
         LiveSessions::default()
     };
     let live_before = live.clone();
+    state.prefetch(&Reads::of(part.iter().copied()))?;
     for txn in part {
         let out = apply(&mut state, txn)?;
         let session = txn.request.session;

@@ -3,10 +3,11 @@
 //! staged in memory until the whole batch is decided.
 
 use faaskeeper_core::SessionId;
-use faaskeeper_core::apply::{NodeRecord, SessionRecord, State, WatchRecord};
+use faaskeeper_core::apply::{NodeRecord, Reads, SessionRecord, State, WatchRecord};
 use faaskeeper_core::{keys, ttl};
 use faaskeeper_guest::kv::{Bucket, KvError};
-use std::collections::{BTreeMap, BTreeSet};
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub struct KvState<'a> {
     system: &'a Bucket,
@@ -46,6 +47,75 @@ impl<'a> KvState<'a> {
             dirty_sessions: BTreeSet::new(),
             dirty_watches: BTreeSet::new(),
             removed_ttl: BTreeSet::new(),
+        }
+    }
+
+    /// Fetch the records `reads` names that are not cached yet: one call per bucket, where
+    /// reading them as apply comes to them would be a call each. On DynamoDB that is one
+    /// `BatchGetItem` instead of a round trip per key, billed the same.
+    pub fn prefetch(&mut self, reads: &Reads) -> Result<(), KvError> {
+        let sessions: Vec<SessionId> = reads
+            .sessions
+            .iter()
+            .filter(|id| !self.sessions.contains_key(id))
+            .copied()
+            .collect();
+        let watches: Vec<&String> = reads
+            .watches
+            .iter()
+            .filter(|p| !self.watches.contains_key(*p))
+            .collect();
+        let nodes: Vec<&String> = reads
+            .nodes
+            .iter()
+            .filter(|p| !self.nodes.contains_key(*p))
+            .collect();
+        let mut wanted: Vec<String> = sessions.iter().map(|id| keys::session(*id)).collect();
+        wanted.extend(watches.iter().map(|p| keys::watches(p)));
+        let node_key = |p: &str| match self.nodes_from {
+            None => keys::node(p),
+            Some(_) => keys::user_node(p),
+        };
+        let node_keys: Vec<String> = nodes.iter().map(|p| node_key(p)).collect();
+        let mut found = match self.nodes_from {
+            None => {
+                wanted.extend(node_keys.iter().cloned());
+                fetch(self.system, wanted)?
+            }
+            Some(user) => {
+                let mut found = fetch(self.system, wanted)?;
+                found.extend(fetch(user, node_keys.clone())?);
+                found
+            }
+        };
+        for id in sessions {
+            let key = keys::session(id);
+            let record = found.remove(&key).map(|v| json(&key, &v)).transpose()?;
+            self.sessions.insert(id, record);
+        }
+        for path in watches {
+            let key = keys::watches(path);
+            let record = found.remove(&key).map(|v| json(&key, &v)).transpose()?;
+            self.watches
+                .insert(path.clone(), record.unwrap_or_default());
+        }
+        for (path, key) in nodes.into_iter().zip(node_keys) {
+            let record = match found.remove(&key) {
+                Some(bytes) => Some(self.decode_node(path, &bytes)?),
+                None => None,
+            };
+            self.nodes.insert(path.clone(), record);
+        }
+        Ok(())
+    }
+
+    /// A node record as the store keeps it: a system record, or a user object.
+    fn decode_node(&self, path: &str, bytes: &[u8]) -> Result<NodeRecord, KvError> {
+        match self.nodes_from {
+            None => NodeRecord::from_record(bytes)
+                .map_err(|e| KvError::Corrupt(format!("node record {path}: {e}"))),
+            Some(_) => NodeRecord::from_object(bytes)
+                .map_err(|e| KvError::Corrupt(format!("node object {path}: {e}"))),
         }
     }
 
@@ -93,21 +163,13 @@ impl State for KvState<'_> {
 
     fn node_ref(&mut self, path: &str) -> Result<Option<&NodeRecord>, KvError> {
         if !self.nodes.contains_key(path) {
-            let n: Option<NodeRecord> = match self.nodes_from {
-                None => match self.system.get(&keys::node(path))? {
-                    Some(record) => Some(
-                        NodeRecord::from_record(&record)
-                            .map_err(|e| KvError::Corrupt(format!("node record {path}: {e}")))?,
-                    ),
-                    None => None,
-                },
-                Some(user) => match user.get(&keys::user_node(path))? {
-                    Some(object) => Some(
-                        NodeRecord::from_object(&object)
-                            .map_err(|e| KvError::Corrupt(format!("node object {path}: {e}")))?,
-                    ),
-                    None => None,
-                },
+            let stored = match self.nodes_from {
+                None => self.system.get(&keys::node(path))?,
+                Some(user) => user.get(&keys::user_node(path))?,
+            };
+            let n = match stored {
+                Some(bytes) => Some(self.decode_node(path, &bytes)?),
+                None => None,
             };
             self.nodes.insert(path.to_string(), n);
         }
@@ -158,4 +220,21 @@ impl State for KvState<'_> {
         self.watches.insert(path.to_string(), watches);
         self.dirty_watches.insert(path.to_string());
     }
+}
+
+/// The values of `keys` that exist, by key, in one call (none for no keys). Matched by key,
+/// not by position: a platform's `get-many` may leave out keys it did not find.
+fn fetch(bucket: &Bucket, keys: Vec<String>) -> Result<HashMap<String, Vec<u8>>, KvError> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(bucket
+        .get_many(keys)?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect())
+}
+
+fn json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, KvError> {
+    serde_json::from_slice(bytes).map_err(|e| KvError::Corrupt(format!("{key}: {e}")))
 }
