@@ -393,8 +393,9 @@ impl Reads {
             Op::Create { path, mode, .. } => self.create(path, *mode),
             Op::SetData { path, .. } => self.set_data(path),
             Op::Delete { path, .. } => self.delete(path),
-            Op::GetData { path, watch } | Op::Exists { path, watch } => self.read(path, *watch),
-            Op::GetChildren { path, watch } => self.read(path, *watch),
+            Op::GetData { path, watch }
+            | Op::Exists { path, watch }
+            | Op::GetChildren { path, watch } => self.read(path, *watch),
             Op::Multi { ops } => {
                 for op in ops {
                     match op {

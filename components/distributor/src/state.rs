@@ -5,8 +5,7 @@
 use faaskeeper_core::SessionId;
 use faaskeeper_core::apply::{NodeRecord, Reads, SessionRecord, State, WatchRecord};
 use faaskeeper_core::{keys, ttl};
-use faaskeeper_guest::kv::{Bucket, KvError};
-use serde::de::DeserializeOwned;
+use faaskeeper_guest::kv::{Bucket, KvError, decode_json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub struct KvState<'a> {
@@ -90,12 +89,18 @@ impl<'a> KvState<'a> {
         };
         for id in sessions {
             let key = keys::session(id);
-            let record = found.remove(&key).map(|v| json(&key, &v)).transpose()?;
+            let record = found
+                .remove(&key)
+                .map(|v| decode_json(&key, &v))
+                .transpose()?;
             self.sessions.insert(id, record);
         }
         for path in watches {
             let key = keys::watches(path);
-            let record = found.remove(&key).map(|v| json(&key, &v)).transpose()?;
+            let record = found
+                .remove(&key)
+                .map(|v| decode_json(&key, &v))
+                .transpose()?;
             self.watches
                 .insert(path.clone(), record.unwrap_or_default());
         }
@@ -233,8 +238,4 @@ fn fetch(bucket: &Bucket, keys: Vec<String>) -> Result<HashMap<String, Vec<u8>>,
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))
         .collect())
-}
-
-fn json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, KvError> {
-    serde_json::from_slice(bytes).map_err(|e| KvError::Corrupt(format!("{key}: {e}")))
 }

@@ -69,12 +69,7 @@ impl Bucket {
 
     /// Get and decode JSON.
     pub fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, KvError> {
-        match self.get(key)? {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| KvError::Corrupt(format!("{key}: {e}"))),
-        }
+        self.get(key)?.map(|v| decode_json(key, &v)).transpose()
     }
 
     /// Encode JSON and set.
@@ -135,4 +130,9 @@ impl Cas {
             atomics::CasError::StoreError(e) => store_err(e),
         })
     }
+}
+
+/// Decode the JSON stored under `key` (from `get_json`, or from a `get_many`).
+pub fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, KvError> {
+    serde_json::from_slice(bytes).map_err(|e| KvError::Corrupt(format!("{key}: {e}")))
 }
