@@ -98,8 +98,14 @@ async fn billable_requests_per_operation() {
     for c in [&row.create, &row.set_data, &row.delete, &row.get_data] {
         assert!(c.s3_put < 0.5 && c.s3_get < 0.5, "no S3 request: {c:?}");
     }
-    // One unit per read, less the idle traffic subtracted pro rata.
-    assert!(row.get_data.dynamo_read_units >= 0.5, "a read is a GetItem");
+    // An eventually consistent GetItem of up to 4 KiB is half a read unit. The idle traffic
+    // is subtracted pro rata to the run's duration, which can take a few hundredths off it
+    // (0.49 has been seen), so the bound is what no read served from S3 could reach.
+    assert!(
+        row.get_data.dynamo_read_units >= 0.25,
+        "a read is a GetItem: {:?}",
+        row.get_data
+    );
     assert!(
         row.set_data
             .dollars(&faaskeeper_host::cost::prices::AWS_US_EAST_1_2025)
