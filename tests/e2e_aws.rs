@@ -115,3 +115,97 @@ async fn billable_requests_per_operation() {
         "a small set costs less with the user bucket on DynamoDB"
     );
 }
+
+/// Guarantee 1 where writes are billed by size, so that a batch of the distributor is ended
+/// by deleting its log records instead of by a write of the progress record: a distributor
+/// that traps after any of its storage steps is finished by the next one, which tells a
+/// batch carried out (its first-deleted log record gone) from one to carry out again. Every
+/// write is applied exactly once (each set names the version before it, so applying one twice
+/// would answer `BadVersion`) and no log record is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trapped_distributor_finishes_batches_ended_by_their_log_records() {
+    use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
+    use faaskeeper_host::faults::{FaultPlan, FaultRule, FaultSpec, Step};
+    use faaskeeper_host::runtime::{Limits, StageName};
+    use std::sync::Arc;
+    let opts = faaskeeper_tests::aws_options(&format!("redo-{}", std::process::id()));
+    let backend = Arc::new(
+        faaskeeper_backend_aws::AwsBackend::connect(&opts)
+            .await
+            .expect("AWS backend on moto"),
+    );
+    // Storage steps at a spread of positions within a run (a run makes about ten).
+    let rules = (1..40)
+        .map(|k| FaultRule::TrapNth {
+            stage: StageName::Distributor,
+            at: Step::Storage,
+            nth: 5 * k + k % 4,
+        })
+        .collect();
+    let plan = Arc::new(FaultPlan::new(FaultSpec { seed: 11, rules }));
+    // Not while the host starts: a start whose `init` traps is refused.
+    plan.pause();
+    let dir = tempfile::tempdir().expect("dir");
+    let stores = backend.store_manager(SYSTEM_BUCKET, USER_BUCKET);
+    let system = stores.open(SYSTEM_BUCKET).expect("system");
+    let host = faaskeeper_host::start(faaskeeper_host::ServeOptions {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        zk_listen: None,
+        stores: Some(stores),
+        limits: Limits {
+            faults: Some(plan.clone()),
+            ..Limits::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("host starts on AWS");
+    let c = Client::connect(&host.url(), Options::default())
+        .await
+        .expect("session opens");
+    plan.resume();
+    let p = unique("redo");
+    c.create(&p, b"0", CreateMode::Persistent)
+        .await
+        .expect("create");
+    for i in 1..=20 {
+        let stat = c
+            .set_data(&p, i.to_string().as_bytes(), i - 1)
+            .await
+            .expect("set");
+        assert_eq!(stat.version, i, "set {i} applied once");
+    }
+    // Several txns to a batch, in log records appended together.
+    let children = (0..8).map(|k| format!("{p}/c{k}")).collect::<Vec<_>>();
+    let creates = children
+        .iter()
+        .map(|child| c.create(child, b"", CreateMode::Persistent));
+    for r in futures::future::join_all(creates).await {
+        r.expect("create");
+    }
+    let (data, stat) = c.get_data(&p).await.expect("read");
+    assert_eq!((data.as_slice(), stat.version), (&b"20"[..], 20));
+    assert_eq!(stat.num_children, 8);
+    assert!(
+        plan.counts().storage_traps >= 5,
+        "the distributor trapped: {:?}",
+        plan.counts()
+    );
+    println!("faults injected: {:?}", plan.counts());
+    // Every log record is deleted by the batch that spent it.
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        let (keys, _) = system.list_keys(None, 10_000).await.expect("list");
+        left = keys
+            .into_iter()
+            .filter(|k| k.starts_with(keys::TXN_PREFIX))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left.is_empty(), "log records left behind: {left:?}");
+    c.close().await.expect("close");
+}

@@ -23,7 +23,10 @@
 //! (new applied, no redo); a run reads one key to learn both. On DynamoDB each of those
 //! writes and reads costs request units, which is why they are not two keys. The redo record
 //! names each changed node once: the user-bucket object is derived from the node record when
-//! the batch is carried out, not stored a second time.
+//! the batch is carried out, not stored a second time. Where writes are billed by size (on
+//! DynamoDB), a batch that spends log records is ended by deleting them instead of by the
+//! second write, one write unit or more per batch saved for a read of one key by the next run
+//! (`Pending::ends_by_delete`).
 
 mod state;
 
@@ -108,6 +111,15 @@ struct Pending {
     /// (the records stay until the batch is applied): written once more, not twice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     data_refs: Vec<DataRef>,
+    /// The batch is ended by deleting its spent log records, not by a write of the progress
+    /// record: the last of `txn_ids` is deleted first, after every effect and the hand-over
+    /// of the deliveries, so a later run that finds it gone knows the batch was carried out
+    /// ([`carried_out`]). Chosen where writes are billed (`FAASKEEPER_WRITE_UNIT`): there the
+    /// ending write costs a write unit or more per batch (billed by the larger old item, the
+    /// redo record), and the later run's check one read unit. Elsewhere (the bundled host's
+    /// own store defers deleting log records to its next checkpoint) the write ends it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    ends_by_delete: bool,
 }
 
 /// Where the data of `nodes[node]` is: payload `payload` of the log record `txn` (counted
@@ -468,9 +480,12 @@ fn apply_all(system: &Bucket, user: &Bucket, me: &str) -> Result<Zxid, KvError> 
     // Finish a batch a crashed distributor left behind.
     if let Some(pending) = record.pending {
         if pending.to_zxid > applied {
-            let pending = pending.resolve(system)?;
-            finish(system, user, &pending, record.nodes_in_user)?;
-            applied = pending.to_zxid;
+            let to_zxid = pending.to_zxid;
+            if !carried_out(system, &pending)? {
+                let pending = pending.resolve(system)?;
+                finish(system, user, &pending, record.nodes_in_user)?;
+            }
+            applied = to_zxid;
         }
         if old_layout {
             // `finish` has written the new layout's marker; the old redo record is spent.
@@ -623,9 +638,21 @@ fn decide(
         user_puts: Vec::new(),
         user_deletes: Vec::new(),
         deliveries,
+        ends_by_delete: faaskeeper_guest::pack::write_unit().is_some() && !spent.is_empty(),
         txn_ids: spent,
         data_refs: Vec::new(),
     })
+}
+
+/// Whether a batch left in the progress record was carried out to its end: only a batch
+/// that [ends by deleting its log records](Pending::ends_by_delete) can have been, and then
+/// only if the record it deletes first is gone. Every other one is finished (again: its
+/// steps are overwrites and deletes).
+fn carried_out(system: &Bucket, pending: &Pending) -> Result<bool, KvError> {
+    match pending.txn_ids.last() {
+        Some(last) if pending.ends_by_delete => Ok(system.get(&keys::txn(last))?.is_none()),
+        _ => Ok(false),
+    }
 }
 
 /// Carry out a decided batch. Every step is an overwrite or delete, so repeating it after a
@@ -693,6 +720,14 @@ fn finish(system: &Bucket, user: &Bucket, p: &Pending, nodes_in_user: bool) -> R
             }
             Err(e) => return Err(KvError::Store(format!("watch stage unreachable: {e}"))),
         }
+    }
+    if let (true, Some((last, rest))) = (p.ends_by_delete, p.txn_ids.split_last()) {
+        // The first delete ends the batch (see `carried_out`); the rest follow it.
+        system.delete(&keys::txn(last))?;
+        if !rest.is_empty() {
+            system.delete_many(rest.iter().map(|id| keys::txn(id)).collect())?;
+        }
+        return Ok(());
     }
     let done = Progress {
         applied: p.to_zxid,
