@@ -88,19 +88,11 @@ impl<'a> KvState<'a> {
             }
         };
         for id in sessions {
-            let key = keys::session(id);
-            let record = found
-                .remove(&key)
-                .map(|v| decode_json(&key, &v))
-                .transpose()?;
+            let record = take_json(&mut found, keys::session(id))?;
             self.sessions.insert(id, record);
         }
         for path in watches {
-            let key = keys::watches(path);
-            let record = found
-                .remove(&key)
-                .map(|v| decode_json(&key, &v))
-                .transpose()?;
+            let record = take_json(&mut found, keys::watches(path))?;
             self.watches
                 .insert(path.clone(), record.unwrap_or_default());
         }
@@ -229,6 +221,17 @@ impl State for KvState<'_> {
 
 /// The values of `keys` that exist, by key, in one call (none for no keys). Matched by key,
 /// not by position: a platform's `get-many` may leave out keys it did not find.
+/// The JSON record fetched under `key`, taken out of `found`.
+fn take_json<T: serde::de::DeserializeOwned>(
+    found: &mut HashMap<String, Vec<u8>>,
+    key: String,
+) -> Result<Option<T>, KvError> {
+    found
+        .remove(&key)
+        .map(|v| decode_json(&key, &v))
+        .transpose()
+}
+
 fn fetch(bucket: &Bucket, keys: Vec<String>) -> Result<HashMap<String, Vec<u8>>, KvError> {
     if keys.is_empty() {
         return Ok(HashMap::new());
