@@ -23,6 +23,9 @@ async fn aws_transport_round_trip_and_watch() {
         .await
         .expect("create");
     assert_eq!((path.as_str(), stat.version), (p.as_str(), 0));
+    // S3 bills every PUT: the node is kept once, as its object, with no copy in the system
+    // table (which would be billed for every change again).
+    faaskeeper_tests::assert_node_kept_once(&faaskeeper_tests::aws_backend(), &p).await;
     let (data, s) = c.get_data(&p).await.expect("read from S3");
     assert_eq!((data.as_slice(), s), (&b"over sqs"[..], stat));
     // Pipelined: FIFO order through the writer queue's message group.

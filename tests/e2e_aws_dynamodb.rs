@@ -23,20 +23,7 @@ async fn aws_transport_reads_nodes_from_dynamodb() {
         .await
         .expect("create");
     // The node is kept once, as its item in the user table: no copy in the system table.
-    {
-        use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
-        let stores =
-            faaskeeper_tests::aws_dynamodb_backend().store_manager(SYSTEM_BUCKET, USER_BUCKET);
-        let system = stores.open(SYSTEM_BUCKET).expect("system");
-        let user = stores.open(USER_BUCKET).expect("user");
-        assert!(
-            user.get(&keys::user_node(&p))
-                .await
-                .expect("read")
-                .is_some()
-        );
-        assert_eq!(system.get(&keys::node(&p)).await.expect("read"), None);
-    }
+    faaskeeper_tests::assert_node_kept_once(&faaskeeper_tests::aws_dynamodb_backend(), &p).await;
     let before = c.aws_usage().expect("AWS transport");
     let (data, stat) = c.get_data(&p).await.expect("read from DynamoDB");
     let read = c.aws_usage().expect("AWS transport").since(&before);

@@ -464,8 +464,7 @@ pub struct Runtime {
     faults: Option<Arc<FaultPlan>>,
     /// The system bucket's billed write size, told to the stages as [`WRITE_UNIT_ENV`].
     write_unit: Option<String>,
-    /// The user bucket bills writes by size too: told to the stages as
-    /// [`NODES_IN_USER_ENV`].
+    /// The user bucket bills every write: told to the stages as [`NODES_IN_USER_ENV`].
     nodes_in_user: bool,
     /// Instances made ahead, by stage and call depth (none under a fault plan).
     ahead: Mutex<HashMap<(StageName, u32), Ahead>>,
@@ -477,9 +476,9 @@ pub struct Runtime {
 pub const WRITE_UNIT_ENV: &str = "FAASKEEPER_WRITE_UNIT";
 
 /// The environment variable (`1`) that tells the distributor's `init` to make a store that
-/// keeps node records in the user bucket only: set where the user bucket bills writes by
-/// size (DynamoDB user storage), so that a system copy of each node would cost as many
-/// write units again. A store keeps the layout it was made with.
+/// keeps node records in the user bucket only: set where the user bucket bills every write
+/// (`Store::bills_writes`: S3 or DynamoDB user storage), so that a system copy of each node
+/// would be billed for every change again. A store keeps the layout it was made with.
 pub const NODES_IN_USER_ENV: &str = "FAASKEEPER_NODES_IN_USER";
 
 /// Stop the guest in `store` at `deadline`: checked at every epoch tick, where it otherwise
@@ -546,8 +545,7 @@ impl Runtime {
         let nodes_in_user = stores
             .open(faaskeeper_core::keys::USER_BUCKET)
             .ok()
-            .and_then(|s| s.write_unit())
-            .is_some();
+            .is_some_and(|s| s.bills_writes());
         Ok(Arc::new(Runtime {
             write_unit,
             nodes_in_user,

@@ -187,6 +187,32 @@ pub fn aws_usage() -> faaskeeper_backend_aws::AwsUsage {
     aws_shared().backend.usage()
 }
 
+/// Check that `backend` keeps the node at `path` once, as its user object, with no copy in
+/// the system bucket (the layout where the user bucket bills every write).
+pub async fn assert_node_kept_once(backend: &faaskeeper_backend_aws::AwsBackend, path: &str) {
+    use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
+    let stores = backend.store_manager(SYSTEM_BUCKET, USER_BUCKET);
+    let system = stores.open(SYSTEM_BUCKET).expect("system");
+    let user = stores.open(USER_BUCKET).expect("user");
+    assert!(
+        user.get(&keys::user_node(path))
+            .await
+            .expect("read")
+            .is_some(),
+        "{path} has its user object"
+    );
+    assert_eq!(
+        system.get(&keys::node(path)).await.expect("read"),
+        None,
+        "{path} has no system record"
+    );
+}
+
+/// The backend of the AWS-backed shared host (to look at what its stores hold).
+pub fn aws_backend() -> std::sync::Arc<faaskeeper_backend_aws::AwsBackend> {
+    aws_shared().backend.clone()
+}
+
 /// Options of the AWS-backed shared host's own deployment (for clients on the AWS transport).
 pub fn aws_host_options() -> faaskeeper_backend_aws::AwsOptions {
     aws_shared().opts.clone()

@@ -127,6 +127,14 @@ pub trait Store: Send + Sync + 'static {
     fn write_unit(&self) -> Option<usize> {
         None
     }
+
+    /// Whether the backend bills every write (S3 per PUT; DynamoDB per write unit, so every
+    /// backend with a [`write_unit`](Store::write_unit)). Where the user bucket does, the
+    /// distributor keeps each node once, as its user object: a second copy in the system
+    /// bucket would be billed for every change of the node.
+    fn bills_writes(&self) -> bool {
+        self.write_unit().is_some()
+    }
 }
 
 /// Maps bucket names to stores: the delegating router of the host.

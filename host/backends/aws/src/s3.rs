@@ -267,6 +267,10 @@ impl Store for S3UserStore {
         }
     }
 
+    fn bills_writes(&self) -> bool {
+        true
+    }
+
     fn summary(&self) -> String {
         format!(
             "S3 bucket {}, one object per key under {OBJECT_PREFIX}",
