@@ -219,8 +219,6 @@ impl State for KvState<'_> {
     }
 }
 
-/// The values of `keys` that exist, by key, in one call (none for no keys). Matched by key,
-/// not by position: a platform's `get-many` may leave out keys it did not find.
 /// The JSON record fetched under `key`, taken out of `found`.
 fn take_json<T: serde::de::DeserializeOwned>(
     found: &mut HashMap<String, Vec<u8>>,
@@ -232,6 +230,8 @@ fn take_json<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
+/// The values of `keys` that exist, by key, in one call (none for no keys). Matched by key,
+/// not by position: a platform's `get-many` may leave out keys it did not find.
 fn fetch(bucket: &Bucket, keys: Vec<String>) -> Result<HashMap<String, Vec<u8>>, KvError> {
     if keys.is_empty() {
         return Ok(HashMap::new());
