@@ -629,19 +629,64 @@ async fn a_batch_answered_without_a_receipt_is_delivered_per_session() {
     .unwrap();
     let answer = invoke_ok(&runner, "watch", "/", &body).await;
     assert_eq!(answer["delivered"], 2, "{answer}");
-    let seen = runner.collector().all();
+    let mut seen = runner.collector().all();
     let urls: Vec<&str> = seen.iter().map(|n| n.url.as_str()).collect();
-    assert_eq!(
-        urls,
-        [
-            "http://collector.test/v1/deliveries",
-            &notify_url(71),
-            &notify_url(72)
-        ],
-        "{seen:?}"
-    );
+    assert_eq!(urls[0], "http://collector.test/v1/deliveries", "{seen:?}");
+    // The per-session POSTs go out together, so they may arrive in either order.
+    seen[1..].sort_by(|a, b| a.url.cmp(&b.url));
+    let urls: Vec<&str> = seen.iter().map(|n| n.url.as_str()).collect();
+    assert_eq!(urls[1..], [notify_url(71), notify_url(72)], "{seen:?}");
     for (n, d) in seen[1..].iter().zip(&deliveries) {
         let got: Delivery = serde_json::from_slice(&n.body).unwrap();
         assert_eq!(&got, d);
+    }
+}
+
+/// The watch stage sends the deliveries of a batch's sessions to their own addresses all at
+/// once, and judges each by its own answer: an address that cannot be reached fails the
+/// batch (503, so that the distributor sends it again) naming that session only, and every
+/// other session's events are delivered, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_at_own_addresses_go_out_together_and_fail_alone() {
+    let runner = Runner::new(&stage_files(), KvFlavour::Draft2).unwrap();
+    let address = |session: SessionId| match session {
+        // A stage name the runner does not have: the request is refused, never answered.
+        83 => "http://nowhere.spin.internal/deliver".to_string(),
+        _ => format!("http://collector.test/own/{session}"),
+    };
+    let deliveries: Vec<Delivery> = (81..=85)
+        .map(|session| Delivery {
+            session,
+            notify: address(session),
+            events: vec![SessionEvent::Result {
+                seq: 2,
+                zxid: 40 + session,
+                result: OpResult::SessionClosed,
+            }],
+        })
+        .collect();
+    let body = serde_json::to_string(&DeliveryBatch {
+        deliveries: deliveries.clone(),
+    })
+    .unwrap();
+    let (status, out) = runner
+        .invoke("watch", "/", Bytes::from(body))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.contains("sessions [83] unreachable; 4 delivered"),
+        "{text}"
+    );
+    let mut seen = runner.collector().all();
+    seen.sort_by(|a, b| a.url.cmp(&b.url));
+    let urls: Vec<&str> = seen.iter().map(|n| n.url.as_str()).collect();
+    let reached: Vec<String> = [81, 82, 84, 85].into_iter().map(address).collect();
+    assert_eq!(urls, reached, "{seen:?}");
+    for n in &seen {
+        let got: Delivery = serde_json::from_slice(&n.body).unwrap();
+        assert!(deliveries.contains(&got), "{got:?}");
+        assert_eq!(got.notify, n.url);
     }
 }

@@ -3,8 +3,8 @@
 use crate::Stage;
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
-    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
-    ResponseOutparam, Scheme,
+    Fields, FutureIncomingResponse, IncomingBody, IncomingRequest, Method, OutgoingBody,
+    OutgoingRequest, OutgoingResponse, ResponseOutparam, Scheme,
 };
 use crate::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
 
@@ -105,6 +105,20 @@ pub(crate) fn serve<S: Stage>(request: IncomingRequest, out: ResponseOutparam) {
 
 /// POST `body` to `url` (`http://authority/path`) and return the status and whole body.
 pub fn post(url: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    send(url, body)?.wait()
+}
+
+/// A POST whose body is sent and whose answer has not been read yet: the platform carries
+/// it out while the caller goes on (the distributor decides its next batch meanwhile).
+/// Dropped without [`Sent::wait`], the request may be cancelled.
+pub struct Sent {
+    url: String,
+    future: FutureIncomingResponse,
+}
+
+/// Start a POST of `body` to `url` (`http://authority/path`): the request and its whole body
+/// are handed to the platform, and the answer is read later with [`Sent::wait`].
+pub fn send(url: &str, body: &[u8]) -> Result<Sent, String> {
     let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
         (Scheme::Http, r)
     } else if let Some(r) = url.strip_prefix("https://") {
@@ -138,16 +152,26 @@ pub fn post(url: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
         write_stream(&stream, body)?;
     }
     OutgoingBody::finish(out_body, None).map_err(|e| format!("{e:?}"))?;
-    let response = loop {
-        if let Some(r) = future.get() {
-            break r
-                .map_err(|()| "response taken twice".to_string())?
-                .map_err(|e| format!("{url}: {e:?}"))?;
-        }
-        future.subscribe().block();
-    };
-    let status = response.status();
-    let body = response.consume().map_err(|()| "response body taken")?;
-    let data = read_incoming(body)?;
-    Ok((status, data))
+    Ok(Sent {
+        url: url.to_string(),
+        future,
+    })
+}
+
+impl Sent {
+    /// Wait for the answer: its status and whole body.
+    pub fn wait(self) -> Result<(u16, Vec<u8>), String> {
+        let response = loop {
+            if let Some(r) = self.future.get() {
+                break r
+                    .map_err(|()| "response taken twice".to_string())?
+                    .map_err(|e| format!("{}: {e:?}", self.url))?;
+            }
+            self.future.subscribe().block();
+        };
+        let status = response.status();
+        let body = response.consume().map_err(|()| "response body taken")?;
+        let data = read_incoming(body)?;
+        Ok((status, data))
+    }
 }

@@ -40,7 +40,7 @@ pub mod pack;
 #[global_allocator]
 static ALLOC: faaskeeper_guest_alloc::StageAlloc = faaskeeper_guest_alloc::new();
 
-pub use http::{Reply, post};
+pub use http::{Reply, Sent, post, send};
 
 /// A stage: one HTTP-triggered function.
 pub trait Stage {

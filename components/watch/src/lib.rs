@@ -82,12 +82,8 @@ impl Stage for Watch {
                 single.extend(group);
             }
         }
-        for d in single {
-            let body = match serde_json::to_vec(d) {
-                Ok(b) => b,
-                Err(e) => return Reply::error(500, &e.to_string()),
-            };
-            tally.record(d.session, deliver(&d.notify, &body));
+        if let Err(e) = deliver_each(&single, &mut tally) {
+            return Reply::error(500, &e);
         }
         let Tally {
             delivered,
@@ -192,17 +188,49 @@ enum Outcome {
     Unreachable(String),
 }
 
-fn deliver(url: &str, body: &[u8]) -> Outcome {
-    let mut last = String::new();
-    for _ in 0..ATTEMPTS {
-        match faaskeeper_guest::post(url, body) {
-            Ok((status, _)) if (200..300).contains(&status) => return Outcome::Delivered,
-            Ok((status, _)) if (400..500).contains(&status) => return Outcome::Gone(status),
-            Ok((status, _)) => last = format!("status {status}"),
-            Err(e) => last = e.to_string(),
+/// Most deliveries on their way at once.
+const IN_FLIGHT: usize = 32;
+
+/// Deliver each of `single` at its own address, up to [`IN_FLIGHT`] at once: every request
+/// is sent before the first answer is awaited, so the sessions of a batch are reached in
+/// about the time of one request, not of one per session (on AWS each is an SQS send of
+/// some milliseconds, and a batch under load names tens of sessions). Each session appears
+/// once per batch, so no session's events are reordered; a failed request is sent again, up
+/// to [`ATTEMPTS`] times.
+fn deliver_each(single: &[&Delivery], tally: &mut Tally) -> Result<(), String> {
+    for chunk in single.chunks(IN_FLIGHT) {
+        let bodies = chunk
+            .iter()
+            .map(|d| serde_json::to_vec(d).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut outcomes: Vec<Option<Outcome>> = chunk.iter().map(|_| None).collect();
+        let mut last: Vec<String> = vec![String::new(); chunk.len()];
+        for _ in 0..ATTEMPTS {
+            let sent: Vec<_> = (0..chunk.len())
+                .filter(|i| outcomes[*i].is_none())
+                .map(|i| (i, faaskeeper_guest::send(&chunk[i].notify, &bodies[i])))
+                .collect();
+            if sent.is_empty() {
+                break;
+            }
+            for (i, request) in sent {
+                match request.and_then(faaskeeper_guest::Sent::wait) {
+                    Ok((status, _)) if (200..300).contains(&status) => {
+                        outcomes[i] = Some(Outcome::Delivered);
+                    }
+                    Ok((status, _)) if (400..500).contains(&status) => {
+                        outcomes[i] = Some(Outcome::Gone(status));
+                    }
+                    Ok((status, _)) => last[i] = format!("status {status}"),
+                    Err(e) => last[i] = e,
+                }
+            }
+        }
+        for ((d, outcome), last) in chunk.iter().zip(outcomes).zip(last) {
+            tally.record(d.session, outcome.unwrap_or(Outcome::Unreachable(last)));
         }
     }
-    Outcome::Unreachable(last)
+    Ok(())
 }
 
 faaskeeper_guest::export_stage!(Watch);
