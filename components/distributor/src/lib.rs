@@ -31,9 +31,10 @@
 //! *Deliveries in flight*: a batch's deliveries are sent to the watch stage without waiting
 //! for the answer, and the next batch is decided meanwhile (reads and computation only).
 //! Nothing of the next batch is written before the answer came; its first write, the progress
-//! record naming the batch before applied, then also ends that one, so a batch followed by
-//! another costs one progress write, not two. Under load the watch stage took about a third
-//! of the distributor's time, which this overlaps with deciding.
+//! record naming the batch before applied, then also ends that one (unless that one ends by
+//! its log records' delete), so a batch followed by another costs one progress write, not
+//! two. Under load the watch stage took about a third of the distributor's time, which this
+//! overlaps with deciding.
 
 mod state;
 
@@ -111,9 +112,8 @@ struct Pending {
     /// Each session's `Delivery`, as the JSON it is sent to the watch stage in: encoded once,
     /// for this record and for the watch stage's batch.
     deliveries: Vec<Box<RawValue>>,
-    /// Log records the batch consumed (it applied their last txns), and those of the batch
-    /// before it when this one started while that one's deliveries were in flight (see
-    /// `InFlight`): deleted once the batch is applied.
+    /// Log records the batch consumed (it applied their last txns), deleted once it is
+    /// applied.
     txn_ids: Vec<String>,
     /// Node data left out of `nodes` because a log record of the batch holds the same bytes
     /// (the records stay until the batch is applied): written once more, not twice.
@@ -578,20 +578,26 @@ fn apply_all(
             .collect();
         let txns: Vec<&Txn> = part.iter().map(|(_, t)| *t).collect();
         let mut pending = decide(system, user, c.nodes_in_user, &txns)?;
-        // Nothing of this batch is written before the batch in flight is handed over: a
-        // client must get an event before it can read newer data (Guarantee 4). Its spent
-        // log records are then deleted with this batch's, once this one is applied (its
-        // progress record below names that batch applied, and a redo of this one deletes
-        // them too).
-        let mut txn_ids = Vec::new();
-        if let Some(f) = c.in_flight.take() {
-            handed_over(f.sent)?;
-            txn_ids = f.pending.txn_ids;
-        }
-        txn_ids.extend(spent);
         pending.ends_by_delete =
-            faaskeeper_guest::pack::write_unit().is_some() && !txn_ids.is_empty();
-        pending.txn_ids = txn_ids;
+            faaskeeper_guest::pack::write_unit().is_some() && !spent.is_empty();
+        pending.txn_ids = spent;
+        // Nothing of this batch is written before the batch in flight is handed over: a
+        // client must get an event before it can read newer data (Guarantee 4).
+        let spent_before = match c.in_flight.take() {
+            Some(f) => {
+                handed_over(f.sent)?;
+                if f.pending.ends_by_delete {
+                    // Its end is the deletion of its records, as for a batch without a
+                    // successor (`carried_out` relies on it).
+                    end(system, &f.pending, c.nodes_in_user)?;
+                    Vec::new()
+                } else {
+                    // Ended by this batch's progress write below, which names it applied.
+                    f.pending.txn_ids
+                }
+            }
+            None => Vec::new(),
+        };
         let stored = pending.by_reference(&records);
         let start = Starting {
             applied: c.applied,
@@ -601,6 +607,12 @@ fn apply_all(
         put_progress(system, &start)?;
         write_effects(system, user, &pending, c.nodes_in_user)?;
         let sent = hand_over(&pending)?;
+        // The progress record now names the batch before applied: the log records it spent
+        // go, while this batch's deliveries are on their way (as in `end`, after the write
+        // that ends it).
+        if !spent_before.is_empty() {
+            system.delete_many(spent_before.iter().map(|id| keys::txn(id)).collect())?;
+        }
         c.applied = pending.to_zxid;
         c.in_flight = Some(InFlight { pending, sent });
     }
