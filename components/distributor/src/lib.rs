@@ -413,10 +413,20 @@ fn run(mut takeover: bool, owner: Option<String>) -> Result<Option<Zxid>, KvErro
     let mut applied = None;
     let mut cursor: Option<Cursor> = None;
     for _ in 0..MAX_ROUNDS {
-        if !acquire(&system, &me, std::mem::take(&mut takeover))? {
+        match acquire(&system, &me, std::mem::take(&mut takeover))? {
             // Lost to a distributor that took over: a batch still in flight is left to it
             // (its redo record is stored).
-            return Ok(applied);
+            Acquired::No => return Ok(applied),
+            Acquired::Yes { kept: true } => {
+                if let Some(c) = cursor.as_mut() {
+                    c.confirmed_ms = faaskeeper_guest::now_ms();
+                }
+            }
+            // Another distributor may have run since this run's last round (a run without
+            // an owner releases the lease between rounds): what this run knew of the
+            // progress record is stale, and a batch it has in flight may have been redone.
+            // Start again from the progress record.
+            Acquired::Yes { kept: false } => cursor = None,
         }
         let mut outcome = apply_all(&system, &user, &me, &mut cursor);
         if !sticky {
@@ -444,6 +454,8 @@ struct Cursor {
     nodes_in_user: bool,
     /// The last batch, while its deliveries are on their way to the watch stage.
     in_flight: Option<InFlight>,
+    /// When the lease was last seen to be ours (`now_ms`).
+    confirmed_ms: i64,
 }
 
 /// A batch whose effects are written and whose deliveries were sent to the watch stage
@@ -467,14 +479,25 @@ fn settle(system: &Bucket, cursor: &mut Option<Cursor>) -> Result<(), KvError> {
     Ok(())
 }
 
-fn acquire(system: &Bucket, me: &str, takeover: bool) -> Result<bool, KvError> {
+/// What [`acquire`] got.
+enum Acquired {
+    /// Another distributor holds the lease.
+    No,
+    /// The lease is ours; `kept`: it was ours already (no one else can have held it since we
+    /// last wrote it, as taking it over names the new owner).
+    Yes { kept: bool },
+}
+
+fn acquire(system: &Bucket, me: &str, takeover: bool) -> Result<Acquired, KvError> {
     let (cas, lease): (_, Lease) = system.cas(keys::DIST_LEASE)?;
     let now = faaskeeper_guest::now_ms();
-    if lease.owner == me && lease.expires_ms > now + LEASE_MS / 2 {
-        return Ok(true); // Still ours for long enough: nothing to write.
+    let kept = lease.owner == me;
+    if kept && lease.expires_ms > now + LEASE_MS / 2 {
+        // Still ours for long enough: nothing to write.
+        return Ok(Acquired::Yes { kept });
     }
-    if !takeover && !lease.owner.is_empty() && lease.owner != me && lease.expires_ms > now {
-        return Ok(false);
+    if !takeover && !lease.owner.is_empty() && !kept && lease.expires_ms > now {
+        return Ok(Acquired::No);
     }
     let next = Lease {
         owner: me.to_string(),
@@ -482,8 +505,8 @@ fn acquire(system: &Bucket, me: &str, takeover: bool) -> Result<bool, KvError> {
         fence: lease.fence + 1,
     };
     match cas.swap(&next) {
-        Ok(()) => Ok(true),
-        Err(KvError::CasConflict) => Ok(false),
+        Ok(()) => Ok(Acquired::Yes { kept }),
+        Err(KvError::CasConflict) => Ok(Acquired::No),
         Err(e) => Err(e),
     }
 }
@@ -566,6 +589,7 @@ fn apply_all(
     for (i, part) in steps.chunks(MAX_BATCH).enumerate() {
         if i > 0 {
             still_holding(system, me)?;
+            c.confirmed_ms = faaskeeper_guest::now_ms();
         }
         let to_zxid = part.last().map_or(c.applied, |(_, t)| t.zxid);
         let mut records: Vec<&(String, LogEntry)> = part.iter().map(|(r, _)| &chain[*r]).collect();
@@ -598,6 +622,12 @@ fn apply_all(
             }
             None => Vec::new(),
         };
+        // The wait may have been long (a watch stage retrying an unreachable session):
+        // write nothing on a lease seen long ago.
+        if faaskeeper_guest::now_ms() - c.confirmed_ms > LEASE_MS / 4 {
+            still_holding(system, me)?;
+            c.confirmed_ms = faaskeeper_guest::now_ms();
+        }
         let stored = pending.by_reference(&records);
         let start = Starting {
             applied: c.applied,
@@ -605,14 +635,13 @@ fn apply_all(
             nodes_in_user: c.nodes_in_user,
         };
         put_progress(system, &start)?;
-        write_effects(system, user, &pending, c.nodes_in_user)?;
-        let sent = hand_over(&pending)?;
         // The progress record now names the batch before applied: the log records it spent
-        // go, while this batch's deliveries are on their way (as in `end`, after the write
-        // that ends it).
+        // go, right after the write that ends it (as in `end`).
         if !spent_before.is_empty() {
             system.delete_many(spent_before.iter().map(|id| keys::txn(id)).collect())?;
         }
+        write_effects(system, user, &pending, c.nodes_in_user)?;
+        let sent = hand_over(&pending)?;
         c.applied = pending.to_zxid;
         c.in_flight = Some(InFlight { pending, sent });
     }
@@ -642,6 +671,8 @@ fn start_run(system: &Bucket, user: &Bucket) -> Result<Cursor, KvError> {
         applied,
         nodes_in_user: record.nodes_in_user,
         in_flight: None,
+        // Called right after `acquire`.
+        confirmed_ms: faaskeeper_guest::now_ms(),
     })
 }
 
