@@ -413,25 +413,25 @@ fn run(mut takeover: bool, owner: Option<String>) -> Result<Option<Zxid>, KvErro
     let mut applied = None;
     let mut cursor: Option<Cursor> = None;
     for _ in 0..MAX_ROUNDS {
-        match acquire(&system, &me, std::mem::take(&mut takeover))? {
+        let lease_until = match acquire(&system, &me, std::mem::take(&mut takeover))? {
             // Lost to a distributor that took over: a batch still in flight is left to it
             // (its redo record is stored).
             Acquired::No => return Ok(applied),
-            Acquired::Yes { kept: true } => {
-                if let Some(c) = cursor.as_mut() {
-                    c.confirmed_ms = faaskeeper_guest::now_ms();
+            Acquired::Yes { kept, until } => {
+                if !kept {
+                    // Another distributor may have run since this run's last round (a run
+                    // without an owner releases the lease between rounds): what this run
+                    // knew of the progress record is stale, and a batch it has in flight
+                    // may have been redone. Start again from the progress record.
+                    cursor = None;
                 }
+                until
             }
-            // Another distributor may have run since this run's last round (a run without
-            // an owner releases the lease between rounds): what this run knew of the
-            // progress record is stale, and a batch it has in flight may have been redone.
-            // Start again from the progress record.
-            Acquired::Yes { kept: false } => cursor = None,
-        }
-        let mut outcome = apply_all(&system, &user, &me, &mut cursor);
+        };
+        let mut outcome = apply_all(&system, &user, &me, lease_until, &mut cursor);
         if !sticky {
             // The lease is released between rounds: nothing may be in flight without it.
-            outcome = outcome.and_then(|now| settle(&system, &mut cursor).map(|()| now));
+            outcome = outcome.and_then(|now| settle(&system, &me, &mut cursor).map(|()| now));
             release(&system, &me)?;
         }
         let now = outcome?;
@@ -443,7 +443,7 @@ fn run(mut takeover: bool, owner: Option<String>) -> Result<Option<Zxid>, KvErro
             break;
         }
     }
-    settle(&system, &mut cursor)?;
+    settle(&system, &me, &mut cursor)?;
     Ok(applied)
 }
 
@@ -454,8 +454,8 @@ struct Cursor {
     nodes_in_user: bool,
     /// The last batch, while its deliveries are on their way to the watch stage.
     in_flight: Option<InFlight>,
-    /// When the lease was last seen to be ours (`now_ms`).
-    confirmed_ms: i64,
+    /// Until when the lease was last seen to be ours (ms).
+    lease_until: i64,
 }
 
 /// A batch whose effects are written and whose deliveries were sent to the watch stage
@@ -468,24 +468,37 @@ struct InFlight {
 }
 
 /// Wait for the batch in flight to be handed over, then end it.
-fn settle(system: &Bucket, cursor: &mut Option<Cursor>) -> Result<(), KvError> {
+fn settle(system: &Bucket, me: &str, cursor: &mut Option<Cursor>) -> Result<(), KvError> {
     let Some(c) = cursor.as_mut() else {
         return Ok(());
     };
     if let Some(f) = c.in_flight.take() {
         handed_over(f.sent)?;
+        c.check_lease(system, me)?;
         end(system, &f.pending, c.nodes_in_user)?;
     }
     Ok(())
+}
+
+impl Cursor {
+    /// Before a write: check the lease again unless it was seen to be ours for at least a
+    /// quarter of its length more (a wait for the watch stage, which retries an unreachable
+    /// session, or a long batch may have used it up).
+    fn check_lease(&mut self, system: &Bucket, me: &str) -> Result<(), KvError> {
+        if faaskeeper_guest::now_ms() + LEASE_MS / 4 > self.lease_until {
+            self.lease_until = still_holding(system, me)?;
+        }
+        Ok(())
+    }
 }
 
 /// What [`acquire`] got.
 enum Acquired {
     /// Another distributor holds the lease.
     No,
-    /// The lease is ours; `kept`: it was ours already (no one else can have held it since we
-    /// last wrote it, as taking it over names the new owner).
-    Yes { kept: bool },
+    /// The lease is ours until `until` (ms); `kept`: it was ours already (no one else can
+    /// have held it since we last wrote it, as taking it over names the new owner).
+    Yes { kept: bool, until: i64 },
 }
 
 fn acquire(system: &Bucket, me: &str, takeover: bool) -> Result<Acquired, KvError> {
@@ -494,7 +507,10 @@ fn acquire(system: &Bucket, me: &str, takeover: bool) -> Result<Acquired, KvErro
     let kept = lease.owner == me;
     if kept && lease.expires_ms > now + LEASE_MS / 2 {
         // Still ours for long enough: nothing to write.
-        return Ok(Acquired::Yes { kept });
+        return Ok(Acquired::Yes {
+            kept,
+            until: lease.expires_ms,
+        });
     }
     if !takeover && !lease.owner.is_empty() && !kept && lease.expires_ms > now {
         return Ok(Acquired::No);
@@ -504,8 +520,9 @@ fn acquire(system: &Bucket, me: &str, takeover: bool) -> Result<Acquired, KvErro
         expires_ms: now + LEASE_MS,
         fence: lease.fence + 1,
     };
+    let until = next.expires_ms;
     match cas.swap(&next) {
-        Ok(()) => Ok(Acquired::Yes { kept }),
+        Ok(()) => Ok(Acquired::Yes { kept, until }),
         Err(KvError::CasConflict) => Ok(Acquired::No),
         Err(e) => Err(e),
     }
@@ -531,12 +548,12 @@ fn release(system: &Bucket, me: &str) -> Result<(), KvError> {
 /// could still interleave; DESIGN.md's fault-injection work tightens this with fenced writes.)
 /// The first batch of a run skips this read: `acquire` has just checked the lease, and left
 /// at least half of it to run.
-fn still_holding(system: &Bucket, me: &str) -> Result<(), KvError> {
+fn still_holding(system: &Bucket, me: &str) -> Result<i64, KvError> {
     let lease: Lease = system
         .get_json(keys::DIST_LEASE)?
         .ok_or_else(|| corrupt("lease missing"))?;
     if lease.owner == me && lease.expires_ms > faaskeeper_guest::now_ms() {
-        Ok(())
+        Ok(lease.expires_ms)
     } else {
         Err(KvError::Store("distributor lease lost".into()))
     }
@@ -546,12 +563,14 @@ fn apply_all(
     system: &Bucket,
     user: &Bucket,
     me: &str,
+    lease_until: i64,
     cursor: &mut Option<Cursor>,
 ) -> Result<Zxid, KvError> {
     let c = match cursor {
         Some(c) => c,
         None => cursor.insert(start_run(system, user)?),
     };
+    c.lease_until = lease_until;
     let head: LogHead = system
         .get_json(keys::LOG_HEAD)?
         .ok_or_else(|| corrupt("log head missing; run init"))?;
@@ -588,8 +607,7 @@ fn apply_all(
         .collect();
     for (i, part) in steps.chunks(MAX_BATCH).enumerate() {
         if i > 0 {
-            still_holding(system, me)?;
-            c.confirmed_ms = faaskeeper_guest::now_ms();
+            c.lease_until = still_holding(system, me)?;
         }
         let to_zxid = part.last().map_or(c.applied, |(_, t)| t.zxid);
         let mut records: Vec<&(String, LogEntry)> = part.iter().map(|(r, _)| &chain[*r]).collect();
@@ -613,6 +631,7 @@ fn apply_all(
                 if f.pending.ends_by_delete {
                     // Its end is the deletion of its records, as for a batch without a
                     // successor (`carried_out` relies on it).
+                    c.check_lease(system, me)?;
                     end(system, &f.pending, c.nodes_in_user)?;
                     Vec::new()
                 } else {
@@ -622,12 +641,7 @@ fn apply_all(
             }
             None => Vec::new(),
         };
-        // The wait may have been long (a watch stage retrying an unreachable session):
-        // write nothing on a lease seen long ago.
-        if faaskeeper_guest::now_ms() - c.confirmed_ms > LEASE_MS / 4 {
-            still_holding(system, me)?;
-            c.confirmed_ms = faaskeeper_guest::now_ms();
-        }
+        c.check_lease(system, me)?;
         let stored = pending.by_reference(&records);
         let start = Starting {
             applied: c.applied,
@@ -671,8 +685,8 @@ fn start_run(system: &Bucket, user: &Bucket) -> Result<Cursor, KvError> {
         applied,
         nodes_in_user: record.nodes_in_user,
         in_flight: None,
-        // Called right after `acquire`.
-        confirmed_ms: faaskeeper_guest::now_ms(),
+        // Set by the caller, from what `acquire` saw.
+        lease_until: 0,
     })
 }
 
