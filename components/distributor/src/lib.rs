@@ -472,15 +472,22 @@ fn settle(system: &Bucket, me: &str, cursor: &mut Option<Cursor>) -> Result<(), 
     let Some(c) = cursor.as_mut() else {
         return Ok(());
     };
-    if let Some(f) = c.in_flight.take() {
-        handed_over(f.sent)?;
+    if let Some(p) = c.handed_over()? {
         c.check_lease(system, me)?;
-        end(system, &f.pending, c.nodes_in_user)?;
+        end(system, &p, c.nodes_in_user)?;
     }
     Ok(())
 }
 
 impl Cursor {
+    /// Wait for the batch in flight to be handed over; ending it is then the caller's.
+    fn handed_over(&mut self) -> Result<Option<Pending>, KvError> {
+        match self.in_flight.take() {
+            Some(f) => handed_over(f.sent).map(|()| Some(f.pending)),
+            None => Ok(None),
+        }
+    }
+
     /// Before a write: check the lease again unless it was seen to be ours for at least a
     /// quarter of its length more (a wait for the watch stage, which retries an unreachable
     /// session, or a long batch may have used it up).
@@ -546,8 +553,8 @@ fn release(system: &Bucket, me: &str) -> Result<(), KvError> {
 
 /// Refuse to write effects unless we still hold the lease. (A holder paused past its lease
 /// could still interleave; DESIGN.md's fault-injection work tightens this with fenced writes.)
-/// The first batch of a run skips this read: `acquire` has just checked the lease, and left
-/// at least half of it to run.
+/// Read only when the lease seen last has less than a quarter of its length left
+/// ([`Cursor::check_lease`]): before that no other distributor can take it.
 fn still_holding(system: &Bucket, me: &str) -> Result<i64, KvError> {
     let lease: Lease = system
         .get_json(keys::DIST_LEASE)?
@@ -605,10 +612,7 @@ fn apply_all(
         .flat_map(|(r, (_, e))| e.txns.iter().map(move |t| (r, t)))
         .filter(|(_, t)| t.zxid > applied)
         .collect();
-    for (i, part) in steps.chunks(MAX_BATCH).enumerate() {
-        if i > 0 {
-            c.lease_until = still_holding(system, me)?;
-        }
+    for part in steps.chunks(MAX_BATCH) {
         let to_zxid = part.last().map_or(c.applied, |(_, t)| t.zxid);
         let mut records: Vec<&(String, LogEntry)> = part.iter().map(|(r, _)| &chain[*r]).collect();
         records.dedup_by(|a, b| a.0 == b.0);
@@ -625,23 +629,19 @@ fn apply_all(
         pending.txn_ids = spent;
         // Nothing of this batch is written before the batch in flight is handed over: a
         // client must get an event before it can read newer data (Guarantee 4).
-        let spent_before = match c.in_flight.take() {
-            Some(f) => {
-                handed_over(f.sent)?;
-                if f.pending.ends_by_delete {
-                    // Its end is the deletion of its records, as for a batch without a
-                    // successor (`carried_out` relies on it).
-                    c.check_lease(system, me)?;
-                    end(system, &f.pending, c.nodes_in_user)?;
-                    Vec::new()
-                } else {
-                    // Ended by this batch's progress write below, which names it applied.
-                    f.pending.txn_ids
-                }
+        let before = c.handed_over()?;
+        c.check_lease(system, me)?;
+        let spent_before = match before {
+            // Ended by deleting its records, as a batch without a successor is
+            // (`carried_out` relies on it).
+            Some(p) if p.ends_by_delete => {
+                end(system, &p, c.nodes_in_user)?;
+                Vec::new()
             }
+            // Ended by this batch's progress write below, which names it applied.
+            Some(p) => p.txn_ids,
             None => Vec::new(),
         };
-        c.check_lease(system, me)?;
         let stored = pending.by_reference(&records);
         let start = Starting {
             applied: c.applied,
