@@ -53,6 +53,204 @@ async fn aws_transport_round_trip_and_watch() {
     other.close().await.expect("close");
 }
 
+/// A free port on 127.0.0.1 (bound and let go: a listener of a test takes it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The session record the shared AWS host's distributor keeps for `session`.
+async fn session_record(session: i64) -> faaskeeper_core::apply::SessionRecord {
+    use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
+    let stores = faaskeeper_tests::aws_backend().store_manager(SYSTEM_BUCKET, USER_BUCKET);
+    let system = stores.open(SYSTEM_BUCKET).expect("system");
+    let bytes = system
+        .get(&keys::session(session))
+        .await
+        .expect("read")
+        .expect("session record");
+    serde_json::from_slice(&bytes).expect("session record JSON")
+}
+
+/// A raw HTTP/1.1 request to `addr`; the status answered.
+async fn raw_request(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    s.write_all(body).await.expect("write");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+/// Direct results: a session that opens with a listener of its own gets its results and
+/// events there (the shared host runs with direct results), with no SQS request per result:
+/// its only SQS requests per write are the send (and the idle long polls of the queue behind
+/// the listener). Pipelined requests keep their order, watches fire, and the listener
+/// refuses what is not a delivery for its session without taking anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_results_come_to_the_sessions_listener() {
+    use faaskeeper_client::aws::Results;
+    let opts = faaskeeper_tests::aws_host_options();
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let direct = Results::Direct {
+        listen,
+        advertise: None,
+    };
+    let c = Client::connect_aws_with(&opts, Options::default(), &direct)
+        .await
+        .expect("session with a listener opens");
+    let rec = session_record(c.session_id()).await;
+    assert_eq!(
+        rec.notify,
+        format!("http://{listen}/v1/sessions/{}/deliver", c.session_id())
+    );
+    assert!(rec.fallback.is_some(), "{rec:?}");
+    let other = client().await;
+    let p = unique("direct");
+    c.create(&p, b"", CreateMode::Persistent)
+        .await
+        .expect("create");
+    let before = c.aws_usage().expect("AWS transport").sqs_requests;
+    for v in 0..10 {
+        let stat = c.set_data(&p, b"x", v).await.expect("set");
+        assert_eq!(stat.version, v + 1);
+    }
+    let used = c.aws_usage().expect("AWS transport").sqs_requests - before;
+    // Over the queue each write would take at least three (send, receive, delete).
+    assert!(used <= 13, "10 writes took {used} SQS requests");
+    let (a, b) = tokio::join!(c.set_data(&p, b"1", 10), c.set_data(&p, b"2", 11));
+    assert_eq!(
+        (a.expect("first").version, b.expect("second").version),
+        (11, 12)
+    );
+    faaskeeper_tests::watch_fires_for_another_session(&c, &other, &p).await;
+    // Not deliveries for this session: refused, and nothing is taken.
+    let own = format!("/v1/sessions/{}/deliver", c.session_id());
+    assert_eq!(
+        raw_request(listen, "POST", &own, b"\x00garbage{").await,
+        400
+    );
+    assert_eq!(raw_request(listen, "GET", &own, b"").await, 404);
+    let stranger = serde_json::to_vec(&faaskeeper_core::wire::Delivery {
+        session: c.session_id() + 2,
+        notify: "x".into(),
+        fallback: None,
+        events: vec![faaskeeper_core::wire::SessionEvent::Result {
+            seq: 1,
+            zxid: 1,
+            result: faaskeeper_core::wire::OpResult::SessionClosed,
+        }],
+    })
+    .unwrap();
+    assert_eq!(raw_request(listen, "POST", &own, &stranger).await, 404);
+    assert_eq!(
+        raw_request(listen, "POST", "/v1/deliveries", b"{}").await,
+        404
+    );
+    assert_eq!(c.get_data(&p).await.expect("get").0, b"changed");
+    assert_eq!(session_record(c.session_id()).await.notify, rec.notify);
+    c.close().await.expect("close");
+    other.close().await.expect("close");
+}
+
+/// A session whose listener can no longer be reached gets everything after that on its
+/// queue, for good, and in order: its watch events and results, none lost, none out of
+/// order (the distributor moves the session to its fallback address before it delivers
+/// anything later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_listener_goes_away_gets_the_rest_on_its_queue() {
+    use faaskeeper_client::aws::Results;
+    let opts = faaskeeper_tests::aws_host_options();
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // The service reaches the listener through a relay of the test's own, which goes away.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("relay");
+    let advertise = relay.local_addr().expect("relay address");
+    let relaying = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = relay.accept().await {
+            conns.spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(listen).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    let direct = Results::Direct {
+        listen,
+        advertise: Some(advertise),
+    };
+    let c = Client::connect_aws_with(&opts, Options::default(), &direct)
+        .await
+        .expect("session with a listener opens");
+    let other = client().await;
+    let p = unique("fallback");
+    c.create(&p, b"", CreateMode::Persistent)
+        .await
+        .expect("create");
+    let mut watch = c.add_watch(&p, false).await.expect("persistent watch");
+    let next = async |watch: &mut faaskeeper_client::PersistentWatch| {
+        tokio::time::timeout(Duration::from_secs(60), watch.next())
+            .await
+            .expect("event within a minute")
+            .expect("event")
+    };
+    let first = other.set_data(&p, b"1", -1).await.expect("set");
+    assert_eq!(next(&mut watch).await.zxid, first.mzxid);
+    assert!(
+        session_record(c.session_id())
+            .await
+            .notify
+            .contains(&advertise.to_string())
+    );
+    // The relay goes: connections to it are refused from now on.
+    relaying.abort();
+    let _ = relaying.await;
+    let mut changes = Vec::new();
+    for v in 0..4 {
+        changes.push(
+            other
+                .set_data(&p, format!("{v}").as_bytes(), -1)
+                .await
+                .expect("set")
+                .mzxid,
+        );
+    }
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let e = next(&mut watch).await;
+        assert_eq!(e.kind, EventType::NodeDataChanged);
+        seen.push(e.zxid);
+    }
+    assert_eq!(seen, changes, "every event, once, in zxid order");
+    let own = c
+        .set_data(&p, b"mine", -1)
+        .await
+        .expect("own write, answered on the queue");
+    assert_eq!(own.version, 6);
+    let rec = session_record(c.session_id()).await;
+    assert_eq!(rec.fallback, None, "{rec:?}");
+    assert!(
+        rec.notify.contains("session"),
+        "moved to its queue: {rec:?}"
+    );
+    assert!(!rec.notify.contains(&advertise.to_string()), "{rec:?}");
+    c.close().await.expect("close");
+    other.close().await.expect("close");
+}
+
 /// Billable AWS requests per client operation (issue 5's cost table), counted by the same
 /// code as `faaskeeper cost --measure` on deployments of their own (so the other tests'
 /// traffic does not count): DynamoDB, S3 and SQS, service and client side. Idle background
@@ -62,7 +260,7 @@ async fn billable_requests_per_operation() {
     use faaskeeper_backend_aws::{AwsOptions, UserStorage};
     use faaskeeper_host::cost::measure::measure;
     let opts = faaskeeper_tests::aws_options(&format!("cost-{}", std::process::id()));
-    let table = measure(&opts, &[100, 4096], 10, 1, "e2e_aws")
+    let table = measure(&opts, &[100, 4096], 10, 1, false, "e2e_aws")
         .await
         .expect("counted");
     println!("{}", serde_json::to_string_pretty(&table).expect("json"));
@@ -93,7 +291,7 @@ async fn billable_requests_per_operation() {
         user_storage: UserStorage::DynamoDb,
         ..faaskeeper_tests::aws_options(&format!("cost-ddb-{}", std::process::id()))
     };
-    let table = measure(&opts, &[100], 10, 1, "e2e_aws dynamodb")
+    let table = measure(&opts, &[100], 10, 1, false, "e2e_aws dynamodb")
         .await
         .expect("counted");
     println!("{}", serde_json::to_string_pretty(&table).expect("json"));

@@ -16,7 +16,7 @@
 
 use bytes::Bytes;
 use faaskeeper_core::wire::{
-    Delivery, DeliveryBatch, Op, OpResult, Request, SessionEvent, Submission, WatchEvent,
+    Delivery, DeliveryBatch, HandOver, Op, OpResult, Request, SessionEvent, Submission, WatchEvent,
     WriteBatch,
 };
 use faaskeeper_core::{CreateMode, SessionId, Zxid};
@@ -46,6 +46,7 @@ impl Session {
                 Op::OpenSession {
                     timeout_ms,
                     notify: notify_url(id),
+                    fallback: None,
                 },
             )
             .await;
@@ -616,6 +617,7 @@ async fn a_batch_answered_without_a_receipt_is_delivered_per_session() {
         .map(|session| Delivery {
             session,
             notify: notify_url(session),
+            fallback: None,
             events: vec![SessionEvent::Result {
                 seq: 4,
                 zxid: 9,
@@ -658,6 +660,7 @@ async fn deliveries_at_own_addresses_go_out_together_and_fail_alone() {
         .map(|session| Delivery {
             session,
             notify: address(session),
+            fallback: None,
             events: vec![SessionEvent::Result {
                 seq: 2,
                 zxid: 40 + session,
@@ -689,4 +692,69 @@ async fn deliveries_at_own_addresses_go_out_together_and_fail_alone() {
         assert!(deliveries.contains(&got), "{got:?}");
         assert_eq!(got.notify, n.url);
     }
+}
+
+/// A session whose own address cannot be reached gets its events at its fallback address,
+/// and the watch stage's answer names it (so that the distributor moves it there for good);
+/// a session whose fallback fails too fails the batch as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_unreachable_at_its_own_address_is_delivered_at_its_fallback() {
+    let runner = Runner::new(&stage_files(), KvFlavour::Draft2).unwrap();
+    let nowhere = "http://nowhere.spin.internal/deliver".to_string();
+    let delivery = |session: SessionId, notify: String, fallback: Option<String>| Delivery {
+        session,
+        notify,
+        fallback,
+        events: vec![SessionEvent::Result {
+            seq: 3,
+            zxid: 50 + session,
+            result: OpResult::SessionClosed,
+        }],
+    };
+    let fallback = |session: SessionId| format!("http://collector.test/queue/{session}");
+    let batch = |deliveries: Vec<Delivery>| {
+        Bytes::from(serde_json::to_string(&DeliveryBatch { deliveries }).unwrap())
+    };
+    let deliveries = vec![
+        delivery(91, nowhere.clone(), Some(fallback(91))),
+        delivery(
+            92,
+            "http://collector.test/own/92".to_string(),
+            Some(fallback(92)),
+        ),
+    ];
+    let (status, out) = runner
+        .invoke("watch", "/", batch(deliveries.clone()))
+        .await
+        .unwrap();
+    let answer: HandOver = serde_json::from_slice(&out).unwrap();
+    assert_eq!(status, 200, "{answer:?}");
+    assert_eq!(
+        answer,
+        HandOver {
+            delivered: 2,
+            failed: 0,
+            fell_back: vec![91],
+        }
+    );
+    let mut seen = runner.collector().all();
+    seen.sort_by(|a, b| a.url.cmp(&b.url));
+    let urls: Vec<&str> = seen.iter().map(|n| n.url.as_str()).collect();
+    assert_eq!(urls, ["http://collector.test/own/92", &fallback(91)]);
+    for (n, d) in seen.iter().zip([&deliveries[1], &deliveries[0]]) {
+        let got: Delivery = serde_json::from_slice(&n.body).unwrap();
+        assert_eq!(&got, d);
+    }
+    // Both addresses unreachable: not handed over.
+    let (status, out) = runner
+        .invoke(
+            "watch",
+            "/",
+            batch(vec![delivery(93, nowhere.clone(), Some(nowhere.clone()))]),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("sessions [93] unreachable"), "{text}");
 }

@@ -13,6 +13,11 @@
 //!   (`<prefix>-session-<id>.fifo`), created when the session opens and deleted when it
 //!   closes. No other session reads it, so none can take another's replies; the watch stage
 //!   writes to it in zxid order (Guarantee 4).
+//! - Or, with [`Results::Direct`], they come to an HTTP listener of the session's own,
+//!   which the service POSTs to (a deployment run with direct results, `docs/aws.md`): no
+//!   SQS request per result, as FaaSKeeper's clients get theirs over TCP. The queue is still
+//!   made and read (a long poll every 20 s while idle): if the listener cannot be reached,
+//!   the service delivers there instead, for good, so nothing overtakes what waits in it.
 //! - **Pings** are `{"ping": <session>}` messages on the writer queue.
 //!
 //! ```no_run
@@ -32,12 +37,61 @@ use faaskeeper_core::wire::{
     Delivery, NodeView, Op, Request, SessionEvent, Submission, WriteBatch,
 };
 use faaskeeper_core::{SessionId, ZkError};
+use std::sync::Arc;
 
 /// Seconds one receive on the session queue waits (SQS's longest long poll).
 const POLL_WAIT_S: i32 = 20;
 
+/// Where a session on the AWS transport takes its results and watch events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Results {
+    /// Its own SQS queue.
+    #[default]
+    Queue,
+    /// An HTTP listener of its own at `listen` (port 0: any free port), which the service
+    /// reaches at `advertise` (default: the address bound). The service must run with
+    /// direct results (`faaskeeper serve --backend aws --direct-results`); the session's
+    /// queue is the fallback address.
+    Direct {
+        /// Address to bind.
+        listen: std::net::SocketAddr,
+        /// Address the service is given, if not the one bound (behind a NAT, say).
+        advertise: Option<std::net::SocketAddr>,
+    },
+}
+
+/// Largest delivery the listener takes: results and events carry stats and paths, not data.
+const MAX_DELIVERY: usize = 16 * 1024 * 1024;
+
+/// What arrives for the session, from its listener or its queue, in the order it arrived.
+type Arrivals = Result<Vec<SessionEvent>, Error>;
+
+/// A session's own listener, and the task that reads its queue behind it.
+struct Direct {
+    advertise: std::net::SocketAddr,
+    /// The session the listener takes deliveries for, once it is known.
+    session: Arc<std::sync::OnceLock<SessionId>>,
+    tx: tokio::sync::mpsc::UnboundedSender<Arrivals>,
+    rx: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Arrivals>>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        for t in self
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default()
+        {
+            t.abort();
+        }
+    }
+}
+
 pub(crate) struct AwsTransport {
     queues: Queues,
+    direct: Option<Direct>,
 }
 
 fn transport(e: impl std::fmt::Display) -> Error {
@@ -65,9 +119,18 @@ fn new_session_id() -> SessionId {
 }
 
 impl AwsTransport {
-    pub(crate) async fn connect(opts: &AwsOptions) -> Result<AwsTransport, Error> {
+    pub(crate) async fn connect(
+        opts: &AwsOptions,
+        results: &Results,
+    ) -> Result<AwsTransport, Error> {
         let queues = Queues::connect(opts).await.map_err(transport)?;
-        Ok(AwsTransport { queues })
+        let direct = match results {
+            Results::Queue => None,
+            Results::Direct { listen, advertise } => {
+                Some(Direct::listen(*listen, *advertise).await?)
+            }
+        };
+        Ok(AwsTransport { queues, direct })
     }
 
     /// What this session's transport counted: SQS requests (64 KiB chunks) and S3 requests.
@@ -102,13 +165,21 @@ impl AwsTransport {
             .ensure(&names.session(session), QueueKind::Fifo, None)
             .await
             .map_err(transport)?;
+        let (notify, fallback) = match &self.direct {
+            Some(d) => {
+                d.start(session, self.queues.clone());
+                (d.address(session), Some(names.notify_url(session)))
+            }
+            None => (names.notify_url(session), None),
+        };
         let open = WriteBatch {
             requests: vec![Request {
                 session,
                 seq: 0,
                 op: Op::OpenSession {
                     timeout_ms,
-                    notify: names.notify_url(session),
+                    notify,
+                    fallback,
                 },
             }],
         };
@@ -157,6 +228,18 @@ impl AwsTransport {
     }
 
     pub(crate) async fn close(&self, session: SessionId) -> Result<(), Error> {
+        if let Some(d) = &self.direct
+            && let Ok(mut tasks) = d.tasks.lock()
+        {
+            // The listener first: nothing is taken for a session that is going.
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+            let _ = d.tx.send(Err(Error::Zk {
+                code: ZkError::SessionExpired,
+                message: "session closed".into(),
+            }));
+        }
         self.queues
             .delete_queue(&self.queues.names().session(session))
             .await
@@ -172,29 +255,171 @@ impl AwsTransport {
         }
     }
 
-    /// One long poll of the session queue: the events of every message received, in order;
-    /// the messages are deleted once decoded (the client drops anything redelivered).
+    /// What came next for the session: one long poll of its queue, or, with a listener,
+    /// what it and the queue brought, in the order they arrived. The client drops anything
+    /// redelivered.
     pub(crate) async fn poll(&self, session: SessionId) -> Result<Vec<(u64, SessionEvent)>, Error> {
-        let queue = self.queues.names().session(session);
-        let got = self
-            .queues
-            .receive(&queue, 10, POLL_WAIT_S)
-            .await
-            .map_err(queue_error)?;
+        let Some(direct) = &self.direct else {
+            let events = poll_queue(&self.queues, session).await?;
+            return Ok(events.into_iter().map(|e| (0, e)).collect());
+        };
+        let mut rx = direct.rx.lock().await;
         let mut events = Vec::new();
-        for m in &got {
-            match serde_json::from_slice::<Delivery>(&m.body) {
-                Ok(d) if d.session == session => {
-                    events.extend(d.events.into_iter().map(|e| (0, e)))
-                }
-                Ok(_) | Err(_) => tracing::warn!(session, "undecodable delivery dropped"),
-            }
+        match rx.recv().await {
+            Some(got) => events.extend(got?),
+            None => return Err(transport("session listener stopped")),
         }
-        self.queues
-            .delete(&queue, &got)
+        while let Ok(got) = rx.try_recv() {
+            events.extend(got?);
+        }
+        Ok(events.into_iter().map(|e| (0, e)).collect())
+    }
+}
+
+/// One long poll of the session queue: the events of every message received, in order; the
+/// messages are deleted once decoded.
+async fn poll_queue(queues: &Queues, session: SessionId) -> Result<Vec<SessionEvent>, Error> {
+    let queue = queues.names().session(session);
+    let got = queues
+        .receive(&queue, 10, POLL_WAIT_S)
+        .await
+        .map_err(queue_error)?;
+    let mut events = Vec::new();
+    for m in &got {
+        match serde_json::from_slice::<Delivery>(&m.body) {
+            Ok(d) if d.session == session => events.extend(d.events),
+            Ok(_) | Err(_) => tracing::warn!(session, "undecodable delivery dropped"),
+        }
+    }
+    queues.delete(&queue, &got).await.map_err(queue_error)?;
+    Ok(events)
+}
+
+impl Direct {
+    /// Bind the listener and serve it: each delivery for the session is passed on before it
+    /// is answered, so deliveries are passed on in the order the service made them (it sends
+    /// a session's next one only after this one's answer).
+    async fn listen(
+        listen: std::net::SocketAddr,
+        advertise: Option<std::net::SocketAddr>,
+    ) -> Result<Direct, Error> {
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(queue_error)?;
-        Ok(events)
+            .map_err(|e| transport(format!("session listener on {listen}: {e}")))?;
+        let bound = listener.local_addr().map_err(transport)?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let session = Arc::new(std::sync::OnceLock::new());
+        let accept = tokio::spawn(serve_listener(listener, session.clone(), tx.clone()));
+        Ok(Direct {
+            advertise: advertise.unwrap_or(bound),
+            session,
+            tx,
+            rx: tokio::sync::Mutex::new(rx),
+            tasks: std::sync::Mutex::new(vec![accept]),
+        })
+    }
+
+    /// The address the service is given for `session`.
+    fn address(&self, session: SessionId) -> String {
+        format!("http://{}/v1/sessions/{session}/deliver", self.advertise)
+    }
+
+    /// Take deliveries for `session`, and read its queue behind the listener.
+    fn start(&self, session: SessionId, queues: Queues) {
+        let _ = self.session.set(session);
+        let tx = self.tx.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let got = poll_queue(&queues, session).await;
+                let stop = matches!(
+                    got,
+                    Err(Error::Zk {
+                        code: ZkError::SessionExpired,
+                        ..
+                    })
+                );
+                let failed = got.is_err();
+                if tx.send(got).is_err() || stop {
+                    return;
+                }
+                if failed {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        });
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+    }
+}
+
+async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    session: Arc<std::sync::OnceLock<SessionId>>,
+    tx: tokio::sync::mpsc::UnboundedSender<Arrivals>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (session, tx) = (session.clone(), tx.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let (session, tx) = (session.clone(), tx.clone());
+                async move { Ok::<_, std::convert::Infallible>(take_delivery(req, &session, &tx).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Answer one POST to the listener: 200 once the delivery is passed on; 404 for a session
+/// this listener does not serve (the service then uses the fallback address); 400 for
+/// anything that is not a delivery.
+async fn take_delivery(
+    req: http::Request<hyper::body::Incoming>,
+    session: &std::sync::OnceLock<SessionId>,
+    tx: &tokio::sync::mpsc::UnboundedSender<Arrivals>,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    use http_body_util::BodyExt;
+    let answer = |status: u16, msg: &str| {
+        let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+            serde_json::json!({ "error": msg }).to_string(),
+        )));
+        *r.status_mut() =
+            http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
+        r
+    };
+    let Some(&mine) = session.get() else {
+        return answer(404, "no session yet");
+    };
+    if req.method() != http::Method::POST
+        || req.uri().path() != format!("/v1/sessions/{mine}/deliver")
+    {
+        return answer(404, "no such session here");
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_DELIVERY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return answer(400, &format!("delivery not read: {e}")),
+    };
+    match serde_json::from_slice::<Delivery>(&body) {
+        Ok(d) if d.session == mine => {
+            if tx.send(Ok(d.events)).is_err() {
+                return answer(503, "session closing");
+            }
+            let mut ok =
+                http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")));
+            *ok.status_mut() = http::StatusCode::OK;
+            ok
+        }
+        Ok(_) => answer(404, "delivery for another session"),
+        Err(e) => answer(400, &format!("malformed delivery: {e}")),
     }
 }
 

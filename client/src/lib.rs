@@ -211,7 +211,18 @@ impl Client {
         aws: &faaskeeper_backend_aws::AwsOptions,
         options: Options,
     ) -> Result<Client, Error> {
-        let transport = Transport::Aws(aws::AwsTransport::connect(aws).await?);
+        Client::connect_aws_with(aws, options, &aws::Results::Queue).await
+    }
+
+    /// [`Client::connect_aws`], taking results and events as `results` says: on the
+    /// session's queue, or at a listener of its own ([`aws::Results::Direct`]).
+    #[cfg(feature = "aws")]
+    pub async fn connect_aws_with(
+        aws: &faaskeeper_backend_aws::AwsOptions,
+        options: Options,
+        results: &aws::Results,
+    ) -> Result<Client, Error> {
+        let transport = Transport::Aws(aws::AwsTransport::connect(aws, results).await?);
         Client::open(transport, options).await
     }
 

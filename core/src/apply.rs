@@ -173,6 +173,10 @@ pub struct SessionRecord {
     pub timeout_ms: i32,
     /// Delivery address.
     pub notify: String,
+    /// Where deliveries go once `notify` has failed (`Op::OpenSession`); taken for good by
+    /// [`SessionRecord::fall_back`]. Left out of the JSON while unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     /// Highest seq applied (dedup and FIFO).
     pub last_seq: i64,
     /// zxid and result of `last_seq`, re-sent when that request is redelivered.
@@ -185,6 +189,21 @@ pub struct SessionRecord {
     /// request of the session is judged with them. Left out of the JSON while empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub auth: Vec<Id>,
+}
+
+impl SessionRecord {
+    /// Deliver at the fallback address from now on, because the session's own address could
+    /// not be reached; `false` if there is none (nothing changed). For good: anything
+    /// delivered at the own address later could overtake what waits at the fallback.
+    pub fn fall_back(&mut self) -> bool {
+        match self.fallback.take() {
+            Some(f) => {
+                self.notify = f;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Watches left on a path, by session.
@@ -318,6 +337,7 @@ impl Outbox {
                 Some(rec) if !rec.closed || session == issuer => out.push(Delivery {
                     session,
                     notify: rec.notify.clone(),
+                    fallback: rec.fallback.clone(),
                     events,
                 }),
                 _ => {}
@@ -478,7 +498,12 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
     // They read the session record on loan; a request that goes on copies it, without the
     // stored result it replaces.
     let session = state.session_ref(req.session)?;
-    if let Op::OpenSession { timeout_ms, notify } = &req.op {
+    if let Op::OpenSession {
+        timeout_ms,
+        notify,
+        fallback,
+    } = &req.op
+    {
         if let Some(rec) = session {
             // A redelivered open is answered again; a reused id is refused.
             let result = match (&rec.last_result, rec.closed, req.seq == 0) {
@@ -494,6 +519,7 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
             SessionRecord {
                 timeout_ms,
                 notify: notify.clone(),
+                fallback: fallback.clone(),
                 last_seq: req.seq,
                 last_result: Some((txn.zxid, result.clone())),
                 ephemerals: BTreeSet::new(),
@@ -539,6 +565,7 @@ pub fn apply<S: State>(state: &mut S, txn: &Txn) -> Result<Applied, S::Error> {
     let mut sess = SessionRecord {
         timeout_ms: rec.timeout_ms,
         notify: rec.notify.clone(),
+        fallback: rec.fallback.clone(),
         last_seq: rec.last_seq,
         // Set below, once the request's result is known.
         last_result: None,
@@ -1781,6 +1808,7 @@ mod tests {
                 Op::OpenSession {
                     timeout_ms: 1000,
                     notify: format!("n{session}"),
+                    fallback: None,
                 },
             );
             assert_eq!(
@@ -3545,6 +3573,7 @@ mod reads_tests {
         let open = Op::OpenSession {
             timeout_ms: 4000,
             notify: "n".into(),
+            fallback: None,
         };
         let setup = [
             txn(1, 0, open),

@@ -15,7 +15,7 @@
 //!
 //! let mut state = MemState::initialized();
 //! let open = Txn { zxid: 1, time_ms: 10, request: Request {
-//!     session: 7, seq: 0, op: Op::OpenSession { timeout_ms: 10_000, notify: "n".into() } } };
+//!     session: 7, seq: 0, op: Op::OpenSession { timeout_ms: 10_000, notify: "n".into(), fallback: None } } };
 //! apply(&mut state, &open).unwrap();
 //! let create = Txn { zxid: 2, time_ms: 11, request: Request { session: 7, seq: 1, op: Op::Create {
 //!     path: "/a".into(), data: b"hello".to_vec(), mode: CreateMode::Persistent, acl: None } } };

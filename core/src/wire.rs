@@ -61,6 +61,11 @@ pub enum Op {
         timeout_ms: i32,
         /// Delivery address of the session's channel.
         notify: String,
+        /// Where its deliveries go once `notify` cannot be reached (a client's own
+        /// listener, with its session queue behind it): from then on, for good, so that
+        /// nothing the session gets overtakes what is waiting there (Guarantee 4).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fallback: Option<String>,
     },
     /// End a session; its ephemeral nodes are deleted.
     CloseSession,
@@ -1059,6 +1064,10 @@ pub struct Delivery {
     pub session: SessionId,
     /// Its delivery address.
     pub notify: String,
+    /// Where the watch stage delivers when `notify` cannot be reached (see
+    /// `Op::OpenSession`); naming the session in its answer's [`HandOver::fell_back`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     /// Events in zxid order.
     pub events: Vec<SessionEvent>,
 }
@@ -1074,6 +1083,22 @@ pub fn hub_origin(notify: &str, session: SessionId) -> Option<&str> {
     let rest = notify.strip_suffix("/deliver")?;
     let (origin, id) = rest.rsplit_once("/v1/sessions/")?;
     (id.parse::<SessionId>().ok()? == session && !origin.is_empty()).then_some(origin)
+}
+
+/// The watch stage's answer to the distributor when it took a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandOver {
+    /// Deliveries made.
+    #[serde(default)]
+    pub delivered: usize,
+    /// Sessions whose channel is gone (nothing to retry).
+    #[serde(default)]
+    pub failed: usize,
+    /// Sessions delivered at their fallback address because their own could not be
+    /// reached: the distributor moves them there for good before anything later is
+    /// delivered ([`crate::apply::SessionRecord::fall_back`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fell_back: Vec<SessionId>,
 }
 
 /// A hub's answer to a batch of deliveries.

@@ -239,6 +239,7 @@ pub fn apply_program(data: &[u8]) {
         let op = Op::OpenSession {
             timeout_ms: 10_000,
             notify: format!("http://sessions.internal/{session}"),
+            fallback: None,
         };
         run(&mut state, session, 0, op, time_ms);
         seqs[i] = 0;

@@ -19,7 +19,10 @@ use bytes::Bytes;
 use faaskeeper_backend_aws::{NOTIFY_AUTHORITY, QueueError, Queues, Received};
 use faaskeeper_core::SessionId;
 use faaskeeper_core::queue::WriterMessage;
-use faaskeeper_core::wire::{Delivery, OpResult, Request, SessionEvent, Submission};
+use faaskeeper_core::wire::{
+    Delivery, DeliveryBatch, HUB_BATCH_PATH, OpResult, Request, SessionEvent, Submission,
+    hub_origin,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +36,8 @@ pub struct SqsOutbound {
     /// Send the writer's distributor wake-ups to the distributor queue (Lambda) instead of
     /// running the distributor in this process (the poller).
     distributor_by_queue: bool,
+    /// Deliver to clients' own listeners too ([`SqsOutbound::with_direct_results`]).
+    direct_results: bool,
 }
 
 impl SqsOutbound {
@@ -41,7 +46,86 @@ impl SqsOutbound {
         SqsOutbound {
             queues,
             distributor_by_queue,
+            direct_results: false,
         }
+    }
+
+    /// Also carry the watch stage's POSTs to a client's own listener: an address
+    /// `http://<ip>:<port>/v1/sessions/<id>/deliver` that a session opened with (its queue
+    /// named as the fallback), or that listener's batch path ([`HUB_BATCH_PATH`]). A result
+    /// then costs no SQS request; the listener must be reachable from here. Only IP
+    /// literals and those two paths are reached, nothing else on the network.
+    pub fn with_direct_results(mut self, on: bool) -> SqsOutbound {
+        self.direct_results = on;
+        self
+    }
+}
+
+/// How long a POST to a client's listener may take to connect, and to be answered: a
+/// listener that is down or unreachable costs the batch about this once, after which the
+/// session's deliveries go to its queue.
+const DIRECT_CONNECT: Duration = Duration::from_secs(1);
+const DIRECT_ANSWER: Duration = Duration::from_secs(5);
+
+/// Whether `host` (a URL's host) is an IP literal: the only kind of address of a client's
+/// listener this host delivers to.
+fn is_ip_literal(host: &str) -> bool {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok()
+}
+
+/// Whether `path` is one a client's listener takes `body` at: its batch path, or the
+/// delivery path of the session the body is for.
+fn direct_path_fits(path: &str, body: &[u8]) -> bool {
+    if path == HUB_BATCH_PATH {
+        return serde_json::from_slice::<DeliveryBatch>(body).is_ok();
+    }
+    match serde_json::from_slice::<Delivery>(body) {
+        Ok(d) => hub_origin(&format!("http://x{path}"), d.session).is_some(),
+        Err(_) => false,
+    }
+}
+
+/// POST `body` to a client's listener at `authority` + `path`; failures are 5xx answers,
+/// so that the watch stage retries and then falls back to the session's queue.
+async fn post_direct(authority: &str, path: &str, body: Bytes) -> (u16, Bytes) {
+    use http_body_util::{BodyExt, Full};
+    let exchange = async {
+        let stream =
+            tokio::time::timeout(DIRECT_CONNECT, tokio::net::TcpStream::connect(authority))
+                .await
+                .map_err(|_| "connect timed out".to_string())?
+                .map_err(|e| format!("connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(conn);
+        let request = http::Request::post(path)
+            .header(http::header::HOST, authority)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("answer: {e}"))?
+            .to_bytes();
+        Ok::<_, String>((status, bytes))
+    };
+    match tokio::time::timeout(DIRECT_ANSWER, exchange).await {
+        Ok(Ok(answered)) => answered,
+        Ok(Err(e)) => answer(502, &format!("client listener {authority}: {e}")),
+        Err(_) => answer(504, &format!("client listener {authority}: no answer")),
     }
 }
 
@@ -64,12 +148,19 @@ fn dedup_id(body: &[u8]) -> String {
 
 #[async_trait::async_trait]
 impl Outbound for SqsOutbound {
-    fn handles(&self, authority: &str) -> bool {
-        authority == NOTIFY_AUTHORITY
-            || (self.distributor_by_queue && authority == DISTRIBUTOR_AUTHORITY)
+    fn handles(&self, host: &str) -> bool {
+        host == NOTIFY_AUTHORITY
+            || (self.distributor_by_queue && host == DISTRIBUTOR_AUTHORITY)
+            || (self.direct_results && is_ip_literal(host))
     }
 
     async fn send(&self, authority: &str, path: &str, body: Bytes) -> (u16, Bytes) {
+        if authority != NOTIFY_AUTHORITY && authority != DISTRIBUTOR_AUTHORITY {
+            if !direct_path_fits(path, &body) {
+                return answer(400, "not a delivery to a client's listener");
+            }
+            return post_direct(authority, path, body).await;
+        }
         if authority == DISTRIBUTOR_AUTHORITY {
             let queue = self.queues.names().distributor();
             return match self.queues.send(&queue, b"{}", None, None).await {
@@ -202,6 +293,7 @@ impl WriterQueue {
             let delivery = Delivery {
                 session: req.session,
                 notify: names.notify_url(req.session),
+                fallback: None,
                 events: vec![SessionEvent::Result {
                     seq: *seq,
                     zxid: 0,
@@ -261,14 +353,19 @@ impl WriterQueue {
 }
 
 /// Serve the writer queue from this host (`faaskeeper serve --backend aws`): session
-/// deliveries go to SQS, the distributor runs in this process, and `pollers` tasks consume
-/// the writer queue (the write combiner folds their batches into shared appends).
+/// deliveries go to SQS (and, with `direct_results`, to clients' own listeners, see
+/// [`SqsOutbound::with_direct_results`]), the distributor runs in this process, and `pollers`
+/// tasks consume the writer queue (the write combiner folds their batches into shared
+/// appends).
 pub fn start_pollers(
     rt: &Arc<Runtime>,
     queues: &Queues,
     pollers: usize,
+    direct_results: bool,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    rt.set_outbound(Arc::new(SqsOutbound::new(queues.clone(), false)));
+    rt.set_outbound(Arc::new(
+        SqsOutbound::new(queues.clone(), false).with_direct_results(direct_results),
+    ));
     let consumer = Arc::new(WriterQueue::new(rt.clone(), queues.clone()));
     (0..pollers.max(1))
         .map(|_| tokio::spawn(consumer.clone().run_poller()))
@@ -301,5 +398,44 @@ pub async fn run_heartbeat_once(rt: &Arc<Runtime>) -> anyhow::Result<()> {
             "heartbeat answered {status}: {}",
             String::from_utf8_lossy(&body)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_results_reach_only_deliveries_at_ip_addresses() {
+        for ip in ["127.0.0.1", "10.1.2.3", "[::1]", "::1"] {
+            assert!(is_ip_literal(ip), "{ip}");
+        }
+        for name in ["example.com", "localhost", "queues.faaskeeper.internal", ""] {
+            assert!(!is_ip_literal(name), "{name}");
+        }
+        let delivery = |session: SessionId| {
+            serde_json::to_vec(&Delivery {
+                session,
+                notify: String::new(),
+                fallback: None,
+                events: Vec::new(),
+            })
+            .unwrap()
+        };
+        assert!(direct_path_fits("/v1/sessions/7/deliver", &delivery(7)));
+        // Another session's path, another path, or not a delivery: refused.
+        assert!(!direct_path_fits("/v1/sessions/8/deliver", &delivery(7)));
+        assert!(!direct_path_fits("/admin", &delivery(7)));
+        assert!(!direct_path_fits(
+            "/v1/sessions/7/deliver?x=1",
+            &delivery(7)
+        ));
+        assert!(!direct_path_fits("/v1/sessions/7/deliver", b"garbage"));
+        let batch = serde_json::to_vec(&DeliveryBatch {
+            deliveries: Vec::new(),
+        })
+        .unwrap();
+        assert!(direct_path_fits(HUB_BATCH_PATH, &batch));
+        assert!(!direct_path_fits(HUB_BATCH_PATH, b"[]"));
     }
 }

@@ -192,6 +192,7 @@ mod tests {
         Delivery {
             session,
             notify,
+            fallback: None,
             events: vec![SessionEvent::Result {
                 seq: 1,
                 zxid: 7,

@@ -89,6 +89,10 @@ enum Command {
         /// With `--measure`: also write the counts here (e.g. docs/cost-counts.json).
         #[arg(long, requires = "measure")]
         write_counts: Option<PathBuf>,
+        /// With `--measure`: the sessions take their results at listeners of their own
+        /// (`serve --direct-results`), not on their queues.
+        #[arg(long, requires = "measure")]
+        direct_results: bool,
         /// The user bucket's store: `s3` (one object per node) or `dynamodb` (one item per
         /// node, S3 only for nodes over 8 KiB). Picks the built-in count table of that
         /// deployment, or what `--measure` deploys.
@@ -118,6 +122,11 @@ enum Command {
         /// for nodes over 8 KiB). Clients on the AWS transport must be told the same.
         #[arg(long, default_value = "s3", value_parser = ["s3", "dynamodb"])]
         user_storage: String,
+        /// With `--backend aws`: also deliver results and events straight to clients' own
+        /// listeners (sessions opened with a direct address; their queue is the fallback),
+        /// which must be reachable from this host. Each result then costs no SQS request.
+        #[arg(long)]
+        direct_results: bool,
         /// HTTP API port.
         #[arg(long, default_value_t = 8181)]
         port: u16,
@@ -312,6 +321,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             aws_region,
             aws_prefix,
             user_storage,
+            direct_results,
             port,
             host,
             zk_port,
@@ -379,7 +389,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // The writer queue is consumed for a single-tenant host only (tenants on AWS are
             // served over HTTP).
             let _pollers = match &aws {
-                Some(aws) => aws.serve_queues(&host),
+                Some(aws) => aws.serve_queues(&host, direct_results),
                 None => Vec::new(),
             };
             if tenants.is_empty() {
@@ -430,6 +440,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sessions,
             sizes,
             write_counts,
+            direct_results,
             user_storage,
         } => {
             use faaskeeper_host::cost::{self, CountTable, Workload, prices};
@@ -447,8 +458,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                     .with_writer(std::io::stderr)
                     .init();
-                let table =
-                    measure_counts(aws_endpoint, &sizes, ops, sessions, &user_storage).await?;
+                let table = measure_counts(
+                    aws_endpoint,
+                    &sizes,
+                    ops,
+                    sessions,
+                    direct_results,
+                    &user_storage,
+                )
+                .await?;
                 if let Some(path) = write_counts {
                     std::fs::write(&path, serde_json::to_string_pretty(&table)? + "\n")
                         .with_context(|| format!("writing {}", path.display()))?;
@@ -482,6 +500,7 @@ async fn measure_counts(
     sizes: &[usize],
     ops: usize,
     sessions: usize,
+    direct_results: bool,
     user_storage: &str,
 ) -> anyhow::Result<faaskeeper_host::cost::CountTable> {
     use faaskeeper_backend_aws::{AwsOptions, moto::MotoServer};
@@ -503,19 +522,40 @@ async fn measure_counts(
                 ..AwsOptions::default()
             };
             let what = format!("counted {date} by `faaskeeper cost --measure` on {endpoint}");
-            faaskeeper_host::cost::measure::measure(&opts, sizes, ops, sessions, &what).await
+            faaskeeper_host::cost::measure::measure(
+                &opts,
+                sizes,
+                ops,
+                sessions,
+                direct_results,
+                &what,
+            )
+            .await
         }
         None => {
             let moto = MotoServer::start().context("starting moto (pip install 'moto[server]')")?;
             let what = format!(
-                "counted {date} by `faaskeeper cost --measure --user-storage {user_storage}` on \
-                 moto (DynamoDB system bucket, host as a poller, client on the AWS transport)"
+                "counted {date} by `faaskeeper cost --measure --user-storage {user_storage}{}` on \
+                 moto (DynamoDB system bucket, host as a poller, client on the AWS transport)",
+                if direct_results {
+                    " --direct-results"
+                } else {
+                    ""
+                }
             );
             let opts = AwsOptions {
                 user_storage,
                 ..moto.options(&prefix)
             };
-            faaskeeper_host::cost::measure::measure(&opts, sizes, ops, sessions, &what).await
+            faaskeeper_host::cost::measure::measure(
+                &opts,
+                sizes,
+                ops,
+                sessions,
+                direct_results,
+                &what,
+            )
+            .await
         }
     }
 }
@@ -526,6 +566,7 @@ async fn measure_counts(
     _sizes: &[usize],
     _ops: usize,
     _sessions: usize,
+    _direct_results: bool,
     _user_storage: &str,
 ) -> anyhow::Result<faaskeeper_host::cost::CountTable> {
     anyhow::bail!("this binary was built without the `aws` feature")
@@ -588,16 +629,18 @@ impl AwsServe {
     fn serve_queues(
         &self,
         host: &faaskeeper_host::RunningHost,
+        direct_results: bool,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let queues = self.backend.queues();
         println!("writer queue {}", queues.names().writer());
-        faaskeeper_host::aws::start_pollers(host.runtime(), queues, 4)
+        faaskeeper_host::aws::start_pollers(host.runtime(), queues, 4, direct_results)
     }
 
     #[cfg(not(feature = "aws"))]
     fn serve_queues(
         &self,
         _host: &faaskeeper_host::RunningHost,
+        _direct_results: bool,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         Vec::new()
     }

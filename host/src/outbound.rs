@@ -10,7 +10,8 @@ pub trait Outbound: Send + Sync {
     /// Whether requests to `authority` (host name of the URL) are this route's.
     fn handles(&self, authority: &str) -> bool;
 
-    /// Carry out a POST of `body` to `authority` + `path`; the status and body answered to
-    /// the stage. Failures are answers too (a 4xx or 5xx status), never a trap.
+    /// Carry out a POST of `body` to `authority` (host name, with the port if the URL has
+    /// one) + `path`; the status and body answered to the stage. Failures are answers too
+    /// (a 4xx or 5xx status), never a trap.
     async fn send(&self, authority: &str, path: &str, body: Bytes) -> (u16, Bytes);
 }

@@ -154,8 +154,13 @@ impl WasiHttpHooks for StageRouter {
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "/".to_string());
             if let Some(out) = rt.outbound().filter(|o| o.handles(&host)).cloned() {
+                // With its port: a client's own listener is an address, not just a name.
+                let authority = request
+                    .uri()
+                    .authority()
+                    .map_or_else(|| host.clone(), |a| a.to_string());
                 let body = request.into_body().collect().await?.to_bytes();
-                let (status, bytes) = out.send(&host, &path, body).await;
+                let (status, bytes) = out.send(&authority, &path, body).await;
                 return Ok((
                     response(status, bytes)?,
                     Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,

@@ -336,6 +336,7 @@ impl Api {
                 op: Op::OpenSession {
                     timeout_ms,
                     notify: SessionHub::notify_url(id),
+                    fallback: None,
                 },
             }],
         };

@@ -68,7 +68,7 @@ async fn poller_appends_from_the_writer_queue_and_answers_on_the_session_queue()
     })
     .await
     .expect("host");
-    let _pollers = faaskeeper_host::aws::start_pollers(host.runtime(), aws.queues(), 2);
+    let _pollers = faaskeeper_host::aws::start_pollers(host.runtime(), aws.queues(), 2, false);
     let q = aws.queues();
     let session = 4242;
     q.ensure(&q.names().session(session), QueueKind::Fifo, None)
@@ -81,6 +81,7 @@ async fn poller_appends_from_the_writer_queue_and_answers_on_the_session_queue()
         Op::OpenSession {
             timeout_ms: 30_000,
             notify: q.names().notify_url(session),
+            fallback: None,
         },
     )
     .await;

@@ -125,6 +125,7 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
             timeout_ms: 30_000,
             // The host's hub, which has no channel for it: results are dropped as gone.
             notify: format!("http://sessions.faaskeeper.internal/v1/sessions/{SESSION}/deliver"),
+            fallback: None,
         },
     );
     let creates: Vec<Txn> = (0..600)

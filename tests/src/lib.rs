@@ -172,6 +172,7 @@ pub async fn start_aws_host(
         host.runtime(),
         backend.queues(),
         2,
+        true,
     ));
     (host, backend)
 }

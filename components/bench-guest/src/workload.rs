@@ -84,6 +84,7 @@ fn op(i: usize) -> (i64, Op) {
     let open = |notify: &str| Op::OpenSession {
         timeout_ms: 10_000,
         notify: notify.to_string(),
+        fallback: None,
     };
     match i {
         0 => return (WRITER, open("writer")),

@@ -44,7 +44,7 @@ use faaskeeper_core::apply::{NodeRecord, Reads, SessionRecord, WatchRecord, appl
 use faaskeeper_core::keys;
 use faaskeeper_core::session::{LiveSession, LiveSessions};
 use faaskeeper_core::ttl::TtlIndex;
-use faaskeeper_core::wire::{Delivery, LogEntry, LogHead, b64, decode_log_record};
+use faaskeeper_core::wire::{Delivery, HandOver, LogEntry, LogHead, b64, decode_log_record};
 use faaskeeper_core::wire::{Op, OpResult, Txn};
 use faaskeeper_guest::kv::{Bucket, KvError};
 use faaskeeper_guest::pack::{pack, unpack};
@@ -472,20 +472,30 @@ fn settle(system: &Bucket, me: &str, cursor: &mut Option<Cursor>) -> Result<(), 
     let Some(c) = cursor.as_mut() else {
         return Ok(());
     };
-    if let Some(p) = c.handed_over()? {
-        c.check_lease(system, me)?;
+    if let Some((p, _)) = c.handed_over(system, me)? {
         end(system, &p, c.nodes_in_user)?;
     }
     Ok(())
 }
 
 impl Cursor {
-    /// Wait for the batch in flight to be handed over; ending it is then the caller's.
-    fn handed_over(&mut self) -> Result<Option<Pending>, KvError> {
-        match self.in_flight.take() {
-            Some(f) => handed_over(f.sent).map(|()| Some(f.pending)),
-            None => Ok(None),
-        }
+    /// Wait for the batch in flight to be handed over and check the lease; ending it is then
+    /// the caller's. `true` with it: sessions were moved to their fallback address, so a
+    /// batch decided meanwhile must be decided again.
+    fn handed_over(
+        &mut self,
+        system: &Bucket,
+        me: &str,
+    ) -> Result<Option<(Pending, bool)>, KvError> {
+        let Some(f) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        let moved = handed_over(f.sent)?;
+        // The wait may have been long: the lease is checked before the writes that follow.
+        self.check_lease(system, me)?;
+        fall_back(system, &moved)?;
+        let moved = !moved.is_empty();
+        Ok(Some((f.pending, moved)))
     }
 
     /// Before a write: check the lease again unless it was seen to be ours for at least a
@@ -624,12 +634,21 @@ fn apply_all(
             .collect();
         let txns: Vec<&Txn> = part.iter().map(|(_, t)| *t).collect();
         let mut pending = decide(system, user, c.nodes_in_user, &txns)?;
+        // Nothing of this batch is written before the batch in flight is handed over: a
+        // client must get an event before it can read newer data (Guarantee 4).
+        let before = match c.handed_over(system, me)? {
+            // Sessions were moved to their fallback address: this batch was decided with
+            // their old one, and is decided again (reads only, nothing of it was written).
+            Some((p, true)) => {
+                pending = decide(system, user, c.nodes_in_user, &txns)?;
+                Some(p)
+            }
+            Some((p, false)) => Some(p),
+            None => None,
+        };
         pending.ends_by_delete =
             faaskeeper_guest::pack::write_unit().is_some() && !spent.is_empty();
         pending.txn_ids = spent;
-        // Nothing of this batch is written before the batch in flight is handed over: a
-        // client must get an event before it can read newer data (Guarantee 4).
-        let before = c.handed_over()?;
         c.check_lease(system, me)?;
         let spent_before = match before {
             // Ended by deleting its records, as a batch without a successor is
@@ -795,7 +814,8 @@ fn carried_out(system: &Bucket, pending: &Pending) -> Result<bool, KvError> {
 /// crash is harmless; notifications may repeat and clients drop duplicates.
 fn finish(system: &Bucket, user: &Bucket, p: &Pending, nodes_in_user: bool) -> Result<(), KvError> {
     write_effects(system, user, p, nodes_in_user)?;
-    handed_over(hand_over(p)?)?;
+    let moved = handed_over(hand_over(p)?)?;
+    fall_back(system, &moved)?;
     end(system, p, nodes_in_user)
 }
 
@@ -870,19 +890,48 @@ fn hand_over(p: &Pending) -> Result<Option<faaskeeper_guest::Sent>, KvError> {
 }
 
 /// Whether the watch stage took the deliveries: a batch counts as applied only once its
-/// events are handed over (Guarantee 4).
-fn handed_over(sent: Option<faaskeeper_guest::Sent>) -> Result<(), KvError> {
+/// events are handed over (Guarantee 4). Returns the sessions it delivered at their fallback
+/// address, which the caller moves there for good ([`fall_back`]) before the batch ends, so
+/// that no later delivery can overtake what waits there.
+fn handed_over(sent: Option<faaskeeper_guest::Sent>) -> Result<Vec<SessionId>, KvError> {
     let Some(sent) = sent else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     match sent.wait() {
-        Ok((status, _)) if (200..300).contains(&status) => Ok(()),
+        // An answer without the field (a watch stage before fallback addresses) moved
+        // nobody.
+        Ok((status, body)) if (200..300).contains(&status) => {
+            Ok(serde_json::from_slice::<HandOver>(&body)
+                .map(|h| h.fell_back)
+                .unwrap_or_default())
+        }
         Ok((status, body)) => Err(KvError::Store(format!(
             "watch stage answered {status}: {}",
             String::from_utf8_lossy(&body)
         ))),
         Err(e) => Err(KvError::Store(format!("watch stage unreachable: {e}"))),
     }
+}
+
+/// Move `sessions` to their fallback address for good ([`SessionRecord::fall_back`]). Written
+/// before the batch that was just handed over ends: if the distributor stops in between, the
+/// batch is carried out again and its deliveries sent again (to the old address, if its
+/// redo record rewrites the session's record), and they come before anything later.
+fn fall_back(system: &Bucket, sessions: &[SessionId]) -> Result<(), KvError> {
+    let mut puts = Vec::new();
+    for id in sessions {
+        let key = keys::session(*id);
+        let Some(mut rec) = system.get_json::<SessionRecord>(&key)? else {
+            continue;
+        };
+        if rec.fall_back() {
+            puts.push((key, encode(&rec)?));
+        }
+    }
+    if !puts.is_empty() {
+        system.set_many(puts)?;
+    }
+    Ok(())
 }
 
 /// End a batch that is carried out and handed over: record it applied and delete the log

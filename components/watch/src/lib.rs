@@ -16,7 +16,7 @@
 //! POST per session after all, as any other address does.
 
 use faaskeeper_core::SessionId;
-use faaskeeper_core::wire::{DeliveryReceipt, HUB_BATCH_PATH, hub_origin};
+use faaskeeper_core::wire::{DeliveryReceipt, HUB_BATCH_PATH, HandOver, hub_origin};
 use faaskeeper_guest::{Reply, Stage};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -40,6 +40,8 @@ struct Delivery<'a> {
     session: SessionId,
     #[serde(borrow)]
     notify: Cow<'a, str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    fallback: Option<Cow<'a, str>>,
     #[serde(borrow)]
     events: &'a RawValue,
 }
@@ -89,6 +91,7 @@ impl Stage for Watch {
             delivered,
             gone,
             undelivered,
+            fell_back,
         } = tally;
         if !undelivered.is_empty() {
             // Not handed over: the distributor keeps the batch's redo record and sends the
@@ -100,7 +103,11 @@ impl Stage for Watch {
                 &format!("sessions {undelivered:?} unreachable; {delivered} delivered"),
             );
         }
-        Reply::json(&serde_json::json!({ "delivered": delivered, "failed": gone }))
+        Reply::json(&HandOver {
+            delivered,
+            failed: gone,
+            fell_back,
+        })
     }
 }
 
@@ -110,12 +117,21 @@ struct Tally {
     delivered: usize,
     gone: usize,
     undelivered: Vec<SessionId>,
+    /// Delivered at their fallback address (counted in `delivered` too).
+    fell_back: Vec<SessionId>,
 }
 
 impl Tally {
     fn record(&mut self, session: SessionId, outcome: Outcome) {
         match outcome {
             Outcome::Delivered => self.delivered += 1,
+            Outcome::FellBack => {
+                faaskeeper_guest::log(&format!(
+                    "watch: session {session} delivered at its fallback address"
+                ));
+                self.delivered += 1;
+                self.fell_back.push(session);
+            }
             Outcome::Gone(status) => {
                 // The session's channel is gone (closed client): nothing to retry.
                 self.gone += 1;
@@ -136,7 +152,7 @@ struct Group<'a, 'b> {
 }
 
 /// Deliver `group` in one POST to the hub at `origin`; `false` if the hub does not take
-/// batches (then nothing was queued and each delivery goes on its own).
+/// batches or cannot be reached (then each delivery goes on its own).
 fn deliver_to_hub(origin: &str, group: &[&Delivery<'_>], tally: &mut Tally) -> bool {
     let body = match serde_json::to_vec(&Group { deliveries: group }) {
         Ok(b) => b,
@@ -171,10 +187,10 @@ fn deliver_to_hub(origin: &str, group: &[&Delivery<'_>], tally: &mut Tally) -> b
             Err(e) => last = e.to_string(),
         }
     }
-    for d in group {
-        tally.record(d.session, Outcome::Unreachable(last.clone()));
-    }
-    true
+    // No answer: each session is tried at its own address after all, and, failing that, at
+    // its fallback address (a client's listener that is down, with its queue behind it).
+    faaskeeper_guest::log(&format!("watch: hub {origin} unreachable: {last}"));
+    false
 }
 
 /// Attempts per delivery before the batch is given back to the distributor.
@@ -182,6 +198,8 @@ const ATTEMPTS: usize = 3;
 
 enum Outcome {
     Delivered,
+    /// Delivered at the fallback address, the session's own having failed.
+    FellBack,
     /// The receiver answered that the session is not there (a 4xx status).
     Gone(u16),
     /// No answer, or a server error, after every attempt.
@@ -196,41 +214,78 @@ const IN_FLIGHT: usize = 32;
 /// about the time of one request, not of one per session (on AWS each is an SQS send of
 /// some milliseconds, and a batch under load names tens of sessions). Each session appears
 /// once per batch, so no session's events are reordered; a failed request is sent again, up
-/// to [`ATTEMPTS`] times.
+/// to [`ATTEMPTS`] times. A session whose own address still fails (no answer, or 4xx: a
+/// client's listener that no longer knows it) and that has a fallback address gets its
+/// events there, and the answer names it so that the distributor moves it there for good.
 fn deliver_each(single: &[&Delivery], tally: &mut Tally) -> Result<(), String> {
     for chunk in single.chunks(IN_FLIGHT) {
         let bodies = chunk
             .iter()
             .map(|d| serde_json::to_vec(d).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut outcomes: Vec<Option<Outcome>> = chunk.iter().map(|_| None).collect();
-        let mut last: Vec<String> = vec![String::new(); chunk.len()];
-        for _ in 0..ATTEMPTS {
-            let sent: Vec<_> = (0..chunk.len())
-                .filter(|i| outcomes[*i].is_none())
-                .map(|i| (i, faaskeeper_guest::send(&chunk[i].notify, &bodies[i])))
-                .collect();
-            if sent.is_empty() {
-                break;
-            }
-            for (i, request) in sent {
-                match request.and_then(faaskeeper_guest::Sent::wait) {
-                    Ok((status, _)) if (200..300).contains(&status) => {
-                        outcomes[i] = Some(Outcome::Delivered);
-                    }
-                    Ok((status, _)) if (400..500).contains(&status) => {
-                        outcomes[i] = Some(Outcome::Gone(status));
-                    }
-                    Ok((status, _)) => last[i] = format!("status {status}"),
-                    Err(e) => last[i] = e,
-                }
-            }
+        let own: Vec<usize> = (0..chunk.len()).collect();
+        let mut outcomes: Vec<Outcome> = attempt(&own, |i| &chunk[i].notify, &bodies)
+            .into_iter()
+            .map(|(_, o)| o)
+            .collect();
+        let failed: Vec<usize> = own
+            .into_iter()
+            .filter(|i| chunk[*i].fallback.is_some() && !matches!(outcomes[*i], Outcome::Delivered))
+            .collect();
+        let fallback = |i: usize| chunk[i].fallback.as_deref().unwrap_or_default();
+        for (i, o) in attempt(&failed, fallback, &bodies) {
+            outcomes[i] = match o {
+                Outcome::Delivered => Outcome::FellBack,
+                other => other,
+            };
         }
-        for ((d, outcome), last) in chunk.iter().zip(outcomes).zip(last) {
-            tally.record(d.session, outcome.unwrap_or(Outcome::Unreachable(last)));
+        for (d, outcome) in chunk.iter().zip(outcomes) {
+            tally.record(d.session, outcome);
         }
     }
     Ok(())
+}
+
+/// POST `bodies[i]` to `address(i)` for each of `which` (indices into `bodies`), all at once,
+/// each up to [`ATTEMPTS`] times; the outcome of each, in the order of `which`.
+fn attempt<'d>(
+    which: &[usize],
+    address: impl Fn(usize) -> &'d str,
+    bodies: &[Vec<u8>],
+) -> Vec<(usize, Outcome)> {
+    let mut outcomes: Vec<Option<Outcome>> = which.iter().map(|_| None).collect();
+    let mut last: Vec<String> = vec![String::new(); which.len()];
+    for _ in 0..ATTEMPTS {
+        let sent: Vec<_> = (0..which.len())
+            .filter(|k| outcomes[*k].is_none())
+            .map(|k| {
+                (
+                    k,
+                    faaskeeper_guest::send(address(which[k]), &bodies[which[k]]),
+                )
+            })
+            .collect();
+        if sent.is_empty() {
+            break;
+        }
+        for (k, request) in sent {
+            match request.and_then(faaskeeper_guest::Sent::wait) {
+                Ok((status, _)) if (200..300).contains(&status) => {
+                    outcomes[k] = Some(Outcome::Delivered);
+                }
+                Ok((status, _)) if (400..500).contains(&status) => {
+                    outcomes[k] = Some(Outcome::Gone(status));
+                }
+                Ok((status, _)) => last[k] = format!("status {status}"),
+                Err(e) => last[k] = e,
+            }
+        }
+    }
+    which
+        .iter()
+        .zip(outcomes.into_iter().zip(last))
+        .map(|(i, (o, last))| (*i, o.unwrap_or(Outcome::Unreachable(last))))
+        .collect()
 }
 
 faaskeeper_guest::export_stage!(Watch);

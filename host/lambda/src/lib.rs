@@ -14,7 +14,10 @@
 //! again: a record that does not decode, every later record of its message group (FIFO), and
 //! every record whose append failed. Configuration comes from the environment:
 //! `FAASKEEPER_PREFIX` (names the table, bucket and queues), `AWS_REGION`, and
-//! `FAASKEEPER_AWS_ENDPOINT` (an endpoint override, e.g. a local moto).
+//! `FAASKEEPER_AWS_ENDPOINT` (an endpoint override, e.g. a local moto). With
+//! `FAASKEEPER_DIRECT_RESULTS=1` the distributor's watch stage also delivers to clients' own
+//! listeners (sessions opened with a direct address, `docs/aws.md`), which the function must
+//! be able to reach.
 //!
 //! Every invocation prints one JSON line `{"faaskeeper_usage": {...}}` with what it counted:
 //! the invocation and its MB-milliseconds, and the DynamoDB, S3 and SQS requests it made.
@@ -166,7 +169,10 @@ impl Function {
             Runtime::new(&stages, stores, Default::default(), limits)
         })
         .await??;
-        rt.set_outbound(Arc::new(SqsOutbound::new(backend.queues().clone(), true)));
+        let direct = std::env::var("FAASKEEPER_DIRECT_RESULTS").is_ok_and(|v| v == "1");
+        rt.set_outbound(Arc::new(
+            SqsOutbound::new(backend.queues().clone(), true).with_direct_results(direct),
+        ));
         if role == Role::Distributor {
             // The protocol's initial keys (idempotent). Only the distributor does it: it runs
             // one instance at a time, and initialisation must not race with itself.

@@ -270,6 +270,7 @@ async fn writer_and_distributor_functions_on_sqs_events() {
         record(&wq, "m-open", &write(session, 0, Op::OpenSession {
             timeout_ms: 60_000,
             notify: q.names().notify_url(session),
+            fallback: None,
         }), Some(&group)),
         record(&wq, "m-create", &write(session, 1, Op::Create {
             path: "/from-lambda".into(),

@@ -13,6 +13,7 @@
 use super::{CountTable, OpCounts, SizeCounts};
 use anyhow::Context;
 use faaskeeper_backend_aws::{AwsBackend, AwsOptions, AwsUsage, Usage};
+use faaskeeper_client::aws::Results;
 use faaskeeper_client::{Client, Options};
 use faaskeeper_core::CreateMode;
 use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
@@ -109,6 +110,7 @@ pub async fn measure(
     sizes: &[usize],
     ops: usize,
     sessions: usize,
+    direct_results: bool,
     what: &str,
 ) -> anyhow::Result<CountTable> {
     anyhow::ensure!(ops > 0, "--ops must be at least 1");
@@ -127,11 +129,19 @@ pub async fn measure(
         ..Default::default()
     })
     .await?;
-    let pollers = crate::aws::start_pollers(host.runtime(), backend.queues(), 2);
+    let pollers = crate::aws::start_pollers(host.runtime(), backend.queues(), 2, direct_results);
+    let results = if direct_results {
+        Results::Direct {
+            listen: "127.0.0.1:0".parse()?,
+            advertise: None,
+        }
+    } else {
+        Results::Queue
+    };
     let mut clients = Vec::with_capacity(sessions);
     for _ in 0..sessions {
         clients.push(
-            Client::connect_aws(opts, Options::default())
+            Client::connect_aws_with(opts, Options::default(), &results)
                 .await
                 .context("opening a session on the AWS transport")?,
         );
