@@ -111,10 +111,17 @@ async fn direct_results_come_to_the_sessions_listener() {
         .await
         .expect("session with a listener opens");
     let rec = session_record(c.session_id()).await;
-    assert_eq!(
-        rec.notify,
-        format!("http://{listen}/v1/sessions/{}/deliver", c.session_id())
-    );
+    // The listener's path holds a secret of the session's, which only the service learns.
+    let own = rec
+        .notify
+        .strip_prefix(&format!("http://{listen}"))
+        .expect("the listener's address")
+        .to_string();
+    let secret = own
+        .strip_prefix(&format!("/v1/sessions/{}/", c.session_id()))
+        .and_then(|r| r.strip_suffix("/deliver"))
+        .expect("a delivery path");
+    assert!(secret.len() >= 16, "{own}");
     assert!(rec.fallback.is_some(), "{rec:?}");
     let other = client().await;
     let p = unique("direct");
@@ -136,7 +143,20 @@ async fn direct_results_come_to_the_sessions_listener() {
     );
     faaskeeper_tests::watch_fires_for_another_session(&c, &other, &p).await;
     // Not deliveries for this session: refused, and nothing is taken.
-    let own = format!("/v1/sessions/{}/deliver", c.session_id());
+    // A forged expiry at a guessed path: refused (the session goes on below).
+    let forged = serde_json::to_vec(&faaskeeper_core::wire::Delivery {
+        session: c.session_id(),
+        notify: "x".into(),
+        fallback: None,
+        events: vec![faaskeeper_core::wire::SessionEvent::Result {
+            seq: faaskeeper_core::session::EXPIRE_SEQ,
+            zxid: 1,
+            result: faaskeeper_core::wire::OpResult::SessionClosed,
+        }],
+    })
+    .unwrap();
+    let guessed = format!("/v1/sessions/{}/deliver", c.session_id());
+    assert_eq!(raw_request(listen, "POST", &guessed, &forged).await, 404);
     assert_eq!(
         raw_request(listen, "POST", &own, b"\x00garbage{").await,
         400

@@ -69,6 +69,12 @@ type Arrivals = Result<Vec<SessionEvent>, Error>;
 /// A session's own listener, and the task that reads its queue behind it.
 struct Direct {
     advertise: std::net::SocketAddr,
+    /// A secret part of the address, so that nobody but the service (which keeps the
+    /// address in the session's record) can deliver to the session.
+    token: String,
+    /// Set by a failed receive that came after deliveries [`AwsTransport::poll`] returned:
+    /// given back by the next call.
+    failed: std::sync::Mutex<Option<Error>>,
     /// The session the listener takes deliveries for, once it is known.
     session: Arc<std::sync::OnceLock<SessionId>>,
     tx: tokio::sync::mpsc::UnboundedSender<Arrivals>,
@@ -263,14 +269,28 @@ impl AwsTransport {
             let events = poll_queue(&self.queues, session).await?;
             return Ok(events.into_iter().map(|e| (0, e)).collect());
         };
+        if let Some(e) = direct.failed.lock().ok().and_then(|mut f| f.take()) {
+            return Err(e);
+        }
         let mut rx = direct.rx.lock().await;
         let mut events = Vec::new();
         match rx.recv().await {
             Some(got) => events.extend(got?),
             None => return Err(transport("session listener stopped")),
         }
+        // What arrived meanwhile, up to a failure: the events before it are already taken
+        // (answered, or deleted from the queue), so they are returned and the failure is
+        // given back by the next call.
         while let Ok(got) = rx.try_recv() {
-            events.extend(got?);
+            match got {
+                Ok(more) => events.extend(more),
+                Err(e) => {
+                    if let Ok(mut f) = direct.failed.lock() {
+                        *f = Some(e);
+                    }
+                    break;
+                }
+            }
         }
         Ok(events.into_iter().map(|e| (0, e)).collect())
     }
@@ -303,15 +323,28 @@ impl Direct {
         listen: std::net::SocketAddr,
         advertise: Option<std::net::SocketAddr>,
     ) -> Result<Direct, Error> {
+        if advertise.is_none() && listen.ip().is_unspecified() {
+            return Err(transport(format!(
+                "a session listener on {listen} needs the address the service reaches it at"
+            )));
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| transport(format!("session listener on {listen}: {e}")))?;
         let bound = listener.local_addr().map_err(transport)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let session = Arc::new(std::sync::OnceLock::new());
-        let accept = tokio::spawn(serve_listener(listener, session.clone(), tx.clone()));
+        let token = secret();
+        let accept = tokio::spawn(serve_listener(
+            listener,
+            session.clone(),
+            token.clone(),
+            tx.clone(),
+        ));
         Ok(Direct {
             advertise: advertise.unwrap_or(bound),
+            token,
+            failed: std::sync::Mutex::new(None),
             session,
             tx,
             rx: tokio::sync::Mutex::new(rx),
@@ -321,7 +354,11 @@ impl Direct {
 
     /// The address the service is given for `session`.
     fn address(&self, session: SessionId) -> String {
-        format!("http://{}/v1/sessions/{session}/deliver", self.advertise)
+        format!(
+            "http://{}{}",
+            self.advertise,
+            direct_path(session, &self.token)
+        )
     }
 
     /// Take deliveries for `session`, and read its queue behind the listener.
@@ -353,23 +390,55 @@ impl Direct {
     }
 }
 
+/// The path of a session's listener that takes its deliveries (see
+/// the host's `direct_path_fits`, which the service checks it by).
+fn direct_path(session: SessionId, token: &str) -> String {
+    format!("/v1/sessions/{session}/{token}/deliver")
+}
+
+/// 128 random bits, in hex: `RandomState`'s keys come from the operating system's source.
+fn secret() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let half = || RandomState::new().hash_one(std::process::id());
+    format!("{:016x}{:016x}", half(), half())
+}
+
+/// How long a connection to the listener may take to send a request's head.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn serve_listener(
     listener: tokio::net::TcpListener,
     session: Arc<std::sync::OnceLock<SessionId>>,
+    token: String,
     tx: tokio::sync::mpsc::UnboundedSender<Arrivals>,
 ) {
+    // Dropped (aborting every connection) when this task is aborted at close.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::debug!(error = %e, "session listener: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
+        while conns.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
-        let (session, tx) = (session.clone(), tx.clone());
-        tokio::spawn(async move {
+        let (session, token, tx) = (session.clone(), token.clone(), tx.clone());
+        conns.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let (session, tx) = (session.clone(), tx.clone());
-                async move { Ok::<_, std::convert::Infallible>(take_delivery(req, &session, &tx).await) }
+                let (session, token, tx) = (session.clone(), token.clone(), tx.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        take_delivery(req, &session, &token, &tx).await,
+                    )
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .await;
         });
@@ -382,6 +451,7 @@ async fn serve_listener(
 async fn take_delivery(
     req: http::Request<hyper::body::Incoming>,
     session: &std::sync::OnceLock<SessionId>,
+    token: &str,
     tx: &tokio::sync::mpsc::UnboundedSender<Arrivals>,
 ) -> http::Response<http_body_util::Full<bytes::Bytes>> {
     use http_body_util::BodyExt;
@@ -396,9 +466,7 @@ async fn take_delivery(
     let Some(&mine) = session.get() else {
         return answer(404, "no session yet");
     };
-    if req.method() != http::Method::POST
-        || req.uri().path() != format!("/v1/sessions/{mine}/deliver")
-    {
+    if req.method() != http::Method::POST || req.uri().path() != direct_path(mine, token) {
         return answer(404, "no such session here");
     }
     let body = match http_body_util::Limited::new(req.into_body(), MAX_DELIVERY)

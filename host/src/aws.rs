@@ -19,10 +19,7 @@ use bytes::Bytes;
 use faaskeeper_backend_aws::{NOTIFY_AUTHORITY, QueueError, Queues, Received};
 use faaskeeper_core::SessionId;
 use faaskeeper_core::queue::WriterMessage;
-use faaskeeper_core::wire::{
-    Delivery, DeliveryBatch, HUB_BATCH_PATH, OpResult, Request, SessionEvent, Submission,
-    hub_origin,
-};
+use faaskeeper_core::wire::{Delivery, OpResult, Request, SessionEvent, Submission};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,10 +48,11 @@ impl SqsOutbound {
     }
 
     /// Also carry the watch stage's POSTs to a client's own listener: an address
-    /// `http://<ip>:<port>/v1/sessions/<id>/deliver` that a session opened with (its queue
-    /// named as the fallback), or that listener's batch path ([`HUB_BATCH_PATH`]). A result
-    /// then costs no SQS request; the listener must be reachable from here. Only IP
-    /// literals and those two paths are reached, nothing else on the network.
+    /// `http://<ip>:<port>/v1/sessions/<id>/<secret>/deliver` that a session opened with
+    /// (its queue named as the fallback). A result then costs no SQS request; the listener
+    /// must be reachable from here. Only IP addresses (not link-local ones, where cloud
+    /// metadata services answer) and only a session's own deliveries at its own path are
+    /// sent, nothing else on the network.
     pub fn with_direct_results(mut self, on: bool) -> SqsOutbound {
         self.direct_results = on;
         self
@@ -65,7 +63,9 @@ impl SqsOutbound {
 /// listener that is down or unreachable costs the batch about this once, after which the
 /// session's deliveries go to its queue.
 const DIRECT_CONNECT: Duration = Duration::from_secs(1);
-const DIRECT_ANSWER: Duration = Duration::from_secs(5);
+const DIRECT_ANSWER: Duration = Duration::from_secs(2);
+/// Most of a listener's answer read (only its status counts).
+const DIRECT_ANSWER_MAX: usize = 64 * 1024;
 
 /// Whether `host` (a URL's host) is an IP literal: the only kind of address of a client's
 /// listener this host delivers to.
@@ -76,28 +76,59 @@ fn is_ip_literal(host: &str) -> bool {
         .is_ok()
 }
 
-/// Whether `path` is one a client's listener takes `body` at: its batch path, or the
-/// delivery path of the session the body is for.
+/// The socket address of a client's listener named by `authority` (`ip:port`, `[ip6]:port`,
+/// or an IP alone: port 80); `None` for anything else, including link-local, unspecified,
+/// multicast and broadcast addresses.
+fn listener_address(authority: &str) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, SocketAddr};
+    let addr = match authority.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => SocketAddr::new(
+            authority
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()?,
+            80,
+        ),
+    };
+    let refused = match addr.ip() {
+        IpAddr::V4(ip) => {
+            ip.is_link_local() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast()
+        }
+        IpAddr::V6(ip) => ip.is_unicast_link_local() || ip.is_unspecified() || ip.is_multicast(),
+    };
+    (!refused).then_some(addr)
+}
+
+/// Whether `path` is the delivery path of the session `body` is a delivery for:
+/// `/v1/sessions/<id>/<secret>/deliver`, the secret 16 to 64 letters and digits (what the
+/// client made its address of).
 fn direct_path_fits(path: &str, body: &[u8]) -> bool {
-    if path == HUB_BATCH_PATH {
-        return serde_json::from_slice::<DeliveryBatch>(body).is_ok();
-    }
-    match serde_json::from_slice::<Delivery>(body) {
-        Ok(d) => hub_origin(&format!("http://x{path}"), d.session).is_some(),
-        Err(_) => false,
-    }
+    let Ok(d) = serde_json::from_slice::<Delivery>(body) else {
+        return false;
+    };
+    let Some(rest) = path
+        .strip_prefix(&format!("/v1/sessions/{}/", d.session))
+        .and_then(|r| r.strip_suffix("/deliver"))
+    else {
+        return false;
+    };
+    (16..=64).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// POST `body` to a client's listener at `authority` + `path`; failures are 5xx answers,
 /// so that the watch stage retries and then falls back to the session's queue.
 async fn post_direct(authority: &str, path: &str, body: Bytes) -> (u16, Bytes) {
-    use http_body_util::{BodyExt, Full};
+    use http_body_util::{BodyExt, Full, Limited};
+    let Some(addr) = listener_address(authority) else {
+        return answer(400, "not an address of a client's listener");
+    };
     let exchange = async {
-        let stream =
-            tokio::time::timeout(DIRECT_CONNECT, tokio::net::TcpStream::connect(authority))
-                .await
-                .map_err(|_| "connect timed out".to_string())?
-                .map_err(|e| format!("connect: {e}"))?;
+        let stream = tokio::time::timeout(DIRECT_CONNECT, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| format!("connect: {e}"))?;
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -114,8 +145,7 @@ async fn post_direct(authority: &str, path: &str, body: Bytes) -> (u16, Bytes) {
             .await
             .map_err(|e| format!("request: {e}"))?;
         let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
+        let bytes = Limited::new(response.into_body(), DIRECT_ANSWER_MAX)
             .collect()
             .await
             .map_err(|e| format!("answer: {e}"))?
@@ -157,7 +187,7 @@ impl Outbound for SqsOutbound {
     async fn send(&self, authority: &str, path: &str, body: Bytes) -> (u16, Bytes) {
         if authority != NOTIFY_AUTHORITY && authority != DISTRIBUTOR_AUTHORITY {
             if !direct_path_fits(path, &body) {
-                return answer(400, "not a delivery to a client's listener");
+                return answer(400, "not a session's delivery at its listener's path");
             }
             return post_direct(authority, path, body).await;
         }
@@ -406,12 +436,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn direct_results_reach_only_deliveries_at_ip_addresses() {
+    fn direct_results_reach_only_a_sessions_deliveries_at_its_path() {
         for ip in ["127.0.0.1", "10.1.2.3", "[::1]", "::1"] {
             assert!(is_ip_literal(ip), "{ip}");
         }
         for name in ["example.com", "localhost", "queues.faaskeeper.internal", ""] {
             assert!(!is_ip_literal(name), "{name}");
+        }
+        let addr = |s: &str| Some(s.parse::<std::net::SocketAddr>().unwrap());
+        assert_eq!(listener_address("10.0.0.7:4000"), addr("10.0.0.7:4000"));
+        assert_eq!(listener_address("10.0.0.7"), addr("10.0.0.7:80"));
+        assert_eq!(listener_address("[::1]:9"), addr("[::1]:9"));
+        for refused in [
+            "169.254.169.254",
+            "169.254.169.254:80",
+            "[fe80::1]:80",
+            "0.0.0.0:80",
+            "224.0.0.1:80",
+            "255.255.255.255:80",
+            "user@10.0.0.7:80",
+            "example.com:80",
+        ] {
+            assert_eq!(listener_address(refused), None, "{refused}");
         }
         let delivery = |session: SessionId| {
             serde_json::to_vec(&Delivery {
@@ -422,20 +468,21 @@ mod tests {
             })
             .unwrap()
         };
-        assert!(direct_path_fits("/v1/sessions/7/deliver", &delivery(7)));
+        let secret = "0123456789abcdef0123456789abcdef";
+        let own = format!("/v1/sessions/7/{secret}/deliver");
+        assert!(direct_path_fits(&own, &delivery(7)));
         // Another session's path, another path, or not a delivery: refused.
-        assert!(!direct_path_fits("/v1/sessions/8/deliver", &delivery(7)));
-        assert!(!direct_path_fits("/admin", &delivery(7)));
-        assert!(!direct_path_fits(
-            "/v1/sessions/7/deliver?x=1",
-            &delivery(7)
-        ));
-        assert!(!direct_path_fits("/v1/sessions/7/deliver", b"garbage"));
-        let batch = serde_json::to_vec(&DeliveryBatch {
-            deliveries: Vec::new(),
-        })
-        .unwrap();
-        assert!(direct_path_fits(HUB_BATCH_PATH, &batch));
-        assert!(!direct_path_fits(HUB_BATCH_PATH, b"[]"));
+        for path in [
+            format!("/v1/sessions/8/{secret}/deliver"),
+            format!("{own}?x=1"),
+            format!("/v1/sessions/7/{secret}/x/deliver"),
+            "/v1/sessions/7/short/deliver".to_string(),
+            "/v1/sessions/7/deliver".to_string(),
+            format!("/admin?{own}"),
+            "/v1/deliveries".to_string(),
+        ] {
+            assert!(!direct_path_fits(&path, &delivery(7)), "{path}");
+        }
+        assert!(!direct_path_fits(&own, b"garbage"));
     }
 }

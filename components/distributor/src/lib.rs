@@ -585,7 +585,7 @@ fn apply_all(
 ) -> Result<Zxid, KvError> {
     let c = match cursor {
         Some(c) => c,
-        None => cursor.insert(start_run(system, user)?),
+        None => cursor.insert(start_run(system, user, me)?),
     };
     c.lease_until = lease_until;
     let head: LogHead = system
@@ -683,7 +683,7 @@ fn apply_all(
 
 /// The first round of a run: read the progress record, and finish a batch a crashed
 /// distributor left behind.
-fn start_run(system: &Bucket, user: &Bucket) -> Result<Cursor, KvError> {
+fn start_run(system: &Bucket, user: &Bucket, me: &str) -> Result<Cursor, KvError> {
     let (record, old_layout) = progress(system)?;
     let mut applied = record.applied;
     if let Some(pending) = record.pending {
@@ -691,7 +691,7 @@ fn start_run(system: &Bucket, user: &Bucket) -> Result<Cursor, KvError> {
             let to_zxid = pending.to_zxid;
             if !carried_out(system, &pending)? {
                 let pending = pending.resolve(system)?;
-                finish(system, user, &pending, record.nodes_in_user)?;
+                finish(system, user, me, &pending, record.nodes_in_user)?;
             }
             applied = to_zxid;
         }
@@ -812,9 +812,17 @@ fn carried_out(system: &Bucket, pending: &Pending) -> Result<bool, KvError> {
 
 /// Carry out a decided batch. Every step is an overwrite or delete, so repeating it after a
 /// crash is harmless; notifications may repeat and clients drop duplicates.
-fn finish(system: &Bucket, user: &Bucket, p: &Pending, nodes_in_user: bool) -> Result<(), KvError> {
+fn finish(
+    system: &Bucket,
+    user: &Bucket,
+    me: &str,
+    p: &Pending,
+    nodes_in_user: bool,
+) -> Result<(), KvError> {
     write_effects(system, user, p, nodes_in_user)?;
     let moved = handed_over(hand_over(p)?)?;
+    // The wait may have been long: no write after it without the lease.
+    still_holding(system, me)?;
     fall_back(system, &moved)?;
     end(system, p, nodes_in_user)
 }
@@ -899,11 +907,14 @@ fn handed_over(sent: Option<faaskeeper_guest::Sent>) -> Result<Vec<SessionId>, K
     };
     match sent.wait() {
         // An answer without the field (a watch stage before fallback addresses) moved
-        // nobody.
+        // nobody; one that cannot be read may have moved anyone, and the batch is not taken
+        // as handed over (it is sent again).
         Ok((status, body)) if (200..300).contains(&status) => {
-            Ok(serde_json::from_slice::<HandOver>(&body)
+            serde_json::from_slice::<HandOver>(&body)
                 .map(|h| h.fell_back)
-                .unwrap_or_default())
+                .map_err(|e| {
+                    KvError::Store(format!("watch stage answered {status} unreadably: {e}"))
+                })
         }
         Ok((status, body)) => Err(KvError::Store(format!(
             "watch stage answered {status}: {}",

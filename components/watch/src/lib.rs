@@ -224,7 +224,17 @@ fn deliver_each(single: &[&Delivery], tally: &mut Tally) -> Result<(), String> {
             .map(|d| serde_json::to_vec(d).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
         let own: Vec<usize> = (0..chunk.len()).collect();
-        let mut outcomes: Vec<Outcome> = attempt(&own, |i| &chunk[i].notify, &bodies)
+        // A session with a fallback address is tried at its own address once: a client's
+        // listener that is down or slow must not hold up every session's writes (nor the
+        // distributor's lease) for several attempts.
+        let tries = |i: usize| {
+            if chunk[i].fallback.is_some() {
+                1
+            } else {
+                ATTEMPTS
+            }
+        };
+        let mut outcomes: Vec<Outcome> = attempt(&own, |i| &chunk[i].notify, tries, &bodies)
             .into_iter()
             .map(|(_, o)| o)
             .collect();
@@ -233,7 +243,7 @@ fn deliver_each(single: &[&Delivery], tally: &mut Tally) -> Result<(), String> {
             .filter(|i| chunk[*i].fallback.is_some() && !matches!(outcomes[*i], Outcome::Delivered))
             .collect();
         let fallback = |i: usize| chunk[i].fallback.as_deref().unwrap_or_default();
-        for (i, o) in attempt(&failed, fallback, &bodies) {
+        for (i, o) in attempt(&failed, fallback, |_| ATTEMPTS, &bodies) {
             outcomes[i] = match o {
                 Outcome::Delivered => Outcome::FellBack,
                 other => other,
@@ -247,17 +257,19 @@ fn deliver_each(single: &[&Delivery], tally: &mut Tally) -> Result<(), String> {
 }
 
 /// POST `bodies[i]` to `address(i)` for each of `which` (indices into `bodies`), all at once,
-/// each up to [`ATTEMPTS`] times; the outcome of each, in the order of `which`.
+/// each up to `tries(i)` times (at most [`ATTEMPTS`]); the outcome of each, in the order of
+/// `which`.
 fn attempt<'d>(
     which: &[usize],
     address: impl Fn(usize) -> &'d str,
+    tries: impl Fn(usize) -> usize,
     bodies: &[Vec<u8>],
 ) -> Vec<(usize, Outcome)> {
     let mut outcomes: Vec<Option<Outcome>> = which.iter().map(|_| None).collect();
     let mut last: Vec<String> = vec![String::new(); which.len()];
-    for _ in 0..ATTEMPTS {
+    for round in 0..ATTEMPTS {
         let sent: Vec<_> = (0..which.len())
-            .filter(|k| outcomes[*k].is_none())
+            .filter(|k| outcomes[*k].is_none() && round < tries(which[*k]))
             .map(|k| {
                 (
                     k,

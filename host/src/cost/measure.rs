@@ -62,6 +62,9 @@ fn incompressible(n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// How long the idle traffic is counted for: one long poll (20 s) and a little more.
+const IDLE_WINDOW: Duration = Duration::from_secs(21);
+
 /// Everything counted so far: the service's meters and every client's.
 struct Meters<'a> {
     backend: &'a AwsBackend,
@@ -153,7 +156,10 @@ pub async fn measure(
     meters.settle().await;
     let t = Instant::now();
     let before = meters.now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Idle traffic is mostly long polls of 20 s (the pollers', and each session's queue), and
+    // the sessions start theirs together: a window shorter than one poll saw all of them or
+    // none, and the pro-rata subtraction below was off by up to one receive per session.
+    tokio::time::sleep(IDLE_WINDOW).await;
     let idle = meters.since(&before);
     let idle_secs = t.elapsed().as_secs_f64();
     let root = format!("/cost-{}", std::process::id());
