@@ -334,7 +334,7 @@ impl Direct {
         let bound = listener.local_addr().map_err(transport)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let session = Arc::new(std::sync::OnceLock::new());
-        let token = secret();
+        let token = secret()?;
         let accept = tokio::spawn(serve_listener(
             listener,
             session.clone(),
@@ -396,15 +396,21 @@ fn direct_path(session: SessionId, token: &str) -> String {
     format!("/v1/sessions/{session}/{token}/deliver")
 }
 
-/// 128 random bits, in hex: `RandomState`'s keys come from the operating system's source.
-fn secret() -> String {
-    use std::hash::{BuildHasher, RandomState};
-    let half = || RandomState::new().hash_one(std::process::id());
-    format!("{:016x}{:016x}", half(), half())
+/// 128 random bits from the operating system, in hex.
+fn secret() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).map_err(|e| transport(format!("no random bits: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// How long a connection to the listener may take to send a request's head.
+/// `a == b` in a time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// How long a connection to the listener may take to send a request's head, and its body.
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn serve_listener(
     listener: tokio::net::TcpListener,
@@ -466,15 +472,15 @@ async fn take_delivery(
     let Some(&mine) = session.get() else {
         return answer(404, "no session yet");
     };
-    if req.method() != http::Method::POST || req.uri().path() != direct_path(mine, token) {
+    let own = direct_path(mine, token);
+    if req.method() != http::Method::POST || !same(req.uri().path().as_bytes(), own.as_bytes()) {
         return answer(404, "no such session here");
     }
-    let body = match http_body_util::Limited::new(req.into_body(), MAX_DELIVERY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return answer(400, &format!("delivery not read: {e}")),
+    let read = http_body_util::Limited::new(req.into_body(), MAX_DELIVERY).collect();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => return answer(400, &format!("delivery not read: {e}")),
+        Err(_) => return answer(408, "delivery not read in time"),
     };
     match serde_json::from_slice::<Delivery>(&body) {
         Ok(d) if d.session == mine => {

@@ -62,8 +62,9 @@ impl SqsOutbound {
 /// How long a POST to a client's listener may take to connect, and to be answered: a
 /// listener that is down or unreachable costs the batch about this once, after which the
 /// session's deliveries go to its queue.
-const DIRECT_CONNECT: Duration = Duration::from_secs(1);
-const DIRECT_ANSWER: Duration = Duration::from_secs(2);
+/// 1.5 s: long enough for one retry of a lost connection request (Linux retries after 1 s).
+const DIRECT_CONNECT: Duration = Duration::from_millis(1_500);
+const DIRECT_ANSWER: Duration = Duration::from_millis(2_500);
 /// Most of a listener's answer read (only its status counts).
 const DIRECT_ANSWER_MAX: usize = 64 * 1024;
 
@@ -92,11 +93,22 @@ fn listener_address(authority: &str) -> Option<std::net::SocketAddr> {
             80,
         ),
     };
+    let refused_v4 = |ip: std::net::Ipv4Addr| {
+        ip.is_link_local() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast()
+    };
     let refused = match addr.ip() {
-        IpAddr::V4(ip) => {
-            ip.is_link_local() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast()
-        }
-        IpAddr::V6(ip) => ip.is_unicast_link_local() || ip.is_unspecified() || ip.is_multicast(),
+        IpAddr::V4(ip) => refused_v4(ip),
+        // An IPv4 address written as IPv6 is judged as what it is.
+        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(v4) => refused_v4(v4),
+            None => {
+                ip.is_unicast_link_local()
+                    || ip.is_unspecified()
+                    || ip.is_multicast()
+                    // fd00:ec2::/32: the EC2 instance metadata service's IPv6 address.
+                    || ip.segments()[..2] == [0xfd00, 0x0ec2]
+            }
+        },
     };
     (!refused).then_some(addr)
 }
@@ -451,6 +463,8 @@ mod tests {
             "169.254.169.254",
             "169.254.169.254:80",
             "[fe80::1]:80",
+            "[::ffff:169.254.169.254]:80",
+            "[fd00:ec2::254]:80",
             "0.0.0.0:80",
             "224.0.0.1:80",
             "255.255.255.255:80",
