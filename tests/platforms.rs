@@ -758,3 +758,49 @@ async fn a_session_unreachable_at_its_own_address_is_delivered_at_its_fallback()
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("sessions [93] unreachable"), "{text}");
 }
+
+/// However many sessions' own addresses hang, a batch spends a bounded time on them: after
+/// 1.5 s the remaining sessions with a fallback go straight to it (the distributor's lease
+/// must outlast the hand-over). 70 sessions whose listeners hang for 1 s each, 32 tried at
+/// once: the first two rounds are tried, the third is not; all 70 get their events at the
+/// fallback and are named for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_own_addresses_do_not_hold_a_batch_past_its_budget() {
+    use faaskeeper_tests::runner::SLOW_HOST;
+    let runner = Runner::new(&stage_files(), KvFlavour::Draft2).unwrap();
+    let deliveries: Vec<Delivery> = (1000..1070)
+        .map(|session| Delivery {
+            session,
+            notify: format!("http://{SLOW_HOST}/own/{session}"),
+            fallback: Some(format!("http://collector.test/queue/{session}")),
+            events: vec![SessionEvent::Result {
+                seq: 1,
+                zxid: session,
+                result: OpResult::SessionClosed,
+            }],
+        })
+        .collect();
+    let body = serde_json::to_string(&DeliveryBatch { deliveries }).unwrap();
+    let (status, out) = runner
+        .invoke("watch", "/", Bytes::from(body))
+        .await
+        .unwrap();
+    let answer: HandOver = serde_json::from_slice(&out).unwrap();
+    assert_eq!(status, 200, "{answer:?}");
+    assert_eq!((answer.delivered, answer.fell_back.len()), (70, 70));
+    let seen = runner.collector().all();
+    let tried = seen
+        .iter()
+        .filter(|n| n.url.starts_with(&format!("http://{SLOW_HOST}/")))
+        .count();
+    let queued: BTreeSet<&str> = seen
+        .iter()
+        .filter(|n| n.url.starts_with("http://collector.test/queue/"))
+        .map(|n| n.url.as_str())
+        .collect();
+    assert_eq!(
+        tried, 64,
+        "two rounds of 32 tried at their own address, once each"
+    );
+    assert_eq!(queued.len(), 70);
+}

@@ -6,7 +6,8 @@
 //!
 //! - Outgoing HTTP to `http://<stage>.spin.internal/...` invokes that stage in process and
 //!   waits for its answer, as Spin's service chaining does. Any other URL (a session's notify
-//!   address) is recorded by the [`Collector`] and answered `200 {}`.
+//!   address) is recorded by the [`Collector`] and answered `200 {}`, except at
+//!   [`SLOW_HOST`], which answers 503 after 1 s.
 //! - Key-value comes in two flavours ([`KvFlavour`]): the `wasi:keyvalue@0.2.0-draft2`
 //!   interfaces Spin links, for the stage files as they are, and only the
 //!   `wasi:keyvalue@0.2.0-draft` ones wasmCloud 2.x links, for the files composed with the
@@ -344,6 +345,10 @@ type ResponseFuture = Box<
         > + Send,
 >;
 
+/// Requests to this host are recorded like any other, but answered 503 only after 1 s: a
+/// receiver that hangs, for tests of what a stage does with one.
+pub const SLOW_HOST: &str = "slow.test";
+
 impl WasiHttpHooks for Router {
     fn send_request(
         &mut self,
@@ -369,6 +374,12 @@ impl WasiHttpHooks for Router {
                         .map_err(|e| HttpError::InternalError(Some(format!("{e:#}"))))?
                 }
                 Some(_) => return Err(HttpError::HttpRequestDenied),
+                // A receiver that hangs, then fails: recorded, answered 503 after 1 s.
+                None if host == SLOW_HOST => {
+                    runner.inner.collector.push(Notification { url, body });
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    (503, Bytes::from_static(b"{}"))
+                }
                 None => {
                     runner.inner.collector.push(Notification { url, body });
                     (200, Bytes::from_static(b"{}"))
