@@ -762,8 +762,8 @@ async fn a_session_unreachable_at_its_own_address_is_delivered_at_its_fallback()
 /// However many sessions' own addresses hang, a batch spends a bounded time on them: after
 /// 1.5 s the remaining sessions with a fallback go straight to it (the distributor's lease
 /// must outlast the hand-over). 70 sessions whose listeners hang for 1 s each, 32 tried at
-/// once: the first two rounds are tried, the third is not; all 70 get their events at the
-/// fallback and are named for it.
+/// once: the third round is not tried; all 70 get their events at the fallback and are
+/// named for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_own_addresses_do_not_hold_a_batch_past_its_budget() {
     use faaskeeper_tests::runner::SLOW_HOST;
@@ -798,9 +798,11 @@ async fn hanging_own_addresses_do_not_hold_a_batch_past_its_budget() {
         .filter(|n| n.url.starts_with("http://collector.test/queue/"))
         .map(|n| n.url.as_str())
         .collect();
-    assert_eq!(
-        tried, 64,
-        "two rounds of 32 tried at their own address, once each"
+    // The first round always (it starts the batch), the third never (it starts after 2 s);
+    // the second, started at about 1 s, unless the machine is slow enough to start it late.
+    assert!(
+        tried == 32 || tried == 64,
+        "whole rounds of 32 tried at their own address, once each, and not all: {tried}"
     );
     assert_eq!(queued.len(), 70);
 }
