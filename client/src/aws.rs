@@ -357,7 +357,7 @@ impl Direct {
         format!(
             "http://{}{}",
             self.advertise,
-            direct_path(session, &self.token)
+            faaskeeper_core::wire::listener_path(session, &self.token)
         )
     }
 
@@ -388,12 +388,6 @@ impl Direct {
             tasks.push(task);
         }
     }
-}
-
-/// The path of a session's listener that takes its deliveries (see
-/// the host's `direct_path_fits`, which the service checks it by).
-fn direct_path(session: SessionId, token: &str) -> String {
-    format!("/v1/sessions/{session}/{token}/deliver")
 }
 
 /// 128 random bits from the operating system, in hex.
@@ -472,7 +466,7 @@ async fn take_delivery(
     let Some(&mine) = session.get() else {
         return answer(404, "no session yet");
     };
-    let own = direct_path(mine, token);
+    let own = faaskeeper_core::wire::listener_path(mine, token);
     if req.method() != http::Method::POST || !same(req.uri().path().as_bytes(), own.as_bytes()) {
         return answer(404, "no such session here");
     }

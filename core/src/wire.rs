@@ -1101,6 +1101,24 @@ pub struct HandOver {
     pub fell_back: Vec<SessionId>,
 }
 
+/// The path at which a client's own listener takes `session`'s deliveries (a delivery
+/// address with a fallback, `Op::OpenSession`): `secret` (16 to 64 letters and digits) makes
+/// it known to the service alone.
+pub fn listener_path(session: SessionId, secret: &str) -> String {
+    format!("/v1/sessions/{session}/{secret}/deliver")
+}
+
+/// Whether `path` is a [`listener_path`] of `session`, with a secret of the right shape.
+pub fn is_listener_path(path: &str, session: SessionId) -> bool {
+    let Some(secret) = path
+        .strip_prefix(&format!("/v1/sessions/{session}/"))
+        .and_then(|r| r.strip_suffix("/deliver"))
+    else {
+        return false;
+    };
+    (16..=64).contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// A hub's answer to a batch of deliveries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryReceipt {

@@ -113,20 +113,11 @@ fn listener_address(authority: &str) -> Option<std::net::SocketAddr> {
     (!refused).then_some(addr)
 }
 
-/// Whether `path` is the delivery path of the session `body` is a delivery for:
-/// `/v1/sessions/<id>/<secret>/deliver`, the secret 16 to 64 letters and digits (what the
-/// client made its address of).
+/// Whether `path` is the listener path (`wire::listener_path`) of the session `body` is a
+/// delivery for.
 fn direct_path_fits(path: &str, body: &[u8]) -> bool {
-    let Ok(d) = serde_json::from_slice::<Delivery>(body) else {
-        return false;
-    };
-    let Some(rest) = path
-        .strip_prefix(&format!("/v1/sessions/{}/", d.session))
-        .and_then(|r| r.strip_suffix("/deliver"))
-    else {
-        return false;
-    };
-    (16..=64).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    serde_json::from_slice::<Delivery>(body)
+        .is_ok_and(|d| faaskeeper_core::wire::is_listener_path(path, d.session))
 }
 
 /// POST `body` to a client's listener at `authority` + `path`; failures are 5xx answers,

@@ -513,7 +513,8 @@ async fn measure_counts(
     );
     let prefix = format!("fk-cost-{}", std::process::id());
     let date = faaskeeper_host::cost::today();
-    match endpoint {
+    // The moto started here lives until the count is done.
+    let (opts, what, _moto) = match endpoint {
         Some(endpoint) => {
             let opts = AwsOptions {
                 endpoint: Some(endpoint.clone()),
@@ -522,15 +523,7 @@ async fn measure_counts(
                 ..AwsOptions::default()
             };
             let what = format!("counted {date} by `faaskeeper cost --measure` on {endpoint}");
-            faaskeeper_host::cost::measure::measure(
-                &opts,
-                sizes,
-                ops,
-                sessions,
-                direct_results,
-                &what,
-            )
-            .await
+            (opts, what, None)
         }
         None => {
             let moto = MotoServer::start().context("starting moto (pip install 'moto[server]')")?;
@@ -547,17 +540,11 @@ async fn measure_counts(
                 user_storage,
                 ..moto.options(&prefix)
             };
-            faaskeeper_host::cost::measure::measure(
-                &opts,
-                sizes,
-                ops,
-                sessions,
-                direct_results,
-                &what,
-            )
-            .await
+            (opts, what, Some(moto))
         }
-    }
+    };
+    faaskeeper_host::cost::measure::measure(&opts, sizes, ops, sessions, direct_results, &what)
+        .await
 }
 
 #[cfg(not(feature = "aws"))]
