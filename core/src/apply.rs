@@ -192,6 +192,29 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
+    /// Whether `self` and `other` differ at most in the last request and its result
+    /// (`last_seq`, `last_result`): what a distributor may keep outside the record
+    /// (`components/distributor`, the progress record's last results) while the rest of
+    /// the record, which other readers use, stays as stored.
+    pub fn same_but_last_result(&self, other: &SessionRecord) -> bool {
+        let SessionRecord {
+            timeout_ms,
+            notify,
+            fallback,
+            last_seq: _,
+            last_result: _,
+            ephemerals,
+            closed,
+            auth,
+        } = self;
+        *timeout_ms == other.timeout_ms
+            && *notify == other.notify
+            && *fallback == other.fallback
+            && *ephemerals == other.ephemerals
+            && *closed == other.closed
+            && *auth == other.auth
+    }
+
     /// Deliver at the fallback address from now on, because the session's own address could
     /// not be reached; `false` if there is none (nothing changed). For good: anything
     /// delivered at the own address later could overtake what waits at the fallback.

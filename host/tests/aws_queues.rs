@@ -1,16 +1,23 @@
 //! `faaskeeper serve --backend aws` consuming the SQS writer queue on moto: requests sent to
 //! the writer FIFO queue are appended, applied and answered on the session's own FIFO queue
-//! in order (Guarantees 2 and 4); a refused request is answered there too; a request over
+//! in order (Guarantees 2 and 4); a refused request is answered there too, and one that comes
+//! again is answered with its first result and applied once; a request over
 //! SQS's size limit travels through S3; handled messages are deleted.
 use faaskeeper_backend_aws::moto::MotoServer;
 use faaskeeper_backend_aws::{AwsBackend, QueueKind, Queues};
-use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
+use faaskeeper_core::apply::SessionRecord;
+use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
 use faaskeeper_core::queue::WriterMessage;
 use faaskeeper_core::wire::{Delivery, NodeView, Op, OpResult, Request, SessionEvent, WriteBatch};
 use faaskeeper_core::{CreateMode, ZkError};
 use std::time::{Duration, Instant};
 
 async fn send(q: &Queues, session: i64, seq: i64, op: Op) {
+    send_as(q, session, seq, op, &format!("{session}-{seq}")).await
+}
+
+/// [`send`] with the FIFO queue's deduplication id `dedup`.
+async fn send_as(q: &Queues, session: i64, seq: i64, op: Op, dedup: &str) {
     let body = serde_json::to_vec(&WriterMessage::Write(WriteBatch {
         requests: vec![Request { session, seq, op }],
     }))
@@ -19,7 +26,7 @@ async fn send(q: &Queues, session: i64, seq: i64, op: Op) {
         &q.names().writer(),
         &body,
         Some(&session.to_string()),
-        Some(&format!("{session}-{seq}")),
+        Some(dedup),
     )
     .await
     .expect("send to the writer queue");
@@ -147,6 +154,45 @@ async fn poller_appends_from_the_writer_queue_and_answers_on_the_session_queue()
     };
     assert_eq!(read("/q").await.data, b"two");
     assert_eq!(read("/big").await.data, big);
+    // A request that comes again after its result was sent (here with other data, past the
+    // queue's own deduplication) is answered with that result and not applied again. The
+    // session's record is as its open left it: the last result is kept in the distributor's
+    // progress record, which it writes for each batch anyway.
+    send_as(
+        q,
+        session,
+        2,
+        Op::SetData {
+            path: "/q".into(),
+            data: b"again".to_vec(),
+            version: -1,
+        },
+        "again",
+    )
+    .await;
+    let again = loop {
+        // Earlier results may come again too (the queues deliver at least once).
+        let got = results(q, session, 1).await;
+        if let Some(r) = got.into_iter().find(|(s, _)| *s == 2) {
+            break r.1;
+        }
+    };
+    match again {
+        OpResult::Stat { stat } => assert_eq!(stat.version, 1, "the first answer"),
+        other => panic!("set_data again: {other:?}"),
+    }
+    assert_eq!(read("/q").await.data, b"two", "applied once");
+    let record = aws
+        .system()
+        .get(&keys::session(session))
+        .await
+        .expect("read")
+        .expect("session record");
+    let record: SessionRecord = serde_json::from_slice(&record).expect("session record");
+    assert_eq!(
+        record.last_seq, 0,
+        "only the open wrote the session's record"
+    );
     // Everything handled was deleted: nothing comes back after the visibility timeout
     // (checked without waiting for it: nothing is left visible or in flight).
     let attrs = q

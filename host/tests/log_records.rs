@@ -10,11 +10,10 @@
 mod support;
 
 use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
-use faaskeeper_core::wire::{LogEntry, LogHead, NodeView, Op, Request, Txn, encode_log_record};
+use faaskeeper_core::wire::{LogEntry, Op, Request, Txn, encode_log_record};
 use faaskeeper_core::{CreateMode, Zxid};
 use faaskeeper_storage::Store;
-use std::time::Duration;
-use support::{embedded_host, embedded_store};
+use support::{append, applied_then_stop, embedded_host, embedded_store, head, node};
 
 const SESSION: i64 = 77;
 
@@ -41,31 +40,6 @@ fn set(path: &str, data: &[u8]) -> Op {
     }
 }
 
-async fn head(system: &dyn Store) -> LogHead {
-    let bytes = system
-        .get(keys::LOG_HEAD)
-        .await
-        .expect("read")
-        .expect("head");
-    serde_json::from_slice(&bytes).expect("head")
-}
-
-/// Wait until the distributor has applied everything up to `zxid`, then stop the host.
-async fn applied_then_stop(system: &dyn Store, running: faaskeeper_host::RunningHost, zxid: Zxid) {
-    let mut progress = serde_json::Value::Null;
-    for _ in 0..200 {
-        let bytes = system.get(keys::DIST_APPLIED).await.expect("read");
-        progress = serde_json::from_slice(&bytes.expect("progress")).expect("plain JSON here");
-        if progress["applied"].as_i64() == Some(zxid) && progress.get("pending").is_none() {
-            drop(running);
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not applied up to {zxid}: {progress}");
-}
-
 /// A record in JSON, as writers stored them before the binary layout.
 fn json(record: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&record).expect("json")
@@ -74,29 +48,6 @@ fn json(record: serde_json::Value) -> Vec<u8> {
 /// A record in the binary layout writers store now.
 fn binary(record: LogEntry) -> Vec<u8> {
     encode_log_record(record).expect("binary record")
-}
-
-/// Append `records` (each: its id, its bytes, already chained, and whether to store it
-/// deflated) and point the head at the last one.
-async fn append(system: &dyn Store, records: Vec<(String, Vec<u8>, bool)>, zxid: Zxid) {
-    let last = records.last().expect("records").0.clone();
-    for (id, mut bytes, deflated) in records {
-        if deflated {
-            let packed = miniz_oxide::deflate::compress_to_vec(&bytes, 1);
-            bytes = [b"\0fk-deflate\0".as_slice(), &packed].concat();
-        }
-        system.set(&keys::txn(&id), bytes).await.expect("record");
-    }
-    let head = LogHead { zxid, id: last };
-    system
-        .set(keys::LOG_HEAD, serde_json::to_vec(&head).expect("json"))
-        .await
-        .expect("head");
-}
-
-async fn node(user: &dyn Store, path: &str) -> Option<NodeView> {
-    let bytes = user.get(&keys::user_node(path)).await.expect("read")?;
-    Some(serde_json::from_slice(&bytes).expect("node object"))
 }
 
 async fn txn_keys(system: &dyn Store) -> Vec<String> {

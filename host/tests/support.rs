@@ -1,10 +1,16 @@
 //! Starting the real `faaskeeper` binary for process-level tests, and a host in process over
-//! an embedded store the test keeps a handle on (to rewrite what a host left behind).
+//! an embedded store the test keeps a handle on (to rewrite what a host left behind), and
+//! writing log records into a stopped host's store.
 #![allow(dead_code)]
 
+use faaskeeper_core::Zxid;
+use faaskeeper_core::keys;
+use faaskeeper_core::wire::{LogHead, NodeView};
+use faaskeeper_storage::Store;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 pub struct Server {
     pub child: Child,
@@ -96,4 +102,58 @@ pub async fn start_embedded_host(
         ..Default::default()
     })
     .await
+}
+
+/// The log's head in `system`.
+pub async fn head(system: &dyn Store) -> LogHead {
+    let bytes = system
+        .get(keys::LOG_HEAD)
+        .await
+        .expect("read")
+        .expect("head");
+    serde_json::from_slice(&bytes).expect("head")
+}
+
+/// Wait until the distributor has applied everything up to `zxid`, then stop the host.
+pub async fn applied_then_stop(
+    system: &dyn Store,
+    running: faaskeeper_host::RunningHost,
+    zxid: Zxid,
+) {
+    let mut progress = serde_json::Value::Null;
+    for _ in 0..200 {
+        let bytes = system.get(keys::DIST_APPLIED).await.expect("read");
+        progress = serde_json::from_slice(&bytes.expect("progress")).expect("plain JSON here");
+        if progress["applied"].as_i64() == Some(zxid) && progress.get("pending").is_none() {
+            drop(running);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not applied up to {zxid}: {progress}");
+}
+
+/// Append `records` (each: its id, its bytes, already chained, and whether to store it
+/// deflated) and point the head at the last one.
+pub async fn append(system: &dyn Store, records: Vec<(String, Vec<u8>, bool)>, zxid: Zxid) {
+    let last = records.last().expect("records").0.clone();
+    for (id, mut bytes, deflated) in records {
+        if deflated {
+            let packed = miniz_oxide::deflate::compress_to_vec(&bytes, 1);
+            bytes = [b"\0fk-deflate\0".as_slice(), &packed].concat();
+        }
+        system.set(&keys::txn(&id), bytes).await.expect("record");
+    }
+    let head = LogHead { zxid, id: last };
+    system
+        .set(keys::LOG_HEAD, serde_json::to_vec(&head).expect("json"))
+        .await
+        .expect("head");
+}
+
+/// A node's object in the user bucket.
+pub async fn node(user: &dyn Store, path: &str) -> Option<NodeView> {
+    let bytes = user.get(&keys::user_node(path)).await.expect("read")?;
+    Some(serde_json::from_slice(&bytes).expect("node object"))
 }

@@ -28,6 +28,13 @@
 //! second write, one write unit or more per batch saved for a read of one key by the next run
 //! (`Pending::ends_by_delete`).
 //!
+//! *Last results in the progress record*: a session's record holds its last request and
+//! result, re-sent when that request comes again (Guarantee 2). A batch that changes nothing
+//! else of a session keeps those in the progress record it writes anyway
+//! (`state::LastResults`, at most `state::LAST_RESULTS_MAX` sessions), not in the session's
+//! record: on DynamoDB a write unit saved per write. Reads of a session put them over its
+//! record; anything else of a session changing writes its record whole and takes it out.
+//!
 //! *Deliveries in flight*: a batch's deliveries are sent to the watch stage without waiting
 //! for the answer, and the next batch is decided meanwhile (reads and computation only).
 //! Nothing of the next batch is written before the answer came; its first write, the progress
@@ -51,7 +58,7 @@ use faaskeeper_guest::pack::{pack, unpack};
 use faaskeeper_guest::{Reply, Stage};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use state::KvState;
+use state::{KvState, LastResults};
 
 /// Where the watch stage is reached.
 const WATCH_URL: &str = "http://watch.spin.internal/";
@@ -228,15 +235,22 @@ struct Progress {
     /// [`NODES_IN_USER_ENV`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     nodes_in_user: bool,
+    /// Sessions' last results newer than their records hold (`state::LastResults`), as they
+    /// stand once `applied` (and `pending`, if any) is carried out.
+    #[serde(default, skip_serializing_if = "LastResults::is_empty")]
+    last_results: LastResults,
 }
 
-/// A [`Progress`] with a batch in progress, written without copying the batch.
+/// A [`Progress`] as it is written, without copying the batch or the last results.
 #[derive(Serialize)]
-struct Starting<'a> {
+struct Stored<'a> {
     applied: Zxid,
-    pending: &'a Pending,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending: Option<&'a Pending>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     nodes_in_user: bool,
+    #[serde(skip_serializing_if = "LastResults::is_empty")]
+    last_results: &'a LastResults,
 }
 
 /// Set (to `1`) by a platform whose user bucket bills every write (the bundled host over S3
@@ -297,6 +311,7 @@ fn stored_progress(system: &Bucket) -> Result<Option<(Progress, bool)>, KvError>
                 applied,
                 pending: system.get_json::<Pending>(keys::DIST_PENDING)?,
                 nodes_in_user: false,
+                last_results: LastResults::new(),
             },
             true,
         ))),
@@ -452,6 +467,8 @@ struct Cursor {
     /// The last zxid whose batch has its effects written.
     applied: Zxid,
     nodes_in_user: bool,
+    /// The last results the progress record holds (as of `applied`).
+    last_results: LastResults,
     /// The last batch, while its deliveries are on their way to the watch stage.
     in_flight: Option<InFlight>,
     /// Until when the lease was last seen to be ours (ms).
@@ -473,7 +490,7 @@ fn settle(system: &Bucket, me: &str, cursor: &mut Option<Cursor>) -> Result<(), 
         return Ok(());
     };
     if let Some((p, _)) = c.handed_over(system, me)? {
-        end(system, &p, c.nodes_in_user)?;
+        end(system, &p, c.nodes_in_user, &c.last_results)?;
     }
     Ok(())
 }
@@ -633,14 +650,16 @@ fn apply_all(
             .map(|(id, _)| id.clone())
             .collect();
         let txns: Vec<&Txn> = part.iter().map(|(_, t)| *t).collect();
-        let mut pending = decide(system, user, c.nodes_in_user, &txns)?;
+        let (mut pending, mut last_results) =
+            decide(system, user, c.nodes_in_user, &txns, &c.last_results)?;
         // Nothing of this batch is written before the batch in flight is handed over: a
         // client must get an event before it can read newer data (Guarantee 4).
         let before = match c.handed_over(system, me)? {
             // Sessions were moved to their fallback address: this batch was decided with
             // their old one, and is decided again (reads only, nothing of it was written).
             Some((p, true)) => {
-                pending = decide(system, user, c.nodes_in_user, &txns)?;
+                (pending, last_results) =
+                    decide(system, user, c.nodes_in_user, &txns, &c.last_results)?;
                 Some(p)
             }
             Some((p, false)) => Some(p),
@@ -654,7 +673,7 @@ fn apply_all(
             // Ended by deleting its records, as a batch without a successor is
             // (`carried_out` relies on it).
             Some(p) if p.ends_by_delete => {
-                end(system, &p, c.nodes_in_user)?;
+                end(system, &p, c.nodes_in_user, &c.last_results)?;
                 Vec::new()
             }
             // Ended by this batch's progress write below, which names it applied.
@@ -662,12 +681,14 @@ fn apply_all(
             None => Vec::new(),
         };
         let stored = pending.by_reference(&records);
-        let start = Starting {
+        let start = Stored {
             applied: c.applied,
-            pending: stored.as_ref().unwrap_or(&pending),
+            pending: Some(stored.as_ref().unwrap_or(&pending)),
             nodes_in_user: c.nodes_in_user,
+            last_results: &last_results,
         };
         put_progress(system, &start)?;
+        c.last_results = last_results;
         // The progress record now names the batch before applied: the log records it spent
         // go, right after the write that ends it (as in `end`).
         if !spent_before.is_empty() {
@@ -691,7 +712,14 @@ fn start_run(system: &Bucket, user: &Bucket, me: &str) -> Result<Cursor, KvError
             let to_zxid = pending.to_zxid;
             if !carried_out(system, &pending)? {
                 let pending = pending.resolve(system)?;
-                finish(system, user, me, &pending, record.nodes_in_user)?;
+                finish(
+                    system,
+                    user,
+                    me,
+                    &pending,
+                    record.nodes_in_user,
+                    &record.last_results,
+                )?;
             }
             applied = to_zxid;
         }
@@ -703,21 +731,24 @@ fn start_run(system: &Bucket, user: &Bucket, me: &str) -> Result<Cursor, KvError
     Ok(Cursor {
         applied,
         nodes_in_user: record.nodes_in_user,
+        last_results: record.last_results,
         in_flight: None,
         // Set by the caller, from what `acquire` saw.
         lease_until: 0,
     })
 }
 
-/// Decide a batch: apply its txns in order over the current state, collect the effects.
-/// The log records it spends are filled in by the caller.
+/// Decide a batch: apply its txns in order over the current state (with the last results
+/// `last` of the progress record), collect the effects and the last results after it. The
+/// log records it spends are filled in by the caller.
 fn decide(
     system: &Bucket,
     user: &Bucket,
     nodes_in_user: bool,
     part: &[&Txn],
-) -> Result<Pending, KvError> {
-    let mut state = KvState::new(system, nodes_in_user.then_some(user));
+    last: &LastResults,
+) -> Result<(Pending, LastResults), KvError> {
+    let mut state = KvState::new(system, nodes_in_user.then_some(user), last);
     let mut per_session: Vec<Delivery> = Vec::new();
     // The index of open sessions the heartbeat stage sweeps (Guarantee 5). Read only for
     // batches that open or end a session, to keep it off the path of ordinary writes.
@@ -761,7 +792,8 @@ fn decide(
             }
         }
     }
-    let changes = state.into_changes();
+    state.bound_last_results()?;
+    let changes = state.into_changes()?;
     // The index of TTL nodes the heartbeat stage sweeps, read only when the batch creates or
     // deletes one.
     let ttl_index = if changes.ttl_written.is_empty() && changes.ttl_removed.is_empty() {
@@ -781,7 +813,7 @@ fn decide(
         .map(|(id, rec)| Ok((*id, raw(rec)?)))
         .collect::<Result<_, KvError>>()?;
     let deliveries = per_session.iter().map(raw).collect::<Result<_, _>>()?;
-    Ok(Pending {
+    let pending = Pending {
         to_zxid: part.last().map_or(0, |t| t.zxid),
         nodes: changes.nodes,
         sessions,
@@ -796,7 +828,8 @@ fn decide(
         ends_by_delete: false,
         txn_ids: Vec::new(),
         data_refs: Vec::new(),
-    })
+    };
+    Ok((pending, changes.last_results))
 }
 
 /// Whether a batch left in the progress record was carried out to its end: only a batch
@@ -818,13 +851,14 @@ fn finish(
     me: &str,
     p: &Pending,
     nodes_in_user: bool,
+    last_results: &LastResults,
 ) -> Result<(), KvError> {
     write_effects(system, user, p, nodes_in_user)?;
     let moved = handed_over(hand_over(p)?)?;
     // The wait may have been long: no write after it without the lease.
     still_holding(system, me)?;
     fall_back(system, &moved)?;
-    end(system, p, nodes_in_user)
+    end(system, p, nodes_in_user, last_results)
 }
 
 /// Write a batch's effects to both buckets.
@@ -945,9 +979,14 @@ fn fall_back(system: &Bucket, sessions: &[SessionId]) -> Result<(), KvError> {
     Ok(())
 }
 
-/// End a batch that is carried out and handed over: record it applied and delete the log
-/// records it spent.
-fn end(system: &Bucket, p: &Pending, nodes_in_user: bool) -> Result<(), KvError> {
+/// End a batch that is carried out and handed over: record it applied (with the last results
+/// as of it) and delete the log records it spent.
+fn end(
+    system: &Bucket,
+    p: &Pending,
+    nodes_in_user: bool,
+    last_results: &LastResults,
+) -> Result<(), KvError> {
     if let (true, Some((last, rest))) = (p.ends_by_delete, p.txn_ids.split_last()) {
         // The first delete ends the batch (see `carried_out`); the rest follow it.
         system.delete(&keys::txn(last))?;
@@ -956,10 +995,11 @@ fn end(system: &Bucket, p: &Pending, nodes_in_user: bool) -> Result<(), KvError>
         }
         return Ok(());
     }
-    let done = Progress {
+    let done = Stored {
         applied: p.to_zxid,
         pending: None,
         nodes_in_user,
+        last_results,
     };
     put_progress(system, &done)?;
     system.delete_many(p.txn_ids.iter().map(|id| keys::txn(id)).collect())?;

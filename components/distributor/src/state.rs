@@ -1,12 +1,39 @@
 //! `faaskeeper_core::apply::State` over the system bucket (node records: over the user bucket
 //! in a store that keeps them there): reads go to the store once and are cached; writes are
 //! staged in memory until the whole batch is decided.
+//!
+//! A session's last request and its result are kept in the progress record
+//! ([`LastResults`]) rather than in the session's own record, as long as nothing else of the
+//! session changes: a write then costs no write of its session's record, only its share of
+//! the batch's progress write. Reads of a session put the kept result over the stored record.
 
-use faaskeeper_core::SessionId;
 use faaskeeper_core::apply::{NodeRecord, Reads, SessionRecord, State, WatchRecord};
+use faaskeeper_core::wire::OpResult;
+use faaskeeper_core::{SessionId, Zxid};
 use faaskeeper_core::{keys, ttl};
 use faaskeeper_guest::kv::{Bucket, KvError, decode_json};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// A session's last request (`SessionRecord::last_seq`) and its zxid and result
+/// (`last_result`, as its JSON), newer than what the session's own record holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastResult(pub i64, pub Zxid, pub Box<RawValue>);
+
+/// The last results the progress record keeps, by session. A session leaves it when its
+/// record is written whole (anything else of it changed, or it was pushed out by
+/// [`LAST_RESULTS_MAX`]).
+pub type LastResults = BTreeMap<SessionId, LastResult>;
+
+/// Most sessions whose last result the progress record keeps; beyond it the oldest are
+/// written to their records. On DynamoDB the progress record is billed per KiB on every
+/// batch: 64 results of a write, deflated, are about 3 KiB.
+pub const LAST_RESULTS_MAX: usize = 64;
+
+/// A result longer than this (a read's data) is written with its session's record, not
+/// kept in the progress record.
+const LAST_RESULT_MAX_BYTES: usize = 512;
 
 pub struct KvState<'a> {
     system: &'a Bucket,
@@ -15,6 +42,12 @@ pub struct KvState<'a> {
     nodes_from: Option<&'a Bucket>,
     nodes: BTreeMap<String, Option<NodeRecord>>,
     sessions: BTreeMap<SessionId, Option<SessionRecord>>,
+    /// The last results kept in the progress record before this batch.
+    last: &'a LastResults,
+    /// Each changed session as it was before its first change in this batch.
+    sessions_before: BTreeMap<SessionId, Option<SessionRecord>>,
+    /// Sessions written whole whatever changed ([`KvState::bound_last_results`]).
+    written_whole: BTreeSet<SessionId>,
     watches: BTreeMap<String, WatchRecord>,
     dirty_nodes: BTreeSet<String>,
     dirty_sessions: BTreeSet<SessionId>,
@@ -26,7 +59,10 @@ pub struct KvState<'a> {
 /// The staged writes of a batch (`None`: delete).
 pub struct Changes {
     pub nodes: Vec<(String, Option<NodeRecord>)>,
+    /// Session records to write whole.
     pub sessions: Vec<(SessionId, SessionRecord)>,
+    /// The last results the progress record keeps after the batch.
+    pub last_results: LastResults,
     pub watches: Vec<(String, WatchRecord)>,
     /// TTL nodes created (or rewritten) by the batch, for the TTL index.
     pub ttl_written: BTreeSet<String>,
@@ -35,12 +71,15 @@ pub struct Changes {
 }
 
 impl<'a> KvState<'a> {
-    pub fn new(system: &'a Bucket, nodes_from: Option<&'a Bucket>) -> Self {
+    pub fn new(system: &'a Bucket, nodes_from: Option<&'a Bucket>, last: &'a LastResults) -> Self {
         KvState {
             system,
             nodes_from,
             nodes: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            last,
+            sessions_before: BTreeMap::new(),
+            written_whole: BTreeSet::new(),
             watches: BTreeMap::new(),
             dirty_nodes: BTreeSet::new(),
             dirty_sessions: BTreeSet::new(),
@@ -89,6 +128,7 @@ impl<'a> KvState<'a> {
         };
         for id in sessions {
             let record = take_json(&mut found, keys::session(id))?;
+            let record = self.with_last_result(id, record)?;
             self.sessions.insert(id, record);
         }
         for path in watches {
@@ -106,6 +146,65 @@ impl<'a> KvState<'a> {
         Ok(())
     }
 
+    /// A session's record as stored, with the newer last result the progress record keeps.
+    fn with_last_result(
+        &self,
+        id: SessionId,
+        record: Option<SessionRecord>,
+    ) -> Result<Option<SessionRecord>, KvError> {
+        let Some(LastResult(seq, zxid, result)) = self.last.get(&id) else {
+            return Ok(record);
+        };
+        let Some(mut rec) = record else {
+            return Ok(None);
+        };
+        if *seq >= rec.last_seq {
+            let result: OpResult = serde_json::from_str(result.get())
+                .map_err(|e| KvError::Corrupt(format!("last result of session {id}: {e}")))?;
+            rec.last_seq = *seq;
+            rec.last_result = Some((*zxid, result));
+        }
+        Ok(Some(rec))
+    }
+
+    /// Keep at most [`LAST_RESULTS_MAX`] last results after this batch: the oldest of them
+    /// are written to their sessions' records instead.
+    pub fn bound_last_results(&mut self) -> Result<(), KvError> {
+        let changed = |id: &SessionId| self.sessions_before.contains_key(id);
+        // Every session that may keep a last result after the batch, by the zxid of its result.
+        let mut by_age: Vec<(Zxid, SessionId)> = self
+            .last
+            .iter()
+            .filter(|(id, _)| !changed(id))
+            .map(|(id, l)| (l.1, *id))
+            .collect();
+        by_age.extend(self.sessions_before.keys().filter_map(|id| {
+            let rec = self.sessions.get(id)?.as_ref()?;
+            Some((rec.last_result.as_ref()?.0, *id))
+        }));
+        let Some(over) = by_age
+            .len()
+            .checked_sub(LAST_RESULTS_MAX)
+            .filter(|n| *n > 0)
+        else {
+            return Ok(());
+        };
+        by_age.sort_unstable();
+        let oldest: BTreeSet<SessionId> = by_age.into_iter().take(over).map(|(_, id)| id).collect();
+        // Those the batch did not change are read now, to be written with their last result.
+        self.prefetch(&Reads {
+            sessions: oldest.iter().copied().filter(|id| !changed(id)).collect(),
+            ..Reads::default()
+        })?;
+        for id in oldest {
+            if let Some(Some(_)) = self.sessions.get(&id) {
+                self.written_whole.insert(id);
+                self.dirty_sessions.insert(id);
+            }
+        }
+        Ok(())
+    }
+
     /// A node record as the store keeps it: a system record, or a user object.
     fn decode_node(&self, path: &str, bytes: &[u8]) -> Result<NodeRecord, KvError> {
         match self.nodes_from {
@@ -116,7 +215,7 @@ impl<'a> KvState<'a> {
         }
     }
 
-    pub fn into_changes(mut self) -> Changes {
+    pub fn into_changes(mut self) -> Result<Changes, KvError> {
         let is_ttl = |n: &NodeRecord| ttl::of_owner(n.stat.ephemeral_owner).is_some();
         let ttl_written = self
             .dirty_nodes
@@ -133,25 +232,53 @@ impl<'a> KvState<'a> {
             .into_iter()
             .filter(|p| matches!(self.nodes.get(p), Some(None)))
             .collect();
-        Changes {
+        let mut last_results = self.last.clone();
+        let mut sessions = Vec::new();
+        for id in &self.dirty_sessions {
+            let Some(rec) = self.sessions.remove(id).flatten() else {
+                continue;
+            };
+            let unchanged_but_last = !self.written_whole.contains(id)
+                && matches!(self.sessions_before.get(id), Some(Some(before)) if rec.same_but_last_result(before));
+            let kept = match (&rec.last_result, unchanged_but_last) {
+                (Some((zxid, result)), true) => {
+                    let raw = serde_json::value::to_raw_value(result).map_err(|e| {
+                        KvError::Corrupt(format!("last result of session {id}: {e}"))
+                    })?;
+                    (raw.get().len() <= LAST_RESULT_MAX_BYTES).then_some(LastResult(
+                        rec.last_seq,
+                        *zxid,
+                        raw,
+                    ))
+                }
+                _ => None,
+            };
+            match kept {
+                Some(last) => {
+                    last_results.insert(*id, last);
+                }
+                None => {
+                    last_results.remove(id);
+                    sessions.push((*id, rec));
+                }
+            }
+        }
+        Ok(Changes {
             ttl_written,
             ttl_removed,
+            sessions,
+            last_results,
             nodes: self
                 .dirty_nodes
                 .iter()
                 .map(|p| (p.clone(), self.nodes.remove(p).flatten()))
-                .collect(),
-            sessions: self
-                .dirty_sessions
-                .iter()
-                .filter_map(|id| self.sessions.remove(id).flatten().map(|s| (*id, s)))
                 .collect(),
             watches: self
                 .dirty_watches
                 .iter()
                 .map(|p| (p.clone(), self.watches.remove(p).unwrap_or_default()))
                 .collect(),
-        }
+        })
     }
 }
 
@@ -192,14 +319,17 @@ impl State for KvState<'_> {
     fn session_ref(&mut self, id: SessionId) -> Result<Option<&SessionRecord>, KvError> {
         if !self.sessions.contains_key(&id) {
             let s: Option<SessionRecord> = self.system.get_json(&keys::session(id))?;
+            let s = self.with_last_result(id, s)?;
             self.sessions.insert(id, s);
         }
         Ok(self.sessions.get(&id).and_then(Option::as_ref))
     }
 
     fn put_session(&mut self, id: SessionId, session: SessionRecord) {
-        self.sessions.insert(id, Some(session));
-        self.dirty_sessions.insert(id);
+        let before = self.sessions.insert(id, Some(session)).flatten();
+        if self.dirty_sessions.insert(id) {
+            self.sessions_before.insert(id, before);
+        }
     }
 
     fn watches_ref(&mut self, path: &str) -> Result<Option<&WatchRecord>, KvError> {

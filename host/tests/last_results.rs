@@ -1,0 +1,259 @@
+//! A session's last request and result live in the distributor's progress record while
+//! nothing else of the session changes: its own record is not written for every write. The
+//! test writes log records into a stopped host's store (as in `log_records.rs`) and checks,
+//! across restarts of the host, that
+//! - a request logged again (a redelivery) is applied once, the newest one as well as an
+//!   older one, and the progress record keeps the result;
+//! - a change of anything else of the session (an ephemeral node) writes its record whole;
+//! - at most 64 sessions are kept; the oldest results go to their sessions' records.
+
+mod support;
+
+use faaskeeper_core::apply::SessionRecord;
+use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
+use faaskeeper_core::wire::{LogEntry, Op, Request, Txn, encode_log_record};
+use faaskeeper_core::{CreateMode, SessionId, Zxid};
+use faaskeeper_storage::Store;
+use support::{append, applied_then_stop, embedded_host, embedded_store, head, node};
+
+fn txn(zxid: Zxid, session: SessionId, seq: i64, op: Op) -> Txn {
+    Txn {
+        zxid,
+        time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64,
+        request: Request { session, seq, op },
+    }
+}
+
+fn open(session: SessionId) -> Op {
+    Op::OpenSession {
+        timeout_ms: 30_000,
+        // The host's hub, which has no channel for it: results are dropped as gone.
+        notify: format!("http://sessions.faaskeeper.internal/v1/sessions/{session}/deliver"),
+        fallback: None,
+    }
+}
+
+fn set(path: &str, data: &[u8]) -> Op {
+    Op::SetData {
+        path: path.into(),
+        data: data.to_vec(),
+        version: -1,
+    }
+}
+
+fn create(path: &str, mode: CreateMode) -> Op {
+    Op::Create {
+        path: path.into(),
+        data: b"a".to_vec(),
+        mode,
+        acl: None,
+    }
+}
+
+/// One log record holding `txns`, after the record `prev`.
+fn record(id: &str, prev: &str, txns: Vec<Txn>) -> (String, Vec<u8>, bool) {
+    let bytes = encode_log_record(LogEntry {
+        prev: prev.into(),
+        txns,
+    })
+    .expect("binary record");
+    (id.into(), bytes, false)
+}
+
+async fn session_record(system: &dyn Store, id: SessionId) -> SessionRecord {
+    let bytes = system
+        .get(&keys::session(id))
+        .await
+        .expect("read")
+        .expect("session record");
+    serde_json::from_slice(&bytes).expect("session record JSON")
+}
+
+/// The progress record's last results: session id → `[seq, zxid, result]`.
+async fn last_results(system: &dyn Store) -> serde_json::Map<String, serde_json::Value> {
+    let bytes = system
+        .get(keys::DIST_APPLIED)
+        .await
+        .expect("read")
+        .expect("progress");
+    let progress: serde_json::Value = serde_json::from_slice(&bytes).expect("plain JSON here");
+    progress
+        .get("last_results")
+        .and_then(|l| l.as_object().cloned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_results_in_the_progress_record_still_apply_a_request_once() {
+    const A: SessionId = 501;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = embedded_store(dir.path());
+    let system = db.bucket(SYSTEM_BUCKET).expect("system");
+    let user = db.bucket(USER_BUCKET).expect("user");
+    let first = embedded_host(&db, dir.path()).await;
+    let start = head(&*system).await;
+    applied_then_stop(&*system, first, start.zxid).await;
+    let z = start.zxid;
+
+    // A opens, creates /r and sets it twice.
+    append(
+        &*system,
+        vec![record(
+            "r1",
+            &start.id,
+            vec![
+                txn(z + 1, A, 0, open(A)),
+                txn(z + 2, A, 1, create("/r", CreateMode::Persistent)),
+                txn(z + 3, A, 2, set("/r", b"b")),
+                txn(z + 4, A, 3, set("/r", b"c")),
+            ],
+        )],
+        z + 4,
+    )
+    .await;
+    let host = embedded_host(&db, dir.path()).await;
+    applied_then_stop(&*system, host, z + 4).await;
+    assert_eq!(
+        session_record(&*system, A).await.last_seq,
+        0,
+        "only the open wrote A's record"
+    );
+    let kept = last_results(&*system).await;
+    assert_eq!(kept[&A.to_string()][0], 3, "A's last seq: {kept:?}");
+    assert_eq!(kept[&A.to_string()][1], z + 4, "its zxid: {kept:?}");
+    assert_eq!(kept[&A.to_string()][2]["stat"]["version"], 2, "its result");
+
+    // After a restart: seq 3 logged again (with other data, to show it is not applied), seq
+    // 2 again, then a new set.
+    append(
+        &*system,
+        vec![record(
+            "r2",
+            "r1",
+            vec![
+                txn(z + 5, A, 3, set("/r", b"x")),
+                txn(z + 6, A, 2, set("/r", b"y")),
+                txn(z + 7, A, 4, set("/r", b"d")),
+            ],
+        )],
+        z + 7,
+    )
+    .await;
+    let host = embedded_host(&db, dir.path()).await;
+    applied_then_stop(&*system, host, z + 7).await;
+    let r = node(&*user, "/r").await.expect("/r");
+    assert_eq!(r.data, b"d");
+    assert_eq!(
+        (r.stat.version, r.stat.mzxid),
+        (3, z + 7),
+        "the sets of seq 2, 3 and 4, each once"
+    );
+    assert_eq!(last_results(&*system).await[&A.to_string()][0], 4);
+    assert_eq!(session_record(&*system, A).await.last_seq, 0);
+
+    // An ephemeral node changes A's record: written whole, with its last result.
+    append(
+        &*system,
+        vec![record(
+            "r3",
+            "r2",
+            vec![txn(z + 8, A, 5, create("/e", CreateMode::Ephemeral))],
+        )],
+        z + 8,
+    )
+    .await;
+    let host = embedded_host(&db, dir.path()).await;
+    applied_then_stop(&*system, host, z + 8).await;
+    let rec = session_record(&*system, A).await;
+    assert_eq!(rec.last_seq, 5);
+    assert!(rec.ephemerals.contains("/e"), "{rec:?}");
+    assert!(
+        !last_results(&*system).await.contains_key(&A.to_string()),
+        "kept in the record now"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_64_last_results_are_kept_and_the_oldest_go_to_their_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = embedded_store(dir.path());
+    let system = db.bucket(SYSTEM_BUCKET).expect("system");
+    let user = db.bucket(USER_BUCKET).expect("user");
+    let first = embedded_host(&db, dir.path()).await;
+    let start = head(&*system).await;
+    applied_then_stop(&*system, first, start.zxid).await;
+    let z = start.zxid;
+
+    // 70 sessions open and create a node each, then set it, in one record (one batch).
+    let sessions: Vec<SessionId> = (1000..1070).collect();
+    let mut txns = Vec::new();
+    for (i, s) in sessions.iter().enumerate() {
+        let path = format!("/s{i}");
+        txns.push(txn(z + 1 + 3 * i as i64, *s, 0, open(*s)));
+        txns.push(txn(
+            z + 2 + 3 * i as i64,
+            *s,
+            1,
+            create(&path, CreateMode::Persistent),
+        ));
+        txns.push(txn(z + 3 + 3 * i as i64, *s, 2, set(&path, b"s")));
+    }
+    let last = z + 3 * sessions.len() as i64;
+    append(&*system, vec![record("many", &start.id, txns)], last).await;
+    let host = embedded_host(&db, dir.path()).await;
+    applied_then_stop(&*system, host, last).await;
+    let kept = last_results(&*system).await;
+    assert_eq!(kept.len(), 64, "{:?}", kept.keys());
+    for (i, s) in sessions.iter().enumerate() {
+        let rec = session_record(&*system, *s).await;
+        if i < 6 {
+            assert_eq!(
+                rec.last_seq, 2,
+                "session {s}, among the oldest, in its record"
+            );
+            assert!(!kept.contains_key(&s.to_string()));
+        } else {
+            assert_eq!(rec.last_seq, 0, "session {s}: only its open in its record");
+            assert_eq!(kept[&s.to_string()][0], 2, "session {s}");
+        }
+        assert_eq!(
+            node(&*user, &format!("/s{i}"))
+                .await
+                .expect("created")
+                .stat
+                .version,
+            1
+        );
+    }
+
+    // After a restart, a set by one of the oldest (written to its record) and one by a kept
+    // session: each applied once, and the batch's new result pushes out the oldest kept one.
+    let more = vec![
+        txn(last + 1, sessions[0], 3, set("/s0", b"t")),
+        txn(last + 2, sessions[0], 3, set("/s0", b"u")),
+        txn(last + 3, sessions[40], 3, set("/s40", b"t")),
+        txn(last + 4, sessions[40], 2, set("/s40", b"u")),
+    ];
+    append(&*system, vec![record("more", "many", more)], last + 4).await;
+    let host = embedded_host(&db, dir.path()).await;
+    applied_then_stop(&*system, host, last + 4).await;
+    for path in ["/s0", "/s40"] {
+        let n = node(&*user, path).await.expect("node");
+        assert_eq!(
+            (n.data.as_slice(), n.stat.version),
+            (b"t".as_slice(), 2),
+            "{path}"
+        );
+    }
+    let kept = last_results(&*system).await;
+    assert_eq!(kept.len(), 64);
+    assert_eq!(kept[&sessions[0].to_string()][0], 3);
+    assert!(
+        !kept.contains_key(&sessions[6].to_string()),
+        "the oldest kept one went to its record"
+    );
+    assert_eq!(session_record(&*system, sessions[6]).await.last_seq, 2);
+}
