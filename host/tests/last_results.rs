@@ -98,14 +98,22 @@ async fn last_results_in_the_progress_record_still_apply_a_request_once() {
     applied_then_stop(&*system, first, start.zxid).await;
     let z = start.zxid;
 
-    // A opens, creates /r and sets it twice.
+    // A opens (a batch of its own: a session opened in a batch is written whole with it),
+    // then creates /r and sets it twice.
+    append(
+        &*system,
+        vec![record("r0", &start.id, vec![txn(z + 1, A, 0, open(A))])],
+        z + 1,
+    )
+    .await;
+    let host = embedded_host(&db, dir.path()).await;
+    applied_then_stop(&*system, host, z + 1).await;
     append(
         &*system,
         vec![record(
             "r1",
-            &start.id,
+            "r0",
             vec![
-                txn(z + 1, A, 0, open(A)),
                 txn(z + 2, A, 1, create("/r", CreateMode::Persistent)),
                 txn(z + 3, A, 2, set("/r", b"b")),
                 txn(z + 4, A, 3, set("/r", b"c")),
@@ -187,22 +195,30 @@ async fn at_most_64_last_results_are_kept_and_the_oldest_go_to_their_records() {
     applied_then_stop(&*system, first, start.zxid).await;
     let z = start.zxid;
 
-    // 70 sessions open and create a node each, then set it, in one record (one batch).
+    // 70 sessions open, then create a node each and set it, in one record (one batch).
     let sessions: Vec<SessionId> = (1000..1070).collect();
+    let opens = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| txn(z + 1 + i as i64, *s, 0, open(*s)))
+        .collect();
+    let z = z + sessions.len() as i64;
+    append(&*system, vec![record("opens", &start.id, opens)], z).await;
+    let host = embedded_host(&db, dir.path()).await;
+    applied_then_stop(&*system, host, z).await;
     let mut txns = Vec::new();
     for (i, s) in sessions.iter().enumerate() {
         let path = format!("/s{i}");
-        txns.push(txn(z + 1 + 3 * i as i64, *s, 0, open(*s)));
         txns.push(txn(
-            z + 2 + 3 * i as i64,
+            z + 1 + 2 * i as i64,
             *s,
             1,
             create(&path, CreateMode::Persistent),
         ));
-        txns.push(txn(z + 3 + 3 * i as i64, *s, 2, set(&path, b"s")));
+        txns.push(txn(z + 2 + 2 * i as i64, *s, 2, set(&path, b"s")));
     }
-    let last = z + 3 * sessions.len() as i64;
-    append(&*system, vec![record("many", &start.id, txns)], last).await;
+    let last = z + 2 * sessions.len() as i64;
+    append(&*system, vec![record("many", "opens", txns)], last).await;
     let host = embedded_host(&db, dir.path()).await;
     applied_then_stop(&*system, host, last).await;
     let kept = last_results(&*system).await;
