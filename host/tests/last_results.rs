@@ -5,7 +5,8 @@
 //! - a request logged again (a redelivery) is applied once, the newest one as well as an
 //!   older one, and the progress record keeps the result;
 //! - a change of anything else of the session (an ephemeral node) writes its record whole;
-//! - at most 64 sessions are kept; the oldest results go to their sessions' records.
+//! - at most 64 sessions are kept (when full, the others are written as before), and a
+//!   result not renewed for 16 batches goes back to its session's record.
 
 mod support;
 
@@ -185,7 +186,7 @@ async fn last_results_in_the_progress_record_still_apply_a_request_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_most_64_last_results_are_kept_and_the_oldest_go_to_their_records() {
+async fn at_most_64_last_results_are_kept_and_stale_ones_go_back_to_their_records() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = embedded_store(dir.path());
     let system = db.bucket(SYSTEM_BUCKET).expect("system");
@@ -221,14 +222,15 @@ async fn at_most_64_last_results_are_kept_and_the_oldest_go_to_their_records() {
     append(&*system, vec![record("many", "opens", txns)], last).await;
     let host = embedded_host(&db, dir.path()).await;
     applied_then_stop(&*system, host, last).await;
+    // Full at 64: the last six to come (the highest zxids) are written to their records.
     let kept = last_results(&*system).await;
     assert_eq!(kept.len(), 64, "{:?}", kept.keys());
     for (i, s) in sessions.iter().enumerate() {
         let rec = session_record(&*system, *s).await;
-        if i < 6 {
+        if i >= 64 {
             assert_eq!(
                 rec.last_seq, 2,
-                "session {s}, among the oldest, in its record"
+                "session {s}, refused when full, in its record"
             );
             assert!(!kept.contains_key(&s.to_string()));
         } else {
@@ -245,18 +247,19 @@ async fn at_most_64_last_results_are_kept_and_the_oldest_go_to_their_records() {
         );
     }
 
-    // After a restart, a set by one of the oldest (written to its record) and one by a kept
-    // session: each applied once, and the batch's new result pushes out the oldest kept one.
+    // After a restart: a set by a session written to its record (still refused: full) and one
+    // by a kept session, each logged twice, each applied once.
     let more = vec![
-        txn(last + 1, sessions[0], 3, set("/s0", b"t")),
-        txn(last + 2, sessions[0], 3, set("/s0", b"u")),
+        txn(last + 1, sessions[69], 3, set("/s69", b"t")),
+        txn(last + 2, sessions[69], 3, set("/s69", b"u")),
         txn(last + 3, sessions[40], 3, set("/s40", b"t")),
         txn(last + 4, sessions[40], 2, set("/s40", b"u")),
     ];
-    append(&*system, vec![record("more", "many", more)], last + 4).await;
+    let last = last + 4;
+    append(&*system, vec![record("more", "many", more)], last).await;
     let host = embedded_host(&db, dir.path()).await;
-    applied_then_stop(&*system, host, last + 4).await;
-    for path in ["/s0", "/s40"] {
+    applied_then_stop(&*system, host, last).await;
+    for path in ["/s69", "/s40"] {
         let n = node(&*user, path).await.expect("node");
         assert_eq!(
             (n.data.as_slice(), n.stat.version),
@@ -266,10 +269,37 @@ async fn at_most_64_last_results_are_kept_and_the_oldest_go_to_their_records() {
     }
     let kept = last_results(&*system).await;
     assert_eq!(kept.len(), 64);
-    assert_eq!(kept[&sessions[0].to_string()][0], 3);
-    assert!(
-        !kept.contains_key(&sessions[6].to_string()),
-        "the oldest kept one went to its record"
+    assert_eq!(kept[&sessions[40].to_string()][0], 3);
+    assert!(!kept.contains_key(&sessions[69].to_string()));
+    assert_eq!(session_record(&*system, sessions[69]).await.last_seq, 3);
+
+    // 17 batches of 512 sets by session 40 alone (one record longer than 17 batches): every
+    // other kept result goes stale and back to its record.
+    let sets: Vec<Txn> = (0..17 * 512 + 1)
+        .map(|i| txn(last + 1 + i, sessions[40], 4 + i, set("/s40", b"v")))
+        .collect();
+    let n = sets.len() as i64;
+    append(&*system, vec![record("long", "more", sets)], last + n).await;
+    let host = embedded_host(&db, dir.path()).await;
+    applied_then_stop(&*system, host, last + n).await;
+    let kept = last_results(&*system).await;
+    assert_eq!(
+        kept.keys().collect::<Vec<_>>(),
+        vec![&sessions[40].to_string()],
+        "only the session still writing"
     );
-    assert_eq!(session_record(&*system, sessions[6]).await.last_seq, 2);
+    assert_eq!(kept[&sessions[40].to_string()][0], 3 + n);
+    for s in &sessions[..64] {
+        if *s != sessions[40] {
+            assert_eq!(
+                session_record(&*system, *s).await.last_seq,
+                2,
+                "session {s}"
+            );
+        }
+    }
+    assert_eq!(
+        node(&*user, "/s40").await.expect("/s40").stat.version,
+        2 + n as i32
+    );
 }

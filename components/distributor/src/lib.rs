@@ -31,7 +31,8 @@
 //! *Last results in the progress record*: a session's record holds its last request and
 //! result, re-sent when that request comes again (Guarantee 2). A batch that changes nothing
 //! else of a session keeps those in the progress record it writes anyway
-//! (`state::LastResults`, at most `state::LAST_RESULTS_MAX` sessions), not in the session's
+//! (`state::LastResults`, at most `state::LAST_RESULTS_MAX` sessions, each until it goes
+//! stale), not in the session's
 //! record: on DynamoDB a write unit saved per write. Reads of a session put them over its
 //! record; anything else of a session changing writes its record whole and takes it out.
 //!
@@ -239,6 +240,13 @@ struct Progress {
     /// stand once `applied` (and `pending`, if any) is carried out.
     #[serde(default, skip_serializing_if = "LastResults::is_empty")]
     last_results: LastResults,
+    /// The number of the last batch started (for the age of `last_results`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    batch: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A [`Progress`] as it is written, without copying the batch or the last results.
@@ -251,6 +259,8 @@ struct Stored<'a> {
     nodes_in_user: bool,
     #[serde(skip_serializing_if = "LastResults::is_empty")]
     last_results: &'a LastResults,
+    #[serde(skip_serializing_if = "is_zero")]
+    batch: u64,
 }
 
 /// Set (to `1`) by a platform whose user bucket bills every write (the bundled host over S3
@@ -312,6 +322,7 @@ fn stored_progress(system: &Bucket) -> Result<Option<(Progress, bool)>, KvError>
                 pending: system.get_json::<Pending>(keys::DIST_PENDING)?,
                 nodes_in_user: false,
                 last_results: LastResults::new(),
+                batch: 0,
             },
             true,
         ))),
@@ -469,6 +480,8 @@ struct Cursor {
     nodes_in_user: bool,
     /// The last results the progress record holds (as of `applied`).
     last_results: LastResults,
+    /// The number of the last batch started.
+    batch: u64,
     /// The last batch, while its deliveries are on their way to the watch stage.
     in_flight: Option<InFlight>,
     /// Until when the lease was last seen to be ours (ms).
@@ -490,7 +503,7 @@ fn settle(system: &Bucket, me: &str, cursor: &mut Option<Cursor>) -> Result<(), 
         return Ok(());
     };
     if let Some((p, _)) = c.handed_over(system, me)? {
-        end(system, &p, c.nodes_in_user, &c.last_results)?;
+        end(system, &p, c.nodes_in_user, (&c.last_results, c.batch))?;
     }
     Ok(())
 }
@@ -650,16 +663,26 @@ fn apply_all(
             .map(|(id, _)| id.clone())
             .collect();
         let txns: Vec<&Txn> = part.iter().map(|(_, t)| *t).collect();
-        let (mut pending, mut last_results) =
-            decide(system, user, c.nodes_in_user, &txns, &c.last_results)?;
+        let (mut pending, mut last_results) = decide(
+            system,
+            user,
+            c.nodes_in_user,
+            &txns,
+            (&c.last_results, c.batch + 1),
+        )?;
         // Nothing of this batch is written before the batch in flight is handed over: a
         // client must get an event before it can read newer data (Guarantee 4).
         let before = match c.handed_over(system, me)? {
             // Sessions were moved to their fallback address: this batch was decided with
             // their old one, and is decided again (reads only, nothing of it was written).
             Some((p, true)) => {
-                (pending, last_results) =
-                    decide(system, user, c.nodes_in_user, &txns, &c.last_results)?;
+                (pending, last_results) = decide(
+                    system,
+                    user,
+                    c.nodes_in_user,
+                    &txns,
+                    (&c.last_results, c.batch + 1),
+                )?;
                 Some(p)
             }
             Some((p, false)) => Some(p),
@@ -673,7 +696,7 @@ fn apply_all(
             // Ended by deleting its records, as a batch without a successor is
             // (`carried_out` relies on it).
             Some(p) if p.ends_by_delete => {
-                end(system, &p, c.nodes_in_user, &c.last_results)?;
+                end(system, &p, c.nodes_in_user, (&c.last_results, c.batch))?;
                 Vec::new()
             }
             // Ended by this batch's progress write below, which names it applied.
@@ -686,9 +709,11 @@ fn apply_all(
             pending: Some(stored.as_ref().unwrap_or(&pending)),
             nodes_in_user: c.nodes_in_user,
             last_results: &last_results,
+            batch: c.batch + 1,
         };
         put_progress(system, &start)?;
         c.last_results = last_results;
+        c.batch += 1;
         // The progress record now names the batch before applied: the log records it spent
         // go, right after the write that ends it (as in `end`).
         if !spent_before.is_empty() {
@@ -718,7 +743,7 @@ fn start_run(system: &Bucket, user: &Bucket, me: &str) -> Result<Cursor, KvError
                     me,
                     &pending,
                     record.nodes_in_user,
-                    &record.last_results,
+                    (&record.last_results, record.batch),
                 )?;
             }
             applied = to_zxid;
@@ -732,6 +757,7 @@ fn start_run(system: &Bucket, user: &Bucket, me: &str) -> Result<Cursor, KvError
         applied,
         nodes_in_user: record.nodes_in_user,
         last_results: record.last_results,
+        batch: record.batch,
         in_flight: None,
         // Set by the caller, from what `acquire` saw.
         lease_until: 0,
@@ -746,9 +772,9 @@ fn decide(
     user: &Bucket,
     nodes_in_user: bool,
     part: &[&Txn],
-    last: &LastResults,
+    (last, batch): (&LastResults, u64),
 ) -> Result<(Pending, LastResults), KvError> {
-    let mut state = KvState::new(system, nodes_in_user.then_some(user), last);
+    let mut state = KvState::new(system, nodes_in_user.then_some(user), last, batch);
     let mut per_session: Vec<Delivery> = Vec::new();
     // The index of open sessions the heartbeat stage sweeps (Guarantee 5). Read only for
     // batches that open or end a session, to keep it off the path of ordinary writes.
@@ -792,8 +818,8 @@ fn decide(
             }
         }
     }
-    state.bound_last_results()?;
-    let changes = state.into_changes()?;
+    let last_results = state.settle_sessions()?;
+    let changes = state.into_changes();
     // The index of TTL nodes the heartbeat stage sweeps, read only when the batch creates or
     // deletes one.
     let ttl_index = if changes.ttl_written.is_empty() && changes.ttl_removed.is_empty() {
@@ -829,7 +855,7 @@ fn decide(
         txn_ids: Vec::new(),
         data_refs: Vec::new(),
     };
-    Ok((pending, changes.last_results))
+    Ok((pending, last_results))
 }
 
 /// Whether a batch left in the progress record was carried out to its end: only a batch
@@ -851,7 +877,7 @@ fn finish(
     me: &str,
     p: &Pending,
     nodes_in_user: bool,
-    last_results: &LastResults,
+    last_results: (&LastResults, u64),
 ) -> Result<(), KvError> {
     write_effects(system, user, p, nodes_in_user)?;
     let moved = handed_over(hand_over(p)?)?;
@@ -985,7 +1011,7 @@ fn end(
     system: &Bucket,
     p: &Pending,
     nodes_in_user: bool,
-    last_results: &LastResults,
+    (last_results, batch): (&LastResults, u64),
 ) -> Result<(), KvError> {
     if let (true, Some((last, rest))) = (p.ends_by_delete, p.txn_ids.split_last()) {
         // The first delete ends the batch (see `carried_out`); the rest follow it.
@@ -1000,6 +1026,7 @@ fn end(
         pending: None,
         nodes_in_user,
         last_results,
+        batch,
     };
     put_progress(system, &done)?;
     system.delete_many(p.txn_ids.iter().map(|id| keys::txn(id)).collect())?;

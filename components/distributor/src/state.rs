@@ -17,19 +17,25 @@ use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A session's last request (`SessionRecord::last_seq`) and its zxid and result
-/// (`last_result`, as its JSON), newer than what the session's own record holds.
+/// (`last_result`, as its JSON), newer than what the session's own record holds, and the
+/// number of the batch that kept it (see [`STALE_AFTER_BATCHES`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LastResult(pub i64, pub Zxid, pub Box<RawValue>);
+pub struct LastResult(pub i64, pub Zxid, pub Box<RawValue>, pub u64);
 
 /// The last results the progress record keeps, by session. A session leaves it when its
-/// record is written whole (anything else of it changed, or it was pushed out by
-/// [`LAST_RESULTS_MAX`]).
+/// record is written whole: anything else of it changed, or its result went stale.
 pub type LastResults = BTreeMap<SessionId, LastResult>;
 
-/// Most sessions whose last result the progress record keeps; beyond it the oldest are
-/// written to their records. On DynamoDB the progress record is billed per KiB on every
-/// batch: 64 results of a write, deflated, are about 3 KiB.
+/// Most sessions whose last result the progress record keeps. When it is full, a session
+/// that is not in it yet has its record written as before: with more sessions writing than
+/// this, pushing older ones out would cost a read and a write for each write.
 pub const LAST_RESULTS_MAX: usize = 64;
+
+/// A last result not renewed for this many batches goes back to its session's record (one
+/// read and one write, once). Each batch writes every kept result again in the progress
+/// record (about 45 bytes each, deflated); keeping a session that writes less often than
+/// this would cost more per batch than its record's write saves.
+pub const STALE_AFTER_BATCHES: u64 = 16;
 
 /// A result longer than this (a read's data) is written with its session's record, not
 /// kept in the progress record.
@@ -44,9 +50,11 @@ pub struct KvState<'a> {
     sessions: BTreeMap<SessionId, Option<SessionRecord>>,
     /// The last results kept in the progress record before this batch.
     last: &'a LastResults,
+    /// The number of this batch (counted by the progress record).
+    batch: u64,
     /// Each changed session as it was before its first change in this batch.
     sessions_before: BTreeMap<SessionId, Option<SessionRecord>>,
-    /// Sessions written whole whatever changed ([`KvState::bound_last_results`]).
+    /// Sessions whose record is written whole ([`KvState::settle_sessions`]).
     written_whole: BTreeSet<SessionId>,
     watches: BTreeMap<String, WatchRecord>,
     dirty_nodes: BTreeSet<String>,
@@ -61,8 +69,6 @@ pub struct Changes {
     pub nodes: Vec<(String, Option<NodeRecord>)>,
     /// Session records to write whole.
     pub sessions: Vec<(SessionId, SessionRecord)>,
-    /// The last results the progress record keeps after the batch.
-    pub last_results: LastResults,
     pub watches: Vec<(String, WatchRecord)>,
     /// TTL nodes created (or rewritten) by the batch, for the TTL index.
     pub ttl_written: BTreeSet<String>,
@@ -71,13 +77,19 @@ pub struct Changes {
 }
 
 impl<'a> KvState<'a> {
-    pub fn new(system: &'a Bucket, nodes_from: Option<&'a Bucket>, last: &'a LastResults) -> Self {
+    pub fn new(
+        system: &'a Bucket,
+        nodes_from: Option<&'a Bucket>,
+        last: &'a LastResults,
+        batch: u64,
+    ) -> Self {
         KvState {
             system,
             nodes_from,
             nodes: BTreeMap::new(),
             sessions: BTreeMap::new(),
             last,
+            batch,
             sessions_before: BTreeMap::new(),
             written_whole: BTreeSet::new(),
             watches: BTreeMap::new(),
@@ -152,7 +164,7 @@ impl<'a> KvState<'a> {
         id: SessionId,
         record: Option<SessionRecord>,
     ) -> Result<Option<SessionRecord>, KvError> {
-        let Some(LastResult(seq, zxid, result)) = self.last.get(&id) else {
+        let Some(LastResult(seq, zxid, result, _)) = self.last.get(&id) else {
             return Ok(record);
         };
         let Some(mut rec) = record else {
@@ -167,42 +179,76 @@ impl<'a> KvState<'a> {
         Ok(Some(rec))
     }
 
-    /// Keep at most [`LAST_RESULTS_MAX`] last results after this batch: the oldest of them
-    /// are written to their sessions' records instead.
-    pub fn bound_last_results(&mut self) -> Result<(), KvError> {
-        let changed = |id: &SessionId| self.sessions_before.contains_key(id);
-        // Every session that may keep a last result after the batch, by the zxid of its result.
-        let mut by_age: Vec<(Zxid, SessionId)> = self
-            .last
-            .iter()
-            .filter(|(id, _)| !changed(id))
-            .map(|(id, l)| (l.1, *id))
-            .collect();
-        by_age.extend(self.sessions_before.keys().filter_map(|id| {
-            let rec = self.sessions.get(id)?.as_ref()?;
-            Some((rec.last_result.as_ref()?.0, *id))
-        }));
-        let Some(over) = by_age
-            .len()
-            .checked_sub(LAST_RESULTS_MAX)
-            .filter(|n| *n > 0)
-        else {
-            return Ok(());
-        };
-        by_age.sort_unstable();
-        let oldest: BTreeSet<SessionId> = by_age.into_iter().take(over).map(|(_, id)| id).collect();
-        // Those the batch did not change are read now, to be written with their last result.
-        self.prefetch(&Reads {
-            sessions: oldest.iter().copied().filter(|id| !changed(id)).collect(),
-            ..Reads::default()
-        })?;
-        for id in oldest {
-            if let Some(Some(_)) = self.sessions.get(&id) {
-                self.written_whole.insert(id);
-                self.dirty_sessions.insert(id);
+    /// Decide, once the batch is applied, which changed sessions keep their last result in
+    /// the progress record and which have their record written whole; the last results the
+    /// progress record keeps after the batch. Reads the records of stale results, which go
+    /// back to them.
+    pub fn settle_sessions(&mut self) -> Result<LastResults, KvError> {
+        let mut next = self.last.clone();
+        let mut admitted: Vec<(Zxid, SessionId)> = Vec::new();
+        for id in &self.dirty_sessions {
+            let Some(Some(rec)) = self.sessions.get(id) else {
+                continue;
+            };
+            let unchanged_but_last = matches!(
+                self.sessions_before.get(id),
+                Some(Some(before)) if rec.same_but_last_result(before)
+            );
+            let kept = match (&rec.last_result, unchanged_but_last) {
+                (Some((zxid, result)), true) => {
+                    let raw = serde_json::value::to_raw_value(result).map_err(|e| {
+                        KvError::Corrupt(format!("last result of session {id}: {e}"))
+                    })?;
+                    (raw.get().len() <= LAST_RESULT_MAX_BYTES).then_some(LastResult(
+                        rec.last_seq,
+                        *zxid,
+                        raw,
+                        self.batch,
+                    ))
+                }
+                _ => None,
+            };
+            match kept {
+                Some(last) => {
+                    if !next.contains_key(id) {
+                        admitted.push((last.1, *id));
+                    }
+                    next.insert(*id, last);
+                }
+                None => {
+                    next.remove(id);
+                    self.written_whole.insert(*id);
+                }
             }
         }
-        Ok(())
+        // Full: the sessions new to it this batch are written as before, the latest first
+        // refused (those that came earlier keep their place).
+        let over = next.len().saturating_sub(LAST_RESULTS_MAX);
+        admitted.sort_unstable();
+        for (_, id) in admitted.into_iter().rev().take(over) {
+            next.remove(&id);
+            self.written_whole.insert(id);
+        }
+        // Stale results go back to their records, read now (with the result put over them).
+        let stale: BTreeSet<SessionId> = next
+            .iter()
+            .filter(|(_, l)| l.3 + STALE_AFTER_BATCHES < self.batch)
+            .map(|(id, _)| *id)
+            .collect();
+        if !stale.is_empty() {
+            self.prefetch(&Reads {
+                sessions: stale.clone(),
+                ..Reads::default()
+            })?;
+            for id in stale {
+                next.remove(&id);
+                if let Some(Some(_)) = self.sessions.get(&id) {
+                    self.written_whole.insert(id);
+                    self.dirty_sessions.insert(id);
+                }
+            }
+        }
+        Ok(next)
     }
 
     /// A node record as the store keeps it: a system record, or a user object.
@@ -215,7 +261,7 @@ impl<'a> KvState<'a> {
         }
     }
 
-    pub fn into_changes(mut self) -> Result<Changes, KvError> {
+    pub fn into_changes(mut self) -> Changes {
         let is_ttl = |n: &NodeRecord| ttl::of_owner(n.stat.ephemeral_owner).is_some();
         let ttl_written = self
             .dirty_nodes
@@ -232,42 +278,15 @@ impl<'a> KvState<'a> {
             .into_iter()
             .filter(|p| matches!(self.nodes.get(p), Some(None)))
             .collect();
-        let mut last_results = self.last.clone();
-        let mut sessions = Vec::new();
-        for id in &self.dirty_sessions {
-            let Some(rec) = self.sessions.remove(id).flatten() else {
-                continue;
-            };
-            let unchanged_but_last = !self.written_whole.contains(id)
-                && matches!(self.sessions_before.get(id), Some(Some(before)) if rec.same_but_last_result(before));
-            let kept = match (&rec.last_result, unchanged_but_last) {
-                (Some((zxid, result)), true) => {
-                    let raw = serde_json::value::to_raw_value(result).map_err(|e| {
-                        KvError::Corrupt(format!("last result of session {id}: {e}"))
-                    })?;
-                    (raw.get().len() <= LAST_RESULT_MAX_BYTES).then_some(LastResult(
-                        rec.last_seq,
-                        *zxid,
-                        raw,
-                    ))
-                }
-                _ => None,
-            };
-            match kept {
-                Some(last) => {
-                    last_results.insert(*id, last);
-                }
-                None => {
-                    last_results.remove(id);
-                    sessions.push((*id, rec));
-                }
-            }
-        }
-        Ok(Changes {
+        let sessions = self
+            .written_whole
+            .iter()
+            .filter_map(|id| Some((*id, self.sessions.remove(id).flatten()?)))
+            .collect();
+        Changes {
             ttl_written,
             ttl_removed,
             sessions,
-            last_results,
             nodes: self
                 .dirty_nodes
                 .iter()
@@ -278,7 +297,7 @@ impl<'a> KvState<'a> {
                 .iter()
                 .map(|p| (p.clone(), self.watches.remove(p).unwrap_or_default()))
                 .collect(),
-        })
+        }
     }
 }
 
