@@ -6,7 +6,8 @@
 //!   older one, and the progress record keeps the result;
 //! - a change of anything else of the session (an ephemeral node) writes its record whole;
 //! - at most 64 sessions are kept (when full, the others are written as before), and a
-//!   result not renewed for 16 batches goes back to its session's record.
+//!   result not renewed for 16 batches goes back to its session's record, not before;
+//! - a progress record of the layout's first version (no batch numbers) still reads.
 
 mod support;
 
@@ -134,6 +135,31 @@ async fn last_results_in_the_progress_record_still_apply_a_request_once() {
     assert_eq!(kept[&A.to_string()][0], 3, "A's last seq: {kept:?}");
     assert_eq!(kept[&A.to_string()][1], z + 4, "its zxid: {kept:?}");
     assert_eq!(kept[&A.to_string()][2]["stat"]["version"], 2, "its result");
+
+    // The first version of this layout kept `[seq, zxid, result]`, without the batch: such a
+    // progress record still reads (checked by the redeliveries below).
+    let mut progress: serde_json::Value = serde_json::from_slice(
+        &system
+            .get(keys::DIST_APPLIED)
+            .await
+            .expect("read")
+            .expect("progress"),
+    )
+    .expect("JSON");
+    for (_, kept) in progress["last_results"]
+        .as_object_mut()
+        .expect("last results")
+        .iter_mut()
+    {
+        kept.as_array_mut().expect("an array").truncate(3);
+    }
+    system
+        .set(
+            keys::DIST_APPLIED,
+            serde_json::to_vec(&progress).expect("JSON"),
+        )
+        .await
+        .expect("write");
 
     // After a restart: seq 3 logged again (with other data, to show it is not applied), seq
     // 2 again, then a new set.
@@ -273,22 +299,32 @@ async fn at_most_64_last_results_are_kept_and_stale_ones_go_back_to_their_record
     assert!(!kept.contains_key(&sessions[69].to_string()));
     assert_eq!(session_record(&*system, sessions[69]).await.last_seq, 3);
 
-    // 17 batches of 512 sets by session 40 alone (one record longer than 17 batches): every
-    // other kept result goes stale and back to its record.
-    let sets: Vec<Txn> = (0..17 * 512 + 1)
+    // 15 batches by session 40 alone (one record of 14 × 512 + 1 sets, cut into batches of
+    // 512): the other results are 16 batches old then, and stay.
+    let sets: Vec<Txn> = (0..14 * 512 + 1)
         .map(|i| txn(last + 1 + i, sessions[40], 4 + i, set("/s40", b"v")))
         .collect();
     let n = sets.len() as i64;
     append(&*system, vec![record("long", "more", sets)], last + n).await;
     let host = embedded_host(&db, dir.path()).await;
     applied_then_stop(&*system, host, last + n).await;
+    assert_eq!(last_results(&*system).await.len(), 64, "none stale yet");
+    assert_eq!(session_record(&*system, sessions[0]).await.last_seq, 0);
+
+    // One batch more: every result but session 40's is 17 batches old and goes back to its
+    // session's record.
+    let last = last + n;
+    let one = vec![txn(last + 1, sessions[40], 4 + n, set("/s40", b"w"))];
+    append(&*system, vec![record("one", "long", one)], last + 1).await;
+    let host = embedded_host(&db, dir.path()).await;
+    applied_then_stop(&*system, host, last + 1).await;
     let kept = last_results(&*system).await;
     assert_eq!(
         kept.keys().collect::<Vec<_>>(),
         vec![&sessions[40].to_string()],
         "only the session still writing"
     );
-    assert_eq!(kept[&sessions[40].to_string()][0], 3 + n);
+    assert_eq!(kept[&sessions[40].to_string()][0], 4 + n);
     for s in &sessions[..64] {
         if *s != sessions[40] {
             assert_eq!(
@@ -300,6 +336,6 @@ async fn at_most_64_last_results_are_kept_and_stale_ones_go_back_to_their_record
     }
     assert_eq!(
         node(&*user, "/s40").await.expect("/s40").stat.version,
-        2 + n as i32
+        3 + n as i32
     );
 }

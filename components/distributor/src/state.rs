@@ -20,7 +20,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// (`last_result`, as its JSON), newer than what the session's own record holds, and the
 /// number of the batch that kept it (see [`STALE_AFTER_BATCHES`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LastResult(pub i64, pub Zxid, pub Box<RawValue>, pub u64);
+pub struct LastResult(
+    pub i64,
+    pub Zxid,
+    pub Box<RawValue>,
+    // Left out by the first version of this layout: such a result counts as kept by batch 0.
+    #[serde(default)] pub u64,
+);
 
 /// The last results the progress record keeps, by session. A session leaves it when its
 /// record is written whole: anything else of it changed, or its result went stale.
@@ -221,15 +227,8 @@ impl<'a> KvState<'a> {
                 }
             }
         }
-        // Full: the sessions new to it this batch are written as before, the latest first
-        // refused (those that came earlier keep their place).
-        let over = next.len().saturating_sub(LAST_RESULTS_MAX);
-        admitted.sort_unstable();
-        for (_, id) in admitted.into_iter().rev().take(over) {
-            next.remove(&id);
-            self.written_whole.insert(id);
-        }
-        // Stale results go back to their records, read now (with the result put over them).
+        // Stale results go back to their records, read now (with the result put over them),
+        // before the bound is applied: they make room.
         let stale: BTreeSet<SessionId> = next
             .iter()
             .filter(|(_, l)| l.3 + STALE_AFTER_BATCHES < self.batch)
@@ -244,9 +243,16 @@ impl<'a> KvState<'a> {
                 next.remove(&id);
                 if let Some(Some(_)) = self.sessions.get(&id) {
                     self.written_whole.insert(id);
-                    self.dirty_sessions.insert(id);
                 }
             }
+        }
+        // Full: the sessions new to it this batch are written as before, the latest first
+        // refused (those that came earlier keep their place).
+        let over = next.len().saturating_sub(LAST_RESULTS_MAX);
+        admitted.sort_unstable();
+        for (_, id) in admitted.into_iter().rev().take(over) {
+            next.remove(&id);
+            self.written_whole.insert(id);
         }
         Ok(next)
     }
