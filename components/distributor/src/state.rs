@@ -39,7 +39,7 @@ pub const LAST_RESULTS_MAX: usize = 64;
 
 /// A last result not renewed for this many batches goes back to its session's record (one
 /// read and one write, once). Each batch writes every kept result again in the progress
-/// record (about 45 bytes each, deflated); keeping a session that writes less often than
+/// record (about 50 bytes each, deflated); keeping a session that writes less often than
 /// this would cost more per batch than its record's write saves.
 pub const STALE_AFTER_BATCHES: u64 = 16;
 
