@@ -12,11 +12,11 @@
 mod support;
 
 use faaskeeper_core::apply::SessionRecord;
-use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
+use faaskeeper_core::keys;
 use faaskeeper_core::wire::{LogEntry, Op, Request, Txn, encode_log_record};
 use faaskeeper_core::{CreateMode, SessionId, Zxid};
 use faaskeeper_storage::Store;
-use support::{append, applied_then_stop, embedded_host, embedded_store, head, node};
+use support::{append_and_apply, idle_fresh_store, node};
 
 fn txn(zxid: Zxid, session: SessionId, seq: i64, op: Op) -> Txn {
     Txn {
@@ -92,26 +92,21 @@ async fn last_results(system: &dyn Store) -> serde_json::Map<String, serde_json:
 async fn last_results_in_the_progress_record_still_apply_a_request_once() {
     const A: SessionId = 501;
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = embedded_store(dir.path());
-    let system = db.bucket(SYSTEM_BUCKET).expect("system");
-    let user = db.bucket(USER_BUCKET).expect("user");
-    let first = embedded_host(&db, dir.path()).await;
-    let start = head(&*system).await;
-    applied_then_stop(&*system, first, start.zxid).await;
+    let (db, system, user, start) = idle_fresh_store(dir.path()).await;
     let z = start.zxid;
 
     // A opens (a batch of its own: a session opened in a batch is written whole with it),
     // then creates /r and sets it twice.
-    append(
-        &*system,
+    append_and_apply(
+        &db,
+        dir.path(),
         vec![record("r0", &start.id, vec![txn(z + 1, A, 0, open(A))])],
         z + 1,
     )
     .await;
-    let host = embedded_host(&db, dir.path()).await;
-    applied_then_stop(&*system, host, z + 1).await;
-    append(
-        &*system,
+    append_and_apply(
+        &db,
+        dir.path(),
         vec![record(
             "r1",
             "r0",
@@ -124,8 +119,6 @@ async fn last_results_in_the_progress_record_still_apply_a_request_once() {
         z + 4,
     )
     .await;
-    let host = embedded_host(&db, dir.path()).await;
-    applied_then_stop(&*system, host, z + 4).await;
     assert_eq!(
         session_record(&*system, A).await.last_seq,
         0,
@@ -163,8 +156,9 @@ async fn last_results_in_the_progress_record_still_apply_a_request_once() {
 
     // After a restart: seq 3 logged again (with other data, to show it is not applied), seq
     // 2 again, then a new set.
-    append(
-        &*system,
+    append_and_apply(
+        &db,
+        dir.path(),
         vec![record(
             "r2",
             "r1",
@@ -177,8 +171,6 @@ async fn last_results_in_the_progress_record_still_apply_a_request_once() {
         z + 7,
     )
     .await;
-    let host = embedded_host(&db, dir.path()).await;
-    applied_then_stop(&*system, host, z + 7).await;
     let r = node(&*user, "/r").await.expect("/r");
     assert_eq!(r.data, b"d");
     assert_eq!(
@@ -190,8 +182,9 @@ async fn last_results_in_the_progress_record_still_apply_a_request_once() {
     assert_eq!(session_record(&*system, A).await.last_seq, 0);
 
     // An ephemeral node changes A's record: written whole, with its last result.
-    append(
-        &*system,
+    append_and_apply(
+        &db,
+        dir.path(),
         vec![record(
             "r3",
             "r2",
@@ -200,8 +193,6 @@ async fn last_results_in_the_progress_record_still_apply_a_request_once() {
         z + 8,
     )
     .await;
-    let host = embedded_host(&db, dir.path()).await;
-    applied_then_stop(&*system, host, z + 8).await;
     let rec = session_record(&*system, A).await;
     assert_eq!(rec.last_seq, 5);
     assert!(rec.ephemerals.contains("/e"), "{rec:?}");
@@ -214,12 +205,7 @@ async fn last_results_in_the_progress_record_still_apply_a_request_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_64_last_results_are_kept_and_stale_ones_go_back_to_their_records() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = embedded_store(dir.path());
-    let system = db.bucket(SYSTEM_BUCKET).expect("system");
-    let user = db.bucket(USER_BUCKET).expect("user");
-    let first = embedded_host(&db, dir.path()).await;
-    let start = head(&*system).await;
-    applied_then_stop(&*system, first, start.zxid).await;
+    let (db, system, user, start) = idle_fresh_store(dir.path()).await;
     let z = start.zxid;
 
     // 70 sessions open, then create a node each and set it, in one record (one batch).
@@ -230,9 +216,7 @@ async fn at_most_64_last_results_are_kept_and_stale_ones_go_back_to_their_record
         .map(|(i, s)| txn(z + 1 + i as i64, *s, 0, open(*s)))
         .collect();
     let z = z + sessions.len() as i64;
-    append(&*system, vec![record("opens", &start.id, opens)], z).await;
-    let host = embedded_host(&db, dir.path()).await;
-    applied_then_stop(&*system, host, z).await;
+    append_and_apply(&db, dir.path(), vec![record("opens", &start.id, opens)], z).await;
     let mut txns = Vec::new();
     for (i, s) in sessions.iter().enumerate() {
         let path = format!("/s{i}");
@@ -245,9 +229,7 @@ async fn at_most_64_last_results_are_kept_and_stale_ones_go_back_to_their_record
         txns.push(txn(z + 2 + 2 * i as i64, *s, 2, set(&path, b"s")));
     }
     let last = z + 2 * sessions.len() as i64;
-    append(&*system, vec![record("many", "opens", txns)], last).await;
-    let host = embedded_host(&db, dir.path()).await;
-    applied_then_stop(&*system, host, last).await;
+    append_and_apply(&db, dir.path(), vec![record("many", "opens", txns)], last).await;
     // Full at 64: the last six to come (the highest zxids) are written to their records.
     let kept = last_results(&*system).await;
     assert_eq!(kept.len(), 64, "{:?}", kept.keys());
@@ -282,9 +264,7 @@ async fn at_most_64_last_results_are_kept_and_stale_ones_go_back_to_their_record
         txn(last + 4, sessions[40], 2, set("/s40", b"u")),
     ];
     let last = last + 4;
-    append(&*system, vec![record("more", "many", more)], last).await;
-    let host = embedded_host(&db, dir.path()).await;
-    applied_then_stop(&*system, host, last).await;
+    append_and_apply(&db, dir.path(), vec![record("more", "many", more)], last).await;
     for path in ["/s69", "/s40"] {
         let n = node(&*user, path).await.expect("node");
         assert_eq!(
@@ -305,9 +285,13 @@ async fn at_most_64_last_results_are_kept_and_stale_ones_go_back_to_their_record
         .map(|i| txn(last + 1 + i, sessions[40], 4 + i, set("/s40", b"v")))
         .collect();
     let n = sets.len() as i64;
-    append(&*system, vec![record("long", "more", sets)], last + n).await;
-    let host = embedded_host(&db, dir.path()).await;
-    applied_then_stop(&*system, host, last + n).await;
+    append_and_apply(
+        &db,
+        dir.path(),
+        vec![record("long", "more", sets)],
+        last + n,
+    )
+    .await;
     assert_eq!(last_results(&*system).await.len(), 64, "none stale yet");
     assert_eq!(session_record(&*system, sessions[0]).await.last_seq, 0);
 
@@ -315,9 +299,7 @@ async fn at_most_64_last_results_are_kept_and_stale_ones_go_back_to_their_record
     // session's record.
     let last = last + n;
     let one = vec![txn(last + 1, sessions[40], 4 + n, set("/s40", b"w"))];
-    append(&*system, vec![record("one", "long", one)], last + 1).await;
-    let host = embedded_host(&db, dir.path()).await;
-    applied_then_stop(&*system, host, last + 1).await;
+    append_and_apply(&db, dir.path(), vec![record("one", "long", one)], last + 1).await;
     let kept = last_results(&*system).await;
     assert_eq!(
         kept.keys().collect::<Vec<_>>(),

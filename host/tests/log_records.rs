@@ -9,11 +9,13 @@
 
 mod support;
 
-use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
+use faaskeeper_core::keys;
 use faaskeeper_core::wire::{LogEntry, Op, Request, Txn, encode_log_record};
 use faaskeeper_core::{CreateMode, Zxid};
 use faaskeeper_storage::Store;
-use support::{append, applied_then_stop, embedded_host, embedded_store, head, node};
+use support::{
+    append, append_and_apply, applied_then_stop, embedded_host, head, idle_fresh_store, node,
+};
 
 const SESSION: i64 = 77;
 
@@ -60,12 +62,7 @@ async fn txn_keys(system: &dyn Store) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = embedded_store(dir.path());
-    let system = db.bucket(SYSTEM_BUCKET).expect("system");
-    let user = db.bucket(USER_BUCKET).expect("user");
-    let first = embedded_host(&db, dir.path()).await;
-    let start = head(&*system).await;
-    applied_then_stop(&*system, first, start.zxid).await;
+    let (db, system, user, start) = idle_fresh_store(dir.path()).await;
 
     // One chain: a session opened in the old layout, 600 creates in one deflated record (more
     // than the distributor's batch of 512), then three sets of /n0.
@@ -95,8 +92,9 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
     let sets: Vec<Txn> = (0..3)
         .map(|i| txn(z + 602 + i, set("/n0", &[b'a' + i as u8])))
         .collect();
-    append(
-        &*system,
+    append_and_apply(
+        &db,
+        dir.path(),
         vec![
             (
                 "old".into(),
@@ -126,9 +124,6 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
         z + 604,
     )
     .await;
-
-    let second = embedded_host(&db, dir.path()).await;
-    applied_then_stop(&*system, second, z + 604).await;
     for i in [1, 300, 511, 512, 599] {
         let n = node(&*user, &format!("/n{i}")).await.expect("created");
         assert_eq!(n.data, vec![i as u8; 10], "/n{i}");

@@ -157,3 +157,39 @@ pub async fn node(user: &dyn Store, path: &str) -> Option<NodeView> {
     let bytes = user.get(&keys::user_node(path)).await.expect("read")?;
     Some(serde_json::from_slice(&bytes).expect("node object"))
 }
+
+/// A fresh embedded store in `dir` that a host has initialised and left idle (stopped): its
+/// buckets and the log's head, for a test to append log records after.
+pub async fn idle_fresh_store(
+    dir: &Path,
+) -> (
+    std::sync::Arc<faaskeeper_backend_embedded::EmbeddedDb>,
+    std::sync::Arc<dyn Store>,
+    std::sync::Arc<dyn Store>,
+    LogHead,
+) {
+    use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
+    let db = embedded_store(dir);
+    let system = db.bucket(SYSTEM_BUCKET).expect("system");
+    let user = db.bucket(USER_BUCKET).expect("user");
+    let first = embedded_host(&db, dir).await;
+    let start = head(&*system).await;
+    applied_then_stop(&*system, first, start.zxid).await;
+    (db, system, user, start)
+}
+
+/// Append `records` (as [`append`]) to a stopped host's store, then run a host on it until
+/// everything up to `zxid` is applied, and stop it.
+pub async fn append_and_apply(
+    db: &std::sync::Arc<faaskeeper_backend_embedded::EmbeddedDb>,
+    dir: &Path,
+    records: Vec<(String, Vec<u8>, bool)>,
+    zxid: Zxid,
+) {
+    let system = db
+        .bucket(faaskeeper_core::keys::SYSTEM_BUCKET)
+        .expect("system");
+    append(&*system, records, zxid).await;
+    let host = embedded_host(db, dir).await;
+    applied_then_stop(&*system, host, zxid).await;
+}

@@ -663,26 +663,24 @@ fn apply_all(
             .map(|(id, _)| id.clone())
             .collect();
         let txns: Vec<&Txn> = part.iter().map(|(_, t)| *t).collect();
-        let (mut pending, mut last_results) = decide(
-            system,
-            user,
-            c.nodes_in_user,
-            &txns,
-            (&c.last_results, c.batch + 1),
-        )?;
+        let nodes_in_user = c.nodes_in_user;
+        let decide_batch = |c: &Cursor| {
+            decide(
+                system,
+                user,
+                nodes_in_user,
+                &txns,
+                (&c.last_results, c.batch + 1),
+            )
+        };
+        let (mut pending, mut last_results) = decide_batch(c)?;
         // Nothing of this batch is written before the batch in flight is handed over: a
         // client must get an event before it can read newer data (Guarantee 4).
         let before = match c.handed_over(system, me)? {
             // Sessions were moved to their fallback address: this batch was decided with
             // their old one, and is decided again (reads only, nothing of it was written).
             Some((p, true)) => {
-                (pending, last_results) = decide(
-                    system,
-                    user,
-                    c.nodes_in_user,
-                    &txns,
-                    (&c.last_results, c.batch + 1),
-                )?;
+                (pending, last_results) = decide_batch(c)?;
                 Some(p)
             }
             Some((p, false)) => Some(p),
