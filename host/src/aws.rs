@@ -408,10 +408,7 @@ pub fn start_pollers(
 /// One distributor run without a stable owner (each run takes and releases the lease), as a
 /// Lambda function does; an error if the run failed.
 pub async fn run_distributor_once(rt: &Arc<Runtime>) -> anyhow::Result<()> {
-    match rt
-        .invoke(StageName::Distributor, "/", Bytes::from_static(b"{}"))
-        .await?
-    {
+    match rt.run_distributor("/", false).await? {
         (200, _) => Ok(()),
         (status, body) => anyhow::bail!(
             "distributor answered {status}: {}",

@@ -454,9 +454,13 @@ pub struct Runtime {
     kv: KvCtx,
     hub: Arc<SessionHub>,
     distributor_wake: Notify,
-    /// The wake-up body naming this host as the distributor's lease owner: the host runs one
+    /// The name this host gives itself as the distributor's lease owner: the host runs one
     /// distributor at a time, so the lease is kept between runs (see the distributor's docs).
-    distributor_owner: Bytes,
+    distributor_owner: String,
+    /// The `memo` of the distributor's last answer, sent back with the next wake-up: the
+    /// nodes it knows as the user bucket holds them, which it takes again only if the
+    /// progress record shows that nothing ran in between (see the distributor's `known`).
+    distributor_memo: std::sync::Mutex<Option<Box<serde_json::value::RawValue>>>,
     writes: Semaphore,
     combiner: tokio::sync::mpsc::UnboundedSender<PendingWrite>,
     combined: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<PendingWrite>>>,
@@ -555,10 +559,8 @@ impl Runtime {
             kv: KvCtx::new(stores),
             hub,
             distributor_wake: Notify::new(),
-            distributor_owner: Bytes::from(
-                serde_json::json!({ "owner": format!("host-{}-{:x}", std::process::id(), rand_id()) })
-                    .to_string(),
-            ),
+            distributor_owner: format!("host-{}-{:x}", std::process::id(), rand_id()),
+            distributor_memo: std::sync::Mutex::new(None),
             writes: Semaphore::new(limits.concurrent_writes),
             combiner,
             combined: std::sync::Mutex::new(Some(combined)),
@@ -979,20 +981,61 @@ impl Runtime {
 
     /// Apply everything in the log now (taking over any lease a killed process left).
     pub async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
-        match self
-            .invoke(
-                StageName::Distributor,
-                "/recover",
-                self.distributor_owner.clone(),
-            )
-            .await?
-        {
+        match self.run_distributor("/recover", true).await? {
             (200, _) => Ok(()),
             (status, body) => bail!(
                 "recovery: distributor answered {status}: {}",
                 String::from_utf8_lossy(&body)
             ),
         }
+    }
+
+    /// One distributor run at `path` (`/`, or `/recover` to take over a lease a killed process
+    /// left); `owned`: as this host's lease owner, which keeps the lease between runs (only
+    /// for a host that runs one distributor at a time). Carries the memo from run to run.
+    pub async fn run_distributor(
+        self: &Arc<Self>,
+        path: &str,
+        owned: bool,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        #[derive(serde::Serialize)]
+        struct Wake<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            owner: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            memo: Option<&'a serde_json::value::RawValue>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            memo: Option<Box<serde_json::value::RawValue>>,
+        }
+        let body = {
+            let memo = self.memo();
+            serde_json::to_vec(&Wake {
+                owner: owned.then_some(self.distributor_owner.as_str()),
+                memo: memo.as_deref(),
+            })?
+        };
+        let answer = self
+            .invoke(StageName::Distributor, path, Bytes::from(body))
+            .await;
+        let mut memo = self.memo();
+        match &answer {
+            // A run that did not get the lease answers without one: the last one stays.
+            Ok((200, body)) => {
+                if let Ok(Answer { memo: Some(m) }) = serde_json::from_slice(body) {
+                    *memo = Some(m);
+                }
+            }
+            _ => *memo = None,
+        }
+        answer
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, Option<Box<serde_json::value::RawValue>>> {
+        self.distributor_memo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Ask for a distributor run. Runs are serialised by [`Runtime::run_distributor_loop`]; a
@@ -1010,10 +1053,7 @@ impl Runtime {
     pub async fn run_distributor_loop(self: Arc<Self>, period: Duration) {
         let mut path = "/recover";
         loop {
-            match self
-                .invoke(StageName::Distributor, path, self.distributor_owner.clone())
-                .await
-            {
+            match self.run_distributor(path, true).await {
                 Ok((200, _)) => path = "/",
                 Ok((status, body)) => {
                     tracing::warn!(status, body = %String::from_utf8_lossy(&body), "distributor run failed");

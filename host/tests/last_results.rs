@@ -13,57 +13,10 @@ mod support;
 
 use faaskeeper_core::apply::SessionRecord;
 use faaskeeper_core::keys;
-use faaskeeper_core::wire::{LogEntry, Op, Request, Txn, encode_log_record};
-use faaskeeper_core::{CreateMode, SessionId, Zxid};
+use faaskeeper_core::wire::Txn;
+use faaskeeper_core::{CreateMode, SessionId};
 use faaskeeper_storage::Store;
-use support::{append_and_apply, idle_fresh_store, node};
-
-fn txn(zxid: Zxid, session: SessionId, seq: i64, op: Op) -> Txn {
-    Txn {
-        zxid,
-        time_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis() as i64,
-        request: Request { session, seq, op },
-    }
-}
-
-fn open(session: SessionId) -> Op {
-    Op::OpenSession {
-        timeout_ms: 30_000,
-        // The host's hub, which has no channel for it: results are dropped as gone.
-        notify: format!("http://sessions.faaskeeper.internal/v1/sessions/{session}/deliver"),
-        fallback: None,
-    }
-}
-
-fn set(path: &str, data: &[u8]) -> Op {
-    Op::SetData {
-        path: path.into(),
-        data: data.to_vec(),
-        version: -1,
-    }
-}
-
-fn create(path: &str, mode: CreateMode) -> Op {
-    Op::Create {
-        path: path.into(),
-        data: b"a".to_vec(),
-        mode,
-        acl: None,
-    }
-}
-
-/// One log record holding `txns`, after the record `prev`.
-fn record(id: &str, prev: &str, txns: Vec<Txn>) -> (String, Vec<u8>, bool) {
-    let bytes = encode_log_record(LogEntry {
-        prev: prev.into(),
-        txns,
-    })
-    .expect("binary record");
-    (id.into(), bytes, false)
-}
+use support::{append_and_apply, create, idle_fresh_store, node, open, record, set, txn};
 
 async fn session_record(system: &dyn Store, id: SessionId) -> SessionRecord {
     let bytes = system

@@ -3,9 +3,9 @@
 //! writing log records into a stopped host's store.
 #![allow(dead_code)]
 
-use faaskeeper_core::Zxid;
 use faaskeeper_core::keys;
-use faaskeeper_core::wire::{LogHead, NodeView};
+use faaskeeper_core::wire::{LogEntry, LogHead, NodeView, Op, Request, Txn, encode_log_record};
+use faaskeeper_core::{CreateMode, SessionId, Zxid};
 use faaskeeper_storage::Store;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -120,13 +120,20 @@ pub async fn applied_then_stop(
     running: faaskeeper_host::RunningHost,
     zxid: Zxid,
 ) {
+    applied(system, zxid, Duration::from_secs(10)).await;
+    drop(running);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// Wait (up to `wait`) until the progress record says everything up to `zxid` is applied and
+/// no batch is in progress.
+pub async fn applied(system: &dyn Store, zxid: Zxid, wait: Duration) {
     let mut progress = serde_json::Value::Null;
-    for _ in 0..200 {
+    let until = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < until {
         let bytes = system.get(keys::DIST_APPLIED).await.expect("read");
         progress = serde_json::from_slice(&bytes.expect("progress")).expect("plain JSON here");
         if progress["applied"].as_i64() == Some(zxid) && progress.get("pending").is_none() {
-            drop(running);
-            tokio::time::sleep(Duration::from_millis(300)).await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -192,4 +199,55 @@ pub async fn append_and_apply(
     append(&*system, records, zxid).await;
     let host = embedded_host(db, dir).await;
     applied_then_stop(&*system, host, zxid).await;
+}
+
+/// A txn of `session`'s request `seq`, logged now.
+pub fn txn(zxid: Zxid, session: SessionId, seq: i64, op: Op) -> Txn {
+    Txn {
+        zxid,
+        time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64,
+        request: Request { session, seq, op },
+    }
+}
+
+/// A session's open, with its results to the host's hub.
+pub fn open(session: SessionId) -> Op {
+    Op::OpenSession {
+        timeout_ms: 30_000,
+        // The host's hub, which has no channel for it: results are dropped as gone.
+        notify: format!("http://sessions.faaskeeper.internal/v1/sessions/{session}/deliver"),
+        fallback: None,
+    }
+}
+
+/// A set of `path` to `data`, any version.
+pub fn set(path: &str, data: &[u8]) -> Op {
+    Op::SetData {
+        path: path.into(),
+        data: data.to_vec(),
+        version: -1,
+    }
+}
+
+/// A create of `path` with the data `a`.
+pub fn create(path: &str, mode: CreateMode) -> Op {
+    Op::Create {
+        path: path.into(),
+        data: b"a".to_vec(),
+        mode,
+        acl: None,
+    }
+}
+
+/// One log record holding `txns`, after the record `prev`.
+pub fn record(id: &str, prev: &str, txns: Vec<Txn>) -> (String, Vec<u8>, bool) {
+    let bytes = encode_log_record(LogEntry {
+        prev: prev.into(),
+        txns,
+    })
+    .expect("binary record");
+    (id.into(), bytes, false)
 }

@@ -44,6 +44,7 @@
 //! two. Under load the watch stage took about a third of the distributor's time, which this
 //! overlaps with deciding.
 
+mod known;
 mod state;
 
 use faaskeeper_core::SessionId;
@@ -57,6 +58,7 @@ use faaskeeper_core::wire::{Op, OpResult, Txn};
 use faaskeeper_guest::kv::{Bucket, KvError};
 use faaskeeper_guest::pack::{pack, unpack};
 use faaskeeper_guest::{Reply, Stage};
+use known::{Known, Memo};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use state::{KvState, LastResults};
@@ -243,6 +245,10 @@ struct Progress {
     /// The number of the last batch started (for the age of `last_results`).
     #[serde(default, skip_serializing_if = "is_zero")]
     batch: u64,
+    /// The token of the chain of runs that started that batch, where nodes live in the user
+    /// bucket (see [`known`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -261,6 +267,8 @@ struct Stored<'a> {
     last_results: &'a LastResults,
     #[serde(skip_serializing_if = "is_zero")]
     batch: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by: Option<&'a str>,
 }
 
 /// Set (to `1`) by a platform whose user bucket bills every write (the bundled host over S3
@@ -323,6 +331,7 @@ fn stored_progress(system: &Bucket) -> Result<Option<(Progress, bool)>, KvError>
                 nodes_in_user: false,
                 last_results: LastResults::new(),
                 batch: 0,
+                by: None,
             },
             true,
         ))),
@@ -335,6 +344,8 @@ struct Distributor;
 #[derive(Deserialize)]
 struct Wake {
     owner: Option<String>,
+    /// What the last run answered as its `memo`, sent back ([`known`]).
+    memo: Option<Box<RawValue>>,
 }
 
 impl Stage for Distributor {
@@ -346,11 +357,15 @@ impl Stage for Distributor {
             // (the bundled host owns its store file exclusively): a lease left by a killed
             // process is taken over at once instead of after it expires.
             let takeover = path.starts_with("/recover");
-            let owner = serde_json::from_slice::<Wake>(&body)
-                .ok()
-                .and_then(|w| w.owner)
-                .filter(|o| !o.is_empty());
-            run(takeover, owner).map(|applied| serde_json::json!({ "applied": applied }))
+            let wake = serde_json::from_slice::<Wake>(&body).ok();
+            let (owner, memo) = wake.map_or((None, None), |w| (w.owner, w.memo));
+            let owner = owner.filter(|o| !o.is_empty());
+            // A memo that does not read is only a saving lost.
+            let memo = memo.and_then(|m| serde_json::from_str::<Memo>(m.get()).ok());
+            run(takeover, owner, memo).map(|(applied, memo)| match memo {
+                Some(memo) => serde_json::json!({ "applied": applied, "memo": memo }),
+                None => serde_json::json!({ "applied": applied }),
+            })
         };
         match result {
             Ok(v) => Reply::json(&v),
@@ -431,7 +446,12 @@ fn init() -> Result<(), KvError> {
 
 /// Apply everything in the log; returns the last applied zxid, or `None` if another
 /// distributor holds the lease (it will see our txns: it re-reads the head after releasing).
-fn run(mut takeover: bool, owner: Option<String>) -> Result<Option<Zxid>, KvError> {
+/// Also the memo for the next run (see [`known`]), where nodes live in the user bucket.
+fn run(
+    mut takeover: bool,
+    owner: Option<String>,
+    mut memo: Option<Memo>,
+) -> Result<(Option<Zxid>, Option<Memo>), KvError> {
     let sticky = owner.is_some();
     let system = Bucket::open(keys::SYSTEM_BUCKET)?;
     let user = Bucket::open(keys::USER_BUCKET)?;
@@ -442,19 +462,22 @@ fn run(mut takeover: bool, owner: Option<String>) -> Result<Option<Zxid>, KvErro
         let lease_until = match acquire(&system, &me, std::mem::take(&mut takeover))? {
             // Lost to a distributor that took over: a batch still in flight is left to it
             // (its redo record is stored).
-            Acquired::No => return Ok(applied),
+            Acquired::No => return Ok((applied, None)),
             Acquired::Yes { kept, until } => {
                 if !kept {
                     // Another distributor may have run since this run's last round (a run
                     // without an owner releases the lease between rounds): what this run
                     // knew of the progress record is stale, and a batch it has in flight
-                    // may have been redone. Start again from the progress record.
-                    cursor = None;
+                    // may have been redone. Start again from the progress record (which
+                    // shows whether what the run knew of the nodes still holds).
+                    if let Some(c) = cursor.take() {
+                        memo = c.into_memo();
+                    }
                 }
                 until
             }
         };
-        let mut outcome = apply_all(&system, &user, &me, lease_until, &mut cursor);
+        let mut outcome = apply_all(&system, &user, &me, lease_until, &mut cursor, &mut memo);
         if !sticky {
             // The lease is released between rounds: nothing may be in flight without it.
             outcome = outcome.and_then(|now| settle(&system, &me, &mut cursor).map(|()| now));
@@ -470,7 +493,7 @@ fn run(mut takeover: bool, owner: Option<String>) -> Result<Option<Zxid>, KvErro
         }
     }
     settle(&system, &me, &mut cursor)?;
-    Ok(applied)
+    Ok((applied, cursor.and_then(Cursor::into_memo).or(memo)))
 }
 
 /// Where a run stands between its batches.
@@ -482,6 +505,8 @@ struct Cursor {
     last_results: LastResults,
     /// The number of the last batch started.
     batch: u64,
+    /// The nodes known as the user bucket holds them, where node records live there.
+    known: Option<Known>,
     /// The last batch, while its deliveries are on their way to the watch stage.
     in_flight: Option<InFlight>,
     /// Until when the lease was last seen to be ours (ms).
@@ -503,12 +528,28 @@ fn settle(system: &Bucket, me: &str, cursor: &mut Option<Cursor>) -> Result<(), 
         return Ok(());
     };
     if let Some((p, _)) = c.handed_over(system, me)? {
-        end(system, &p, c.nodes_in_user, (&c.last_results, c.batch))?;
+        end(system, &p, c.nodes_in_user, c.tail())?;
     }
     Ok(())
 }
 
 impl Cursor {
+    /// What the progress record says besides the batch: the last results as of `applied`,
+    /// the number of the last batch and who started it.
+    fn tail(&self) -> Tail<'_> {
+        (
+            &self.last_results,
+            self.batch,
+            self.known.as_ref().map(|k| k.token.as_str()),
+        )
+    }
+
+    /// The memo of what the run knows of the nodes, as of the batches it carried out.
+    fn into_memo(self) -> Option<Memo> {
+        let (batch, applied) = (self.batch, self.applied);
+        self.known.map(|k| k.into_memo(batch, applied))
+    }
+
     /// Wait for the batch in flight to be handed over and check the lease; ending it is then
     /// the caller's. `true` with it: sessions were moved to their fallback address, so a
     /// batch decided meanwhile must be decided again.
@@ -612,10 +653,11 @@ fn apply_all(
     me: &str,
     lease_until: i64,
     cursor: &mut Option<Cursor>,
+    memo: &mut Option<Memo>,
 ) -> Result<Zxid, KvError> {
     let c = match cursor {
         Some(c) => c,
-        None => cursor.insert(start_run(system, user, me)?),
+        None => cursor.insert(start_run(system, user, me, memo.take())?),
     };
     c.lease_until = lease_until;
     let head: LogHead = system
@@ -667,25 +709,30 @@ fn apply_all(
         let decide_batch = |c: &Cursor| {
             decide(
                 system,
-                user,
+                (user, c.known.as_ref()),
                 nodes_in_user,
                 &txns,
                 (&c.last_results, c.batch + 1),
             )
         };
-        let (mut pending, mut last_results) = decide_batch(c)?;
+        let mut decided = decide_batch(c)?;
         // Nothing of this batch is written before the batch in flight is handed over: a
         // client must get an event before it can read newer data (Guarantee 4).
         let before = match c.handed_over(system, me)? {
             // Sessions were moved to their fallback address: this batch was decided with
             // their old one, and is decided again (reads only, nothing of it was written).
             Some((p, true)) => {
-                (pending, last_results) = decide_batch(c)?;
+                decided = decide_batch(c)?;
                 Some(p)
             }
             Some((p, false)) => Some(p),
             None => None,
         };
+        let Decided {
+            mut pending,
+            last_results,
+            read,
+        } = decided;
         pending.ends_by_delete =
             faaskeeper_guest::pack::write_unit().is_some() && !spent.is_empty();
         pending.txn_ids = spent;
@@ -694,7 +741,7 @@ fn apply_all(
             // Ended by deleting its records, as a batch without a successor is
             // (`carried_out` relies on it).
             Some(p) if p.ends_by_delete => {
-                end(system, &p, c.nodes_in_user, (&c.last_results, c.batch))?;
+                end(system, &p, c.nodes_in_user, c.tail())?;
                 Vec::new()
             }
             // Ended by this batch's progress write below, which names it applied.
@@ -708,6 +755,7 @@ fn apply_all(
             nodes_in_user: c.nodes_in_user,
             last_results: &last_results,
             batch: c.batch + 1,
+            by: c.known.as_ref().map(|k| k.token.as_str()),
         };
         put_progress(system, &start)?;
         c.last_results = last_results;
@@ -718,6 +766,11 @@ fn apply_all(
             system.delete_many(spent_before.iter().map(|id| keys::txn(id)).collect())?;
         }
         write_effects(system, user, &pending, c.nodes_in_user)?;
+        if let Some(known) = c.known.as_mut() {
+            // The user bucket now holds what the batch read and left, and what it wrote.
+            known.learn(read);
+            known.learn(pending.nodes.iter().cloned());
+        }
         let sent = hand_over(&pending)?;
         c.applied = pending.to_zxid;
         c.in_flight = Some(InFlight { pending, sent });
@@ -726,10 +779,16 @@ fn apply_all(
 }
 
 /// The first round of a run: read the progress record, and finish a batch a crashed
-/// distributor left behind.
-fn start_run(system: &Bucket, user: &Bucket, me: &str) -> Result<Cursor, KvError> {
+/// distributor left behind. `memo`: what the run before knew of the nodes.
+fn start_run(
+    system: &Bucket,
+    user: &Bucket,
+    me: &str,
+    memo: Option<Memo>,
+) -> Result<Cursor, KvError> {
     let (record, old_layout) = progress(system)?;
     let mut applied = record.applied;
+    let mut finished = false;
     if let Some(pending) = record.pending {
         if pending.to_zxid > applied {
             let to_zxid = pending.to_zxid;
@@ -741,8 +800,9 @@ fn start_run(system: &Bucket, user: &Bucket, me: &str) -> Result<Cursor, KvError
                     me,
                     &pending,
                     record.nodes_in_user,
-                    (&record.last_results, record.batch),
+                    (&record.last_results, record.batch, record.by.as_deref()),
                 )?;
+                finished = true;
             }
             applied = to_zxid;
         }
@@ -751,11 +811,17 @@ fn start_run(system: &Bucket, user: &Bucket, me: &str) -> Result<Cursor, KvError
             system.delete(keys::DIST_PENDING)?;
         }
     }
+    // A batch finished here was another's: what the memo knew is not taken.
+    let known = record.nodes_in_user.then(|| match finished {
+        true => Known::fresh(),
+        false => Known::from_memo(memo, record.by.as_deref(), record.batch, applied),
+    });
     Ok(Cursor {
         applied,
         nodes_in_user: record.nodes_in_user,
         last_results: record.last_results,
         batch: record.batch,
+        known,
         in_flight: None,
         // Set by the caller, from what `acquire` saw.
         lease_until: 0,
@@ -767,12 +833,12 @@ fn start_run(system: &Bucket, user: &Bucket, me: &str) -> Result<Cursor, KvError
 /// log records it spends are filled in by the caller.
 fn decide(
     system: &Bucket,
-    user: &Bucket,
+    (user, known): (&Bucket, Option<&Known>),
     nodes_in_user: bool,
     part: &[&Txn],
     (last, batch): (&LastResults, u64),
-) -> Result<(Pending, LastResults), KvError> {
-    let mut state = KvState::new(system, nodes_in_user.then_some(user), last, batch);
+) -> Result<Decided, KvError> {
+    let mut state = KvState::new(system, nodes_in_user.then_some(user), known, last, batch);
     let mut per_session: Vec<Delivery> = Vec::new();
     // The index of open sessions the heartbeat stage sweeps (Guarantee 5). Read only for
     // batches that open or end a session, to keep it off the path of ordinary writes.
@@ -853,8 +919,24 @@ fn decide(
         txn_ids: Vec::new(),
         data_refs: Vec::new(),
     };
-    Ok((pending, last_results))
+    Ok(Decided {
+        pending,
+        last_results,
+        read: changes.read_nodes,
+    })
 }
+
+/// A batch decided: its redo record, the last results after it and the nodes it read and
+/// left unchanged (where they are [`Known`]).
+struct Decided {
+    pending: Pending,
+    last_results: LastResults,
+    read: Vec<(String, Option<NodeRecord>)>,
+}
+
+/// What a progress write holds besides the applied zxid and the batch: the last results, the
+/// number of the last batch started, and the token of the chain that started it.
+type Tail<'a> = (&'a LastResults, u64, Option<&'a str>);
 
 /// Whether a batch left in the progress record was carried out to its end: only a batch
 /// that [ends by deleting its log records](Pending::ends_by_delete) can have been, and then
@@ -875,14 +957,14 @@ fn finish(
     me: &str,
     p: &Pending,
     nodes_in_user: bool,
-    last_results: (&LastResults, u64),
+    tail: Tail<'_>,
 ) -> Result<(), KvError> {
     write_effects(system, user, p, nodes_in_user)?;
     let moved = handed_over(hand_over(p)?)?;
     // The wait may have been long: no write after it without the lease.
     still_holding(system, me)?;
     fall_back(system, &moved)?;
-    end(system, p, nodes_in_user, last_results)
+    end(system, p, nodes_in_user, tail)
 }
 
 /// Write a batch's effects to both buckets.
@@ -1009,7 +1091,7 @@ fn end(
     system: &Bucket,
     p: &Pending,
     nodes_in_user: bool,
-    (last_results, batch): (&LastResults, u64),
+    (last_results, batch, by): Tail<'_>,
 ) -> Result<(), KvError> {
     if let (true, Some((last, rest))) = (p.ends_by_delete, p.txn_ids.split_last()) {
         // The first delete ends the batch (see `carried_out`); the rest follow it.
@@ -1025,6 +1107,7 @@ fn end(
         nodes_in_user,
         last_results,
         batch,
+        by,
     };
     put_progress(system, &done)?;
     system.delete_many(p.txn_ids.iter().map(|id| keys::txn(id)).collect())?;

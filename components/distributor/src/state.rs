@@ -7,6 +7,7 @@
 //! session changes: a write then costs no write of its session's record, only its share of
 //! the batch's progress write. Reads of a session put the kept result over the stored record.
 
+use crate::known::Known;
 use faaskeeper_core::apply::{NodeRecord, Reads, SessionRecord, State, WatchRecord};
 use faaskeeper_core::wire::OpResult;
 use faaskeeper_core::{SessionId, Zxid};
@@ -52,6 +53,8 @@ pub struct KvState<'a> {
     /// Where node records are read from when it is not the system bucket: the user bucket,
     /// whose objects hold the whole record (`NodeRecord::from_object`).
     nodes_from: Option<&'a Bucket>,
+    /// Nodes known as the user bucket holds them, read from there only if not known.
+    known: Option<&'a Known>,
     nodes: BTreeMap<String, Option<NodeRecord>>,
     sessions: BTreeMap<SessionId, Option<SessionRecord>>,
     /// The last results kept in the progress record before this batch.
@@ -80,18 +83,22 @@ pub struct Changes {
     pub ttl_written: BTreeSet<String>,
     /// TTL nodes deleted by the batch.
     pub ttl_removed: BTreeSet<String>,
+    /// The nodes read and left unchanged, where nodes are [`Known`].
+    pub read_nodes: Vec<(String, Option<NodeRecord>)>,
 }
 
 impl<'a> KvState<'a> {
     pub fn new(
         system: &'a Bucket,
         nodes_from: Option<&'a Bucket>,
+        known: Option<&'a Known>,
         last: &'a LastResults,
         batch: u64,
     ) -> Self {
         KvState {
             system,
             nodes_from,
+            known,
             nodes: BTreeMap::new(),
             sessions: BTreeMap::new(),
             last,
@@ -121,11 +128,18 @@ impl<'a> KvState<'a> {
             .iter()
             .filter(|p| !self.watches.contains_key(*p))
             .collect();
-        let nodes: Vec<&String> = reads
-            .nodes
-            .iter()
-            .filter(|p| !self.nodes.contains_key(*p))
-            .collect();
+        let mut nodes: Vec<&String> = Vec::new();
+        for path in &reads.nodes {
+            if self.nodes.contains_key(path) {
+                continue;
+            }
+            match self.known.and_then(|k| k.node(path)) {
+                Some(node) => {
+                    self.nodes.insert(path.clone(), node.cloned());
+                }
+                None => nodes.push(path),
+            }
+        }
         let mut wanted: Vec<String> = sessions.iter().map(|id| keys::session(*id)).collect();
         wanted.extend(watches.iter().map(|p| keys::watches(p)));
         let node_key = |p: &str| match self.nodes_from {
@@ -289,15 +303,21 @@ impl<'a> KvState<'a> {
             .iter()
             .filter_map(|id| Some((*id, self.sessions.remove(id).flatten()?)))
             .collect();
+        let nodes = self
+            .dirty_nodes
+            .iter()
+            .map(|p| (p.clone(), self.nodes.remove(p).flatten()))
+            .collect();
+        let read_nodes = match self.known {
+            None => Vec::new(),
+            Some(_) => std::mem::take(&mut self.nodes).into_iter().collect(),
+        };
         Changes {
             ttl_written,
             ttl_removed,
             sessions,
-            nodes: self
-                .dirty_nodes
-                .iter()
-                .map(|p| (p.clone(), self.nodes.remove(p).flatten()))
-                .collect(),
+            read_nodes,
+            nodes,
             watches: self
                 .dirty_watches
                 .iter()
@@ -311,6 +331,11 @@ impl State for KvState<'_> {
     type Error = KvError;
 
     fn node_ref(&mut self, path: &str) -> Result<Option<&NodeRecord>, KvError> {
+        if !self.nodes.contains_key(path)
+            && let Some(node) = self.known.and_then(|k| k.node(path))
+        {
+            self.nodes.insert(path.to_string(), node.cloned());
+        }
         if !self.nodes.contains_key(path) {
             let stored = match self.nodes_from {
                 None => self.system.get(&keys::node(path))?,
