@@ -1,11 +1,13 @@
 //! Where the user bucket keeps the node records and bills every read (an S3 GET each), the
-//! distributor does not read again the nodes it knows: what its batches read and wrote is
-//! handed from run to run through the host (the distributor's `memo`), and taken only if the
-//! progress record shows that no other distributor started a batch since.
+//! distributor does not read again the records it knows (nodes, sessions, watches): what its
+//! batches read and wrote is handed from run to run through the host (the distributor's
+//! `memo`), and taken only if the progress record shows that no other distributor started a
+//! batch since.
 //!
 //! On the embedded store, its user bucket wrapped to bill every write (so the store keeps
-//! each node there only, as on S3) and to note every key read from it:
-//! - sets of a node created by an earlier run read nothing of the user bucket;
+//! each node there only, as on S3), and both buckets to note every key read from them:
+//! - sets of a node created by an earlier run read neither the node nor the session's or
+//!   the watches' records;
 //! - after another host's distributor applied a set in between, the first host reads the
 //!   node again, and a conditional set on the version the other one left succeeds;
 //! - then it knows the node again.
@@ -22,13 +24,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{append, applied, create, embedded_store, head, node, open, record, set, txn};
 
-/// A user bucket that bills every write, as S3 does, and notes the keys read from it.
+/// A bucket that bills every write, as S3 does, and notes the keys read from it.
 struct Billed {
     inner: Arc<dyn Store>,
     reads: Mutex<Vec<String>>,
 }
 
 impl Billed {
+    fn over(inner: Arc<dyn Store>) -> Arc<Billed> {
+        Arc::new(Billed {
+            inner,
+            reads: Mutex::new(Vec::new()),
+        })
+    }
+
     fn note(&self, keys: &[String]) {
         self.reads
             .lock()
@@ -90,14 +99,14 @@ impl Store for Billed {
     }
 }
 
-/// A host in this process over `db`'s system bucket and the billed user bucket.
+/// A host in this process over the buckets.
 async fn host(
-    db: &Arc<faaskeeper_backend_embedded::EmbeddedDb>,
+    system: &Arc<Billed>,
     user: &Arc<Billed>,
     dir: &Path,
 ) -> faaskeeper_host::RunningHost {
     let stores = faaskeeper_storage::StoreManager::new()
-        .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET).expect("system"))
+        .with_bucket(SYSTEM_BUCKET, system.clone())
         .with_bucket(USER_BUCKET, user.clone());
     faaskeeper_host::start(faaskeeper_host::ServeOptions {
         data_dir: dir.to_path_buf(),
@@ -124,12 +133,10 @@ async fn known_nodes_are_not_read_again_unless_another_distributor_ran_between()
     const C: SessionId = 602;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = embedded_store(dir.path());
-    let system = db.bucket(SYSTEM_BUCKET).expect("system");
-    let user = Arc::new(Billed {
-        inner: db.bucket(USER_BUCKET).expect("user"),
-        reads: Mutex::new(Vec::new()),
-    });
-    let first = host(&db, &user, &dir.path().join("first")).await;
+    let billed_system = Billed::over(db.bucket(SYSTEM_BUCKET).expect("system"));
+    let system = billed_system.inner.clone();
+    let user = Billed::over(db.bucket(USER_BUCKET).expect("user"));
+    let first = host(&billed_system, &user, &dir.path().join("first")).await;
     let progress = system.get(keys::DIST_APPLIED).await.expect("read");
     let progress: serde_json::Value =
         serde_json::from_slice(&progress.expect("made by init")).expect("JSON");
@@ -158,6 +165,7 @@ async fn known_nodes_are_not_read_again_unless_another_distributor_ran_between()
     first.runtime().kick_distributor();
     applied(&*system, z + 2, wait).await;
     user.take_reads();
+    billed_system.take_reads();
     let mut prev = "r0".to_string();
     for i in 0..3 {
         let id = format!("s{i}");
@@ -179,12 +187,19 @@ async fn known_nodes_are_not_read_again_unless_another_distributor_ran_between()
         read.is_empty(),
         "three sets of a node an earlier run created read {read:?}"
     );
+    let records = [keys::session(A), keys::watches("/k"), keys::watches("/")];
+    let read: Vec<String> = billed_system
+        .take_reads()
+        .into_iter()
+        .filter(|k| records.contains(k))
+        .collect();
+    assert!(read.is_empty(), "nor the records of A or watches: {read:?}");
     let k = node(&*user.inner, "/k").await.expect("/k");
     assert_eq!((k.data.as_slice(), k.stat.version), (b"v2".as_slice(), 3));
 
     // A second host takes the lease over (as a host does when it starts) and applies a set;
     // the first host's memo still says version 3.
-    let second = host(&db, &user, &dir.path().join("second")).await;
+    let second = host(&billed_system, &user, &dir.path().join("second")).await;
     append(
         &*system,
         vec![record(

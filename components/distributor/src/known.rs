@@ -1,6 +1,7 @@
-//! Node objects a run knows to be what the user bucket holds, so that it need not read them
-//! again: where the user bucket keeps the node records (S3), each read is a GET billed at
-//! $0.40 per million, about as much as all else a set costs above its PUT.
+//! Records a run knows to be what the store holds, so that it need not read them again: the
+//! node objects, where the user bucket keeps the node records (S3: a GET each, $0.40 per
+//! million, about as much as all else a set costs above its PUT), and the sessions' and
+//! watches' records (a read unit each on DynamoDB, $0.125 per million).
 //!
 //! What a batch read and what it wrote stay known for the batches after it, in the same run
 //! and, through the platform, in later runs: the answer to a wake-up carries them as `memo`,
@@ -8,34 +9,40 @@
 //! it back in the next wake-up. Nothing is trusted because the platform sent it: a run takes
 //! the memo only if the progress record shows that no batch was started since the one it
 //! describes (`batch`), and that this chain of runs started that one (`by`, a random token
-//! each batch-start write of the chain names). Only distributors write node objects, one at
+//! each batch-start write of the chain names). Only distributors write these records, one at
 //! a time, so no one else can have changed them since. A platform that sends no memo (Spin,
 //! wasmCloud) only loses the saving.
 
-use faaskeeper_core::Zxid;
-use faaskeeper_core::apply::NodeRecord;
+use faaskeeper_core::apply::{NodeRecord, SessionRecord, WatchRecord};
 use faaskeeper_core::path;
+use faaskeeper_core::{SessionId, Zxid};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::hash::Hash;
 
-/// Most nodes a memo carries (the most recently used ones).
-const MEMO_MAX_NODES: usize = 1024;
-/// Most bytes of node data a memo carries.
+/// Most records of each kind a memo carries (the most recently used ones).
+const MEMO_MAX_RECORDS: usize = 1024;
+/// Most bytes of node data and session records a memo carries, each.
 const MEMO_MAX_BYTES: usize = 256 * 1024;
-/// A node with more data than this is not kept: it is read when it is needed (one GET, as
-/// for any node) rather than carried through every wake-up.
-const NODE_MAX_BYTES: usize = 4096;
+/// A record larger than this (node data, a session's record with a read's result, a watch
+/// record of many sessions) is not kept: it is read when it is needed, as any record is,
+/// rather than carried through every wake-up.
+const RECORD_MAX_BYTES: usize = 4096;
 
-/// The nodes known to a chain of runs, as the user bucket holds them after the last batch the
+/// The records known to a chain of runs, as the store holds them after the last batch the
 /// chain applied.
 #[derive(Debug)]
 pub struct Known {
     /// Names this chain's batch-start writes of the progress record (`Progress::by`).
     pub token: String,
-    /// By path: the record (`None`: no such node) and when it was last used.
-    nodes: HashMap<String, (Option<NodeRecord>, Cell<u64>)>,
-    tick: Cell<u64>,
+    /// Node objects by path (`None`: no such node).
+    nodes: Used<String, Option<NodeRecord>>,
+    /// Sessions' records as stored, without the last results the progress record keeps
+    /// (`None`: no record).
+    sessions: Used<SessionId, Option<SessionRecord>>,
+    /// Watch records by path (empty: none stored).
+    watches: Used<String, WatchRecord>,
 }
 
 /// What a run hands on to the next ([`Known`], with the progress it is valid for).
@@ -48,6 +55,10 @@ pub struct Memo {
     /// The zxid that batch applied to.
     pub applied: Zxid,
     pub nodes: Vec<(String, Option<NodeRecord>)>,
+    #[serde(default)]
+    pub sessions: Vec<(SessionId, Option<SessionRecord>)>,
+    #[serde(default)]
+    pub watches: Vec<(String, WatchRecord)>,
 }
 
 impl Known {
@@ -55,22 +66,24 @@ impl Known {
     pub fn fresh() -> Known {
         Known {
             token: faaskeeper_guest::random_id(),
-            nodes: HashMap::new(),
-            tick: Cell::new(0),
+            nodes: Used::default(),
+            sessions: Used::default(),
+            watches: Used::default(),
         }
     }
 
-    /// The nodes of `memo`, if it describes the progress record read now: no batch started
-    /// since its own (`batch`), and that one by its chain (`by`). Otherwise nothing.
+    /// The records of `memo`, if it describes the progress record read now: no batch
+    /// started since its own (`batch`), and that one by its chain (`by`). Otherwise nothing.
     pub fn from_memo(memo: Option<Memo>, by: Option<&str>, batch: u64, applied: Zxid) -> Known {
         match memo {
             Some(m) if by == Some(m.by.as_str()) && m.batch == batch && m.applied == applied => {
                 let mut known = Known {
                     token: m.by,
-                    nodes: HashMap::new(),
-                    tick: Cell::new(0),
+                    ..Known::fresh()
                 };
-                known.learn(m.nodes);
+                known.learn_nodes(m.nodes);
+                known.learn_sessions(m.sessions);
+                known.learn_watches(m.watches);
                 known
             }
             _ => Known::fresh(),
@@ -81,27 +94,128 @@ impl Known {
     /// whose parent is known and does not list it is known to be absent: after a whole
     /// batch, a node's object exists exactly when its parent's children name it.
     pub fn node(&self, path: &str) -> Option<Option<&NodeRecord>> {
-        if let Some((n, used)) = self.nodes.get(path) {
-            used.set(self.next_tick());
-            return Some(n.as_ref());
+        if let Some(node) = self.nodes.get(path) {
+            return Some(node.as_ref());
         }
-        let (parent, _) = self.nodes.get(path::parent(path)?)?;
-        match parent {
+        match self.nodes.peek(path::parent(path)?)? {
             Some(p) if p.children.contains(path::name(path)) => None,
             _ => Some(None),
         }
     }
 
+    /// A session's record as stored, if known (`Some(None)`: none).
+    pub fn session(&self, id: SessionId) -> Option<Option<&SessionRecord>> {
+        self.sessions.get(&id).map(Option::as_ref)
+    }
+
+    /// The watch record of `path` as stored, if known (empty: none).
+    pub fn watches(&self, path: &str) -> Option<&WatchRecord> {
+        self.watches.get(path)
+    }
+
     /// Take `nodes` as what the user bucket now holds.
-    pub fn learn(&mut self, nodes: impl IntoIterator<Item = (String, Option<NodeRecord>)>) {
+    pub fn learn_nodes(&mut self, nodes: impl IntoIterator<Item = (String, Option<NodeRecord>)>) {
         for (path, node) in nodes {
-            if node.as_ref().is_some_and(|n| n.data.len() > NODE_MAX_BYTES) {
-                self.nodes.remove(&path);
-            } else {
-                let used = Cell::new(self.next_tick());
-                self.nodes.insert(path, (node, used));
+            let bytes = node.as_ref().map_or(0, |n| n.data.len());
+            self.nodes.put(path, node, bytes);
+        }
+    }
+
+    /// Take `sessions` as the records the system bucket now holds.
+    pub fn learn_sessions(
+        &mut self,
+        sessions: impl IntoIterator<Item = (SessionId, Option<SessionRecord>)>,
+    ) {
+        for (id, record) in sessions {
+            // Sized by its JSON, as stored; one that does not encode is not kept.
+            let bytes = record
+                .as_ref()
+                .map_or(Some(0), |r| serde_json::to_vec(r).ok().map(|v| v.len()));
+            match bytes {
+                Some(bytes) => self.sessions.put(id, record, bytes),
+                None => self.sessions.forget(&id),
             }
         }
+    }
+
+    /// Take `watches` as the records the system bucket now holds.
+    pub fn learn_watches(&mut self, watches: impl IntoIterator<Item = (String, WatchRecord)>) {
+        for (path, record) in watches {
+            let sessions = record.data.len()
+                + record.child.len()
+                + record.persistent.len()
+                + record.persistent_recursive.len();
+            self.watches.put(path, record, sessions * 8);
+        }
+    }
+
+    /// Forget a session's record (written outside a batch).
+    pub fn forget_session(&mut self, id: SessionId) {
+        self.sessions.forget(&id);
+    }
+
+    /// The memo of the progress a run leaves: `batch`, applying to `applied`. The most
+    /// recently used records, within the bounds.
+    pub fn into_memo(self, batch: u64, applied: Zxid) -> Memo {
+        Memo {
+            by: self.token,
+            batch,
+            applied,
+            nodes: self.nodes.into_recent(),
+            sessions: self.sessions.into_recent(),
+            watches: self.watches.into_recent(),
+        }
+    }
+}
+
+/// Records by key, each with its size and when it was last used.
+#[derive(Debug)]
+struct Used<K, V> {
+    map: HashMap<K, (V, usize, Cell<u64>)>,
+    tick: Cell<u64>,
+}
+
+impl<K, V> Default for Used<K, V> {
+    fn default() -> Self {
+        Used {
+            map: HashMap::new(),
+            tick: Cell::new(0),
+        }
+    }
+}
+
+impl<K: Hash + Eq, V> Used<K, V> {
+    fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let (value, _, used) = self.map.get(key)?;
+        used.set(self.next_tick());
+        Some(value)
+    }
+
+    /// [`Used::get`] without counting as a use.
+    fn peek<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get(key).map(|(value, _, _)| value)
+    }
+
+    /// Keep `value` (of `bytes`) for `key`; one too large to keep is forgotten instead.
+    fn put(&mut self, key: K, value: V, bytes: usize) {
+        if bytes > RECORD_MAX_BYTES {
+            self.map.remove(&key);
+        } else {
+            let used = Cell::new(self.next_tick());
+            self.map.insert(key, (value, bytes, used));
+        }
+    }
+
+    fn forget(&mut self, key: &K) {
+        self.map.remove(key);
     }
 
     fn next_tick(&self) -> u64 {
@@ -109,26 +223,18 @@ impl Known {
         self.tick.get()
     }
 
-    /// The memo of the progress a run leaves: `batch`, applying to `applied`. The most
-    /// recently used nodes, within the bounds.
-    pub fn into_memo(self, batch: u64, applied: Zxid) -> Memo {
-        let mut nodes: Vec<_> = self.nodes.into_iter().collect();
-        nodes.sort_unstable_by_key(|(_, (_, used))| std::cmp::Reverse(used.get()));
-        let mut bytes = 0;
-        let kept = nodes
-            .into_iter()
-            .take(MEMO_MAX_NODES)
-            .take_while(|(_, (n, _))| {
-                bytes += n.as_ref().map_or(0, |n| n.data.len());
-                bytes <= MEMO_MAX_BYTES
+    /// The most recently used records, within the memo's bounds.
+    fn into_recent(self) -> Vec<(K, V)> {
+        let mut all: Vec<_> = self.map.into_iter().collect();
+        all.sort_unstable_by_key(|(_, (_, _, used))| std::cmp::Reverse(used.get()));
+        let mut total = 0;
+        all.into_iter()
+            .take(MEMO_MAX_RECORDS)
+            .take_while(|(_, (_, bytes, _))| {
+                total += bytes;
+                total <= MEMO_MAX_BYTES
             })
-            .map(|(path, (n, _))| (path, n))
-            .collect();
-        Memo {
-            by: self.token,
-            batch,
-            applied,
-            nodes: kept,
-        }
+            .map(|(key, (value, _, _))| (key, value))
+            .collect()
     }
 }

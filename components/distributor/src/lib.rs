@@ -565,6 +565,11 @@ impl Cursor {
         // The wait may have been long: the lease is checked before the writes that follow.
         self.check_lease(system, me)?;
         fall_back(system, &moved)?;
+        if let Some(known) = self.known.as_mut() {
+            for id in &moved {
+                known.forget_session(*id);
+            }
+        }
         let moved = !moved.is_empty();
         Ok(Some((f.pending, moved)))
     }
@@ -732,6 +737,7 @@ fn apply_all(
             mut pending,
             last_results,
             read,
+            written,
         } = decided;
         pending.ends_by_delete =
             faaskeeper_guest::pack::write_unit().is_some() && !spent.is_empty();
@@ -767,9 +773,13 @@ fn apply_all(
         }
         write_effects(system, user, &pending, c.nodes_in_user)?;
         if let Some(known) = c.known.as_mut() {
-            // The user bucket now holds what the batch read and left, and what it wrote.
-            known.learn(read);
-            known.learn(pending.nodes.iter().cloned());
+            // The store now holds what the batch read and left, and what it wrote.
+            known.learn_nodes(read.nodes);
+            known.learn_sessions(read.sessions);
+            known.learn_watches(read.watches);
+            known.learn_nodes(pending.nodes.iter().cloned());
+            known.learn_sessions(written.into_iter().map(|(id, r)| (id, Some(r))));
+            known.learn_watches(pending.watches.iter().cloned());
         }
         let sent = hand_over(&pending)?;
         c.applied = pending.to_zxid;
@@ -919,19 +929,25 @@ fn decide(
         txn_ids: Vec::new(),
         data_refs: Vec::new(),
     };
+    let written = match known {
+        Some(_) => changes.sessions,
+        None => Vec::new(),
+    };
     Ok(Decided {
         pending,
         last_results,
-        read: changes.read_nodes,
+        read: changes.read,
+        written,
     })
 }
 
-/// A batch decided: its redo record, the last results after it and the nodes it read and
-/// left unchanged (where they are [`Known`]).
+/// A batch decided: its redo record, the last results after it, and where records are
+/// [`Known`], those it read and left unchanged and the sessions' records it writes whole.
 struct Decided {
     pending: Pending,
     last_results: LastResults,
-    read: Vec<(String, Option<NodeRecord>)>,
+    read: state::Read,
+    written: Vec<(SessionId, SessionRecord)>,
 }
 
 /// What a progress write holds besides the applied zxid and the batch: the last results, the

@@ -53,8 +53,11 @@ pub struct KvState<'a> {
     /// Where node records are read from when it is not the system bucket: the user bucket,
     /// whose objects hold the whole record (`NodeRecord::from_object`).
     nodes_from: Option<&'a Bucket>,
-    /// Nodes known as the user bucket holds them, read from there only if not known.
+    /// Records known as the store holds them, read from it only if not known.
     known: Option<&'a Known>,
+    /// Sessions' records as stored (without the kept last results), where records are
+    /// [`Known`].
+    stored_sessions: BTreeMap<SessionId, Option<SessionRecord>>,
     nodes: BTreeMap<String, Option<NodeRecord>>,
     sessions: BTreeMap<SessionId, Option<SessionRecord>>,
     /// The last results kept in the progress record before this batch.
@@ -83,8 +86,16 @@ pub struct Changes {
     pub ttl_written: BTreeSet<String>,
     /// TTL nodes deleted by the batch.
     pub ttl_removed: BTreeSet<String>,
-    /// The nodes read and left unchanged, where nodes are [`Known`].
-    pub read_nodes: Vec<(String, Option<NodeRecord>)>,
+    /// The records read and left unchanged, where records are [`Known`].
+    pub read: Read,
+}
+
+/// Records a batch read and left as they were stored.
+#[derive(Default)]
+pub struct Read {
+    pub nodes: Vec<(String, Option<NodeRecord>)>,
+    pub sessions: Vec<(SessionId, Option<SessionRecord>)>,
+    pub watches: Vec<(String, WatchRecord)>,
 }
 
 impl<'a> KvState<'a> {
@@ -99,6 +110,7 @@ impl<'a> KvState<'a> {
             system,
             nodes_from,
             known,
+            stored_sessions: BTreeMap::new(),
             nodes: BTreeMap::new(),
             sessions: BTreeMap::new(),
             last,
@@ -117,17 +129,28 @@ impl<'a> KvState<'a> {
     /// reading them as apply comes to them would be a call each. On DynamoDB that is one
     /// `BatchGetItem` instead of a round trip per key, billed the same.
     pub fn prefetch(&mut self, reads: &Reads) -> Result<(), KvError> {
-        let sessions: Vec<SessionId> = reads
-            .sessions
-            .iter()
-            .filter(|id| !self.sessions.contains_key(id))
-            .copied()
-            .collect();
-        let watches: Vec<&String> = reads
-            .watches
-            .iter()
-            .filter(|p| !self.watches.contains_key(*p))
-            .collect();
+        let mut sessions: Vec<SessionId> = Vec::new();
+        for id in &reads.sessions {
+            if self.sessions.contains_key(id) {
+                continue;
+            }
+            match self.known.and_then(|k| k.session(*id)) {
+                Some(stored) => self.take_session(*id, stored.cloned())?,
+                None => sessions.push(*id),
+            }
+        }
+        let mut watches: Vec<&String> = Vec::new();
+        for path in &reads.watches {
+            if self.watches.contains_key(path) {
+                continue;
+            }
+            match self.known.and_then(|k| k.watches(path)) {
+                Some(record) => {
+                    self.watches.insert(path.clone(), record.clone());
+                }
+                None => watches.push(path),
+            }
+        }
         let mut nodes: Vec<&String> = Vec::new();
         for path in &reads.nodes {
             if self.nodes.contains_key(path) {
@@ -160,8 +183,7 @@ impl<'a> KvState<'a> {
         };
         for id in sessions {
             let record = take_json(&mut found, keys::session(id))?;
-            let record = self.with_last_result(id, record)?;
-            self.sessions.insert(id, record);
+            self.take_session(id, record)?;
         }
         for path in watches {
             let record = take_json(&mut found, keys::watches(path))?;
@@ -175,6 +197,21 @@ impl<'a> KvState<'a> {
             };
             self.nodes.insert(path.clone(), record);
         }
+        Ok(())
+    }
+
+    /// Take a session's record as stored: with the newer last result the progress record
+    /// keeps put over it.
+    fn take_session(
+        &mut self,
+        id: SessionId,
+        stored: Option<SessionRecord>,
+    ) -> Result<(), KvError> {
+        if self.known.is_some() {
+            self.stored_sessions.insert(id, stored.clone());
+        }
+        let record = self.with_last_result(id, stored)?;
+        self.sessions.insert(id, record);
         Ok(())
     }
 
@@ -308,21 +345,30 @@ impl<'a> KvState<'a> {
             .iter()
             .map(|p| (p.clone(), self.nodes.remove(p).flatten()))
             .collect();
-        let read_nodes = match self.known {
-            None => Vec::new(),
-            Some(_) => std::mem::take(&mut self.nodes).into_iter().collect(),
+        let watches = self
+            .dirty_watches
+            .iter()
+            .map(|p| (p.clone(), self.watches.remove(p).unwrap_or_default()))
+            .collect();
+        let read = match self.known {
+            None => Read::default(),
+            Some(_) => {
+                let mut stored = std::mem::take(&mut self.stored_sessions);
+                stored.retain(|id, _| !self.written_whole.contains(id));
+                Read {
+                    nodes: std::mem::take(&mut self.nodes).into_iter().collect(),
+                    sessions: stored.into_iter().collect(),
+                    watches: std::mem::take(&mut self.watches).into_iter().collect(),
+                }
+            }
         };
         Changes {
             ttl_written,
             ttl_removed,
             sessions,
-            read_nodes,
+            read,
             nodes,
-            watches: self
-                .dirty_watches
-                .iter()
-                .map(|p| (p.clone(), self.watches.remove(p).unwrap_or_default()))
-                .collect(),
+            watches,
         }
     }
 }
@@ -368,9 +414,11 @@ impl State for KvState<'_> {
 
     fn session_ref(&mut self, id: SessionId) -> Result<Option<&SessionRecord>, KvError> {
         if !self.sessions.contains_key(&id) {
-            let s: Option<SessionRecord> = self.system.get_json(&keys::session(id))?;
-            let s = self.with_last_result(id, s)?;
-            self.sessions.insert(id, s);
+            let stored = match self.known.and_then(|k| k.session(id)) {
+                Some(known) => known.cloned(),
+                None => self.system.get_json(&keys::session(id))?,
+            };
+            self.take_session(id, stored)?;
         }
         Ok(self.sessions.get(&id).and_then(Option::as_ref))
     }
@@ -384,10 +432,13 @@ impl State for KvState<'_> {
 
     fn watches_ref(&mut self, path: &str) -> Result<Option<&WatchRecord>, KvError> {
         if !self.watches.contains_key(path) {
-            let w: WatchRecord = self
-                .system
-                .get_json(&keys::watches(path))?
-                .unwrap_or_default();
+            let w: WatchRecord = match self.known.and_then(|k| k.watches(path)) {
+                Some(known) => known.clone(),
+                None => self
+                    .system
+                    .get_json(&keys::watches(path))?
+                    .unwrap_or_default(),
+            };
             self.watches.insert(path.to_string(), w);
         }
         Ok(self.watches.get(path))
