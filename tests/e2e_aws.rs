@@ -312,6 +312,15 @@ async fn billable_requests_per_operation() {
             "a read writes nothing and uses no queue: {get:?}"
         );
     }
+    for (op, c) in [
+        ("create", &small.create),
+        ("set", &small.set_data),
+        ("delete", &small.delete),
+    ] {
+        // The distributor knows the nodes (and their parents) from its runs before
+        // (host/tests/known_nodes.rs): a GET of each would be $0.40 per million.
+        assert!(c.s3_get < 0.5, "a {op} reads no node object again: {c:?}");
+    }
     assert!(
         large.set_data.dynamo_write_units >= small.set_data.dynamo_write_units + 3.0,
         "4 KiB of data costs DynamoDB write units by the KiB"
