@@ -36,6 +36,11 @@
 //! record: on DynamoDB a write unit saved per write. Reads of a session put them over its
 //! record; anything else of a session changing writes its record whole and takes it out.
 //!
+//! *Records known from run to run* ([`known`]): where node records live in the user bucket,
+//! what a batch read or wrote is not read again by the batches after it, nor by later runs
+//! of a platform that sends back the `memo` of the last answer, which a run takes only if the
+//! progress record shows that no other distributor started a batch since.
+//!
 //! *Deliveries in flight*: a batch's deliveries are sent to the watch stage without waiting
 //! for the answer, and the next batch is decided meanwhile (reads and computation only).
 //! Nothing of the next batch is written before the answer came; its first write, the progress
