@@ -23,7 +23,8 @@ use std::hash::Hash;
 
 /// Most records of each kind a memo carries (the most recently used ones).
 const MEMO_MAX_RECORDS: usize = 1024;
-/// Most bytes of node data and session records a memo carries, each.
+/// Most bytes of node data and children's names, and of session records, a memo carries,
+/// each.
 const MEMO_MAX_BYTES: usize = 256 * 1024;
 /// A record larger than this (node data, a session's record with a read's result, a watch
 /// record of many sessions) is not kept: it is read when it is needed, as any record is,
@@ -81,9 +82,11 @@ impl Known {
                     token: m.by,
                     ..Known::fresh()
                 };
-                known.learn_nodes(m.nodes);
-                known.learn_sessions(m.sessions);
-                known.learn_watches(m.watches);
+                // Most recently used first in the memo: learnt last, so they stay the most
+                // recent.
+                known.learn_nodes(m.nodes.into_iter().rev());
+                known.learn_sessions(m.sessions.into_iter().rev());
+                known.learn_watches(m.watches.into_iter().rev());
                 known
             }
             _ => Known::fresh(),
@@ -97,7 +100,7 @@ impl Known {
         if let Some(node) = self.nodes.get(path) {
             return Some(node.as_ref());
         }
-        match self.nodes.peek(path::parent(path)?)? {
+        match self.nodes.get(path::parent(path)?)? {
             Some(p) if p.children.contains(path::name(path)) => None,
             _ => Some(None),
         }
@@ -116,8 +119,11 @@ impl Known {
     /// Take `nodes` as what the user bucket now holds.
     pub fn learn_nodes(&mut self, nodes: impl IntoIterator<Item = (String, Option<NodeRecord>)>) {
         for (path, node) in nodes {
-            let bytes = node.as_ref().map_or(0, |n| n.data.len());
-            self.nodes.put(path, node, bytes);
+            // Its data and its children's names (a node of many children is not kept).
+            let bytes = node.as_ref().map_or(0, |n| {
+                n.data.len() + n.children.iter().map(|c| c.len() + 3).sum::<usize>()
+            });
+            self.nodes.put(path.clone(), node, bytes + path.len());
         }
     }
 
@@ -193,15 +199,6 @@ impl<K: Hash + Eq, V> Used<K, V> {
         let (value, _, used) = self.map.get(key)?;
         used.set(self.next_tick());
         Some(value)
-    }
-
-    /// [`Used::get`] without counting as a use.
-    fn peek<Q>(&self, key: &Q) -> Option<&V>
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.map.get(key).map(|(value, _, _)| value)
     }
 
     /// Keep `value` (of `bytes`) for `key`; one too large to keep is forgotten instead.

@@ -475,8 +475,11 @@ fn run(
                     // knew of the progress record is stale, and a batch it has in flight
                     // may have been redone. Start again from the progress record (which
                     // shows whether what the run knew of the nodes still holds).
+                    // Unless it had a batch in flight: the other may have finished that one
+                    // and moved its sessions to their fallback (`fall_back`), which the
+                    // progress record does not show.
                     if let Some(c) = cursor.take() {
-                        memo = c.into_memo();
+                        memo = c.in_flight.is_none().then(|| c.into_memo()).flatten();
                     }
                 }
                 until
@@ -815,7 +818,8 @@ fn start_run(
                     me,
                     &pending,
                     record.nodes_in_user,
-                    (&record.last_results, record.batch, record.by.as_deref()),
+                    // Not the starter's token: what it knew is not what this left.
+                    (&record.last_results, record.batch, None),
                 )?;
                 finished = true;
             }
