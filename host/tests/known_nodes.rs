@@ -108,15 +108,7 @@ async fn host(
     let stores = faaskeeper_storage::StoreManager::new()
         .with_bucket(SYSTEM_BUCKET, system.clone())
         .with_bucket(USER_BUCKET, user.clone());
-    faaskeeper_host::start(faaskeeper_host::ServeOptions {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        zk_listen: None,
-        stores: Some(stores),
-        ..Default::default()
-    })
-    .await
-    .expect("host starts")
+    support::host_over(stores, dir).await.expect("host starts")
 }
 
 fn set_version(path: &str, data: &[u8], version: i32) -> Op {

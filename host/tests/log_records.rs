@@ -10,36 +10,18 @@
 mod support;
 
 use faaskeeper_core::keys;
-use faaskeeper_core::wire::{LogEntry, Op, Request, Txn, encode_log_record};
+use faaskeeper_core::wire::{LogEntry, Op, Txn, encode_log_record};
 use faaskeeper_core::{CreateMode, Zxid};
 use faaskeeper_storage::Store;
 use support::{
-    append, append_and_apply, applied_then_stop, embedded_host, head, idle_fresh_store, node,
+    append, append_and_apply, applied_then_stop, embedded_host, head, idle_fresh_store, node, set,
 };
 
 const SESSION: i64 = 77;
 
+/// A txn of this test's session, its seq the zxid.
 fn txn(zxid: Zxid, op: Op) -> Txn {
-    Txn {
-        zxid,
-        time_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis() as i64,
-        request: Request {
-            session: SESSION,
-            seq: zxid,
-            op,
-        },
-    }
-}
-
-fn set(path: &str, data: &[u8]) -> Op {
-    Op::SetData {
-        path: path.into(),
-        data: data.to_vec(),
-        version: -1,
-    }
+    support::txn(zxid, SESSION, zxid, op)
 }
 
 /// A record in JSON, as writers stored them before the binary layout.

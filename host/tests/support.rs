@@ -94,6 +94,14 @@ pub async fn start_embedded_host(
     let stores = faaskeeper_storage::StoreManager::new()
         .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET).expect("system"))
         .with_bucket(USER_BUCKET, db.bucket(USER_BUCKET).expect("user"));
+    host_over(stores, dir).await
+}
+
+/// A host in this process over `stores`, with its data dir `dir`.
+pub async fn host_over(
+    stores: faaskeeper_storage::StoreManager,
+    dir: &Path,
+) -> anyhow::Result<faaskeeper_host::RunningHost> {
     faaskeeper_host::start(faaskeeper_host::ServeOptions {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().expect("addr"),

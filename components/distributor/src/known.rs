@@ -80,7 +80,9 @@ impl Known {
             Some(m) if by == Some(m.by.as_str()) && m.batch == batch && m.applied == applied => {
                 let mut known = Known {
                     token: m.by,
-                    ..Known::fresh()
+                    nodes: Used::default(),
+                    sessions: Used::default(),
+                    watches: Used::default(),
                 };
                 // Most recently used first in the memo: learnt last, so they stay the most
                 // recent.

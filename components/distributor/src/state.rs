@@ -131,38 +131,16 @@ impl<'a> KvState<'a> {
     pub fn prefetch(&mut self, reads: &Reads) -> Result<(), KvError> {
         let mut sessions: Vec<SessionId> = Vec::new();
         for id in &reads.sessions {
-            if self.sessions.contains_key(id) {
-                continue;
-            }
-            match self.known.and_then(|k| k.session(*id)) {
-                Some(stored) => self.take_session(*id, stored.cloned())?,
-                None => sessions.push(*id),
+            if !self.has_session(*id)? {
+                sessions.push(*id);
             }
         }
-        let mut watches: Vec<&String> = Vec::new();
-        for path in &reads.watches {
-            if self.watches.contains_key(path) {
-                continue;
-            }
-            match self.known.and_then(|k| k.watches(path)) {
-                Some(record) => {
-                    self.watches.insert(path.clone(), record.clone());
-                }
-                None => watches.push(path),
-            }
-        }
-        let mut nodes: Vec<&String> = Vec::new();
-        for path in &reads.nodes {
-            if self.nodes.contains_key(path) {
-                continue;
-            }
-            match self.known.and_then(|k| k.node(path)) {
-                Some(node) => {
-                    self.nodes.insert(path.clone(), node.cloned());
-                }
-                None => nodes.push(path),
-            }
-        }
+        let watches: Vec<&String> = reads
+            .watches
+            .iter()
+            .filter(|p| !self.has_watches(p))
+            .collect();
+        let nodes: Vec<&String> = reads.nodes.iter().filter(|p| !self.has_node(p)).collect();
         let mut wanted: Vec<String> = sessions.iter().map(|id| keys::session(*id)).collect();
         wanted.extend(watches.iter().map(|p| keys::watches(p)));
         let node_key = |p: &str| match self.nodes_from {
@@ -198,6 +176,43 @@ impl<'a> KvState<'a> {
             self.nodes.insert(path.clone(), record);
         }
         Ok(())
+    }
+
+    /// Whether the batch has the node at `path`: read already, or taken now from what is
+    /// [`Known`].
+    fn has_node(&mut self, path: &str) -> bool {
+        if self.nodes.contains_key(path) {
+            return true;
+        }
+        let Some(node) = self.known.and_then(|k| k.node(path)) else {
+            return false;
+        };
+        self.nodes.insert(path.to_string(), node.cloned());
+        true
+    }
+
+    /// [`KvState::has_node`] for a session's record.
+    fn has_session(&mut self, id: SessionId) -> Result<bool, KvError> {
+        if self.sessions.contains_key(&id) {
+            return Ok(true);
+        }
+        let Some(stored) = self.known.and_then(|k| k.session(id)) else {
+            return Ok(false);
+        };
+        self.take_session(id, stored.cloned())?;
+        Ok(true)
+    }
+
+    /// [`KvState::has_node`] for a watch record.
+    fn has_watches(&mut self, path: &str) -> bool {
+        if self.watches.contains_key(path) {
+            return true;
+        }
+        let Some(record) = self.known.and_then(|k| k.watches(path)) else {
+            return false;
+        };
+        self.watches.insert(path.to_string(), record.clone());
+        true
     }
 
     /// Take a session's record as stored: with the newer last result the progress record
@@ -377,12 +392,7 @@ impl State for KvState<'_> {
     type Error = KvError;
 
     fn node_ref(&mut self, path: &str) -> Result<Option<&NodeRecord>, KvError> {
-        if !self.nodes.contains_key(path)
-            && let Some(node) = self.known.and_then(|k| k.node(path))
-        {
-            self.nodes.insert(path.to_string(), node.cloned());
-        }
-        if !self.nodes.contains_key(path) {
+        if !self.has_node(path) {
             let stored = match self.nodes_from {
                 None => self.system.get(&keys::node(path))?,
                 Some(user) => user.get(&keys::user_node(path))?,
@@ -413,11 +423,8 @@ impl State for KvState<'_> {
     }
 
     fn session_ref(&mut self, id: SessionId) -> Result<Option<&SessionRecord>, KvError> {
-        if !self.sessions.contains_key(&id) {
-            let stored = match self.known.and_then(|k| k.session(id)) {
-                Some(known) => known.cloned(),
-                None => self.system.get_json(&keys::session(id))?,
-            };
+        if !self.has_session(id)? {
+            let stored = self.system.get_json(&keys::session(id))?;
             self.take_session(id, stored)?;
         }
         Ok(self.sessions.get(&id).and_then(Option::as_ref))
@@ -431,14 +438,11 @@ impl State for KvState<'_> {
     }
 
     fn watches_ref(&mut self, path: &str) -> Result<Option<&WatchRecord>, KvError> {
-        if !self.watches.contains_key(path) {
-            let w: WatchRecord = match self.known.and_then(|k| k.watches(path)) {
-                Some(known) => known.clone(),
-                None => self
-                    .system
-                    .get_json(&keys::watches(path))?
-                    .unwrap_or_default(),
-            };
+        if !self.has_watches(path) {
+            let w: WatchRecord = self
+                .system
+                .get_json(&keys::watches(path))?
+                .unwrap_or_default();
             self.watches.insert(path.to_string(), w);
         }
         Ok(self.watches.get(path))
