@@ -288,11 +288,19 @@ async fn a_session_whose_listener_goes_away_gets_the_rest_on_its_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn billable_requests_per_operation() {
     use faaskeeper_backend_aws::{AwsOptions, UserStorage};
-    use faaskeeper_host::cost::measure::measure;
+    use faaskeeper_host::cost::measure::{Deployment, measure};
     let opts = faaskeeper_tests::aws_options(&format!("cost-{}", std::process::id()));
-    let table = measure(&opts, &[100, 4096], 10, 1, false, "e2e_aws")
-        .await
-        .expect("counted");
+    let table = measure(
+        &opts,
+        Deployment::Poller,
+        &[100, 4096],
+        10,
+        1,
+        false,
+        "e2e_aws",
+    )
+    .await
+    .expect("counted");
     println!("{}", serde_json::to_string_pretty(&table).expect("json"));
     let [small, large] = [&table.sizes[0], &table.sizes[1]];
     for row in [small, large] {
@@ -330,9 +338,17 @@ async fn billable_requests_per_operation() {
         user_storage: UserStorage::DynamoDb,
         ..faaskeeper_tests::aws_options(&format!("cost-ddb-{}", std::process::id()))
     };
-    let table = measure(&opts, &[100], 10, 1, false, "e2e_aws dynamodb")
-        .await
-        .expect("counted");
+    let table = measure(
+        &opts,
+        Deployment::Poller,
+        &[100],
+        10,
+        1,
+        false,
+        "e2e_aws dynamodb",
+    )
+    .await
+    .expect("counted");
     println!("{}", serde_json::to_string_pretty(&table).expect("json"));
     let row = &table.sizes[0];
     for c in [&row.create, &row.set_data, &row.delete, &row.get_data] {
@@ -353,6 +369,46 @@ async fn billable_requests_per_operation() {
                 .set_data
                 .dollars(&faaskeeper_host::cost::prices::AWS_US_EAST_1_2025),
         "a small set costs less with the user bucket on DynamoDB"
+    );
+}
+
+/// `faaskeeper cost --measure --lambda`: the same count with the stages as the Lambda
+/// functions of `deploy/aws` behind Lambda's event source mappings (done in-process): each
+/// write costs invocations (a writer's and a distributor's, shared by what arrives together)
+/// and their billed duration, reads cost none, and the mappings' SQS requests count with the
+/// clients'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billable_requests_on_lambda() {
+    use faaskeeper_host::cost::measure::{Deployment, measure};
+    let opts = faaskeeper_tests::aws_options(&format!("cost-lambda-{}", std::process::id()));
+    let lambda = Deployment::Lambda { memory_mb: 512 };
+    let table = measure(&opts, lambda, &[100], 3, 4, false, "e2e_aws lambda")
+        .await
+        .expect("counted");
+    println!("{}", serde_json::to_string_pretty(&table).expect("json"));
+    let row = &table.sizes[0];
+    for (op, c) in [
+        ("create", &row.create),
+        ("set", &row.set_data),
+        ("delete", &row.delete),
+    ] {
+        assert!(
+            c.lambda_invocations > 0.0 && c.lambda_invocations <= 2.5,
+            "a {op} takes a writer and a distributor invocation, or a share of them: {c:?}"
+        );
+        assert!(
+            c.lambda_gb_seconds > 0.0,
+            "a {op}'s invocations are billed: {c:?}"
+        );
+        assert!(c.sqs_requests >= 3.0, "a {op} goes through SQS: {c:?}");
+    }
+    for c in [&row.create, &row.set_data] {
+        assert!(c.s3_put >= 1.0, "the node object is written: {c:?}");
+    }
+    assert!(
+        row.get_data.lambda_invocations < 0.5,
+        "a read invokes no function: {:?}",
+        row.get_data
     );
 }
 

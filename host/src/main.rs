@@ -93,6 +93,15 @@ enum Command {
         /// (`serve --direct-results`), not on their queues.
         #[arg(long, requires = "measure")]
         direct_results: bool,
+        /// With `--measure`: run the stages as the Lambda functions of `deploy/aws`, in this
+        /// process behind Lambda's SQS event source mappings (done here), so that their
+        /// invocations, billed durations and the mappings' SQS requests are counted too;
+        /// without it, this host polls the writer queue.
+        #[arg(long, requires = "measure")]
+        lambda: bool,
+        /// With `--lambda`: the functions' memory in MB, which their durations are billed at.
+        #[arg(long, default_value_t = 512, requires = "lambda")]
+        lambda_memory: u64,
         /// The user bucket's store: `s3` (one object per node) or `dynamodb` (one item per
         /// node, S3 only for nodes over 8 KiB). Picks the built-in count table of that
         /// deployment, or what `--measure` deploys.
@@ -441,6 +450,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sizes,
             write_counts,
             direct_results,
+            lambda,
+            lambda_memory,
             user_storage,
         } => {
             use faaskeeper_host::cost::{self, CountTable, Workload, prices};
@@ -464,6 +475,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ops,
                     sessions,
                     direct_results,
+                    lambda.then_some(lambda_memory),
                     &user_storage,
                 )
                 .await?;
@@ -501,9 +513,21 @@ async fn measure_counts(
     ops: usize,
     sessions: usize,
     direct_results: bool,
+    lambda_memory: Option<u64>,
     user_storage: &str,
 ) -> anyhow::Result<faaskeeper_host::cost::CountTable> {
     use faaskeeper_backend_aws::{AwsOptions, moto::MotoServer};
+    use faaskeeper_host::cost::measure::Deployment;
+    let deployment = match lambda_memory {
+        Some(memory_mb) => {
+            anyhow::ensure!(
+                (128..=10_240).contains(&memory_mb),
+                "--lambda-memory must be 128–10240 (MB), as Lambda allows"
+            );
+            Deployment::Lambda { memory_mb }
+        }
+        None => Deployment::Poller,
+    };
     let user_storage = user_storage
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
@@ -527,14 +551,28 @@ async fn measure_counts(
         }
         None => {
             let moto = MotoServer::start().context("starting moto (pip install 'moto[server]')")?;
-            let what = format!(
-                "counted {date} by `faaskeeper cost --measure --user-storage {user_storage}{}` on \
-                 moto (DynamoDB system bucket, host as a poller, client on the AWS transport)",
+            let flags = format!(
+                "{}{}",
                 if direct_results {
                     " --direct-results"
                 } else {
                     ""
+                },
+                match deployment {
+                    Deployment::Lambda { memory_mb } =>
+                        format!(" --lambda --lambda-memory {memory_mb}"),
+                    Deployment::Poller => String::new(),
                 }
+            );
+            let stages = match deployment {
+                Deployment::Lambda { .. } => {
+                    "stages as Lambda functions behind event source mappings run here"
+                }
+                Deployment::Poller => "host as a poller",
+            };
+            let what = format!(
+                "counted {date} by `faaskeeper cost --measure --user-storage {user_storage}{flags}` \
+                 on moto (DynamoDB system bucket, {stages}, client on the AWS transport)"
             );
             let opts = AwsOptions {
                 user_storage,
@@ -543,8 +581,16 @@ async fn measure_counts(
             (opts, what, Some(moto))
         }
     };
-    faaskeeper_host::cost::measure::measure(&opts, sizes, ops, sessions, direct_results, &what)
-        .await
+    faaskeeper_host::cost::measure::measure(
+        &opts,
+        deployment,
+        sizes,
+        ops,
+        sessions,
+        direct_results,
+        &what,
+    )
+    .await
 }
 
 #[cfg(not(feature = "aws"))]
@@ -554,6 +600,7 @@ async fn measure_counts(
     _ops: usize,
     _sessions: usize,
     _direct_results: bool,
+    _lambda_memory: Option<u64>,
     _user_storage: &str,
 ) -> anyhow::Result<faaskeeper_host::cost::CountTable> {
     anyhow::bail!("this binary was built without the `aws` feature")

@@ -515,6 +515,18 @@ struct PendingWrite {
 /// Most requests the combiner folds into one writer invocation.
 const MAX_COMBINED: usize = 1024;
 
+/// Whether a distributor's answer says that it stopped with txns left in the log (its
+/// `"more"`: a run starts no batch after a while, to end within the limit on one
+/// invocation), so that it should be woken again at once.
+pub fn more_to_distribute(answer: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct More {
+        #[serde(default)]
+        more: bool,
+    }
+    serde_json::from_slice::<More>(answer).is_ok_and(|m| m.more)
+}
+
 impl Runtime {
     /// A single-tenant host: build an engine, compile the stages (`(name, wasm bytes)`) and
     /// run them for [`DEFAULT_TENANT`] over `stores`.
@@ -981,12 +993,16 @@ impl Runtime {
 
     /// Apply everything in the log now (taking over any lease a killed process left).
     pub async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
-        match self.run_distributor("/recover", true).await? {
-            (200, _) => Ok(()),
-            (status, body) => bail!(
-                "recovery: distributor answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            ),
+        let mut path = "/recover";
+        loop {
+            match self.run_distributor(path, true).await? {
+                (200, body) if more_to_distribute(&body) => path = "/",
+                (200, _) => return Ok(()),
+                (status, body) => bail!(
+                    "recovery: distributor answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                ),
+            }
         }
     }
 
@@ -1054,7 +1070,12 @@ impl Runtime {
         let mut path = "/recover";
         loop {
             match self.run_distributor(path, true).await {
-                Ok((200, _)) => path = "/",
+                Ok((200, body)) => {
+                    path = "/";
+                    if more_to_distribute(&body) {
+                        continue;
+                    }
+                }
                 Ok((status, body)) => {
                     tracing::warn!(status, body = %String::from_utf8_lossy(&body), "distributor run failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -202,3 +202,142 @@ async fn poller_appends_from_the_writer_queue_and_answers_on_the_session_queue()
         "the large body went through S3 and was deleted once handled: {usage:?}"
     );
 }
+
+/// The Lambda functions of `deploy/aws` behind the event source mappings done in this
+/// process (what `faaskeeper cost --measure --lambda` runs): the writer function takes the
+/// writer queue's batches as Lambda's SQS events, including a body spilled to S3, and the
+/// mapping deletes what it handled and leaves the message it named as failed; the
+/// distributor function, fed the writer's wake-ups through the distributor queue's mapping,
+/// applies the writes, whose results arrive in order. Every invocation is counted with its
+/// billed duration, and the mappings' own receives and deletes are counted too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_functions_behind_event_sources() {
+    use faaskeeper_host::aws::event_source::{DISTRIBUTOR_MAPPING, EventSource, WRITER_MAPPING};
+    use faaskeeper_host::aws::lambda::{Function, FunctionOptions, Role};
+    use std::sync::Arc;
+    let moto = MotoServer::start().expect("moto");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = moto.options("esm");
+    let aws = AwsBackend::connect(&opts).await.expect("connect");
+    let options = FunctionOptions {
+        memory_mb: 512,
+        cache_dir: Some(dir.path().to_path_buf()),
+        direct_results: false,
+        log_usage: false,
+    };
+    let distributor = Arc::new(
+        Function::start(Role::Distributor, &opts, options.clone())
+            .await
+            .expect("distributor function"),
+    );
+    let writer = Function::start(Role::Writer, &opts, options)
+        .await
+        .expect("writer function");
+    let q = aws.queues();
+    let names = q.names();
+    let writer_source = EventSource::new(q.clone(), names.writer(), WRITER_MAPPING, "us-east-1");
+    let _distributor_source = Arc::new(EventSource::new(
+        q.clone(),
+        names.distributor(),
+        DISTRIBUTOR_MAPPING,
+        "us-east-1",
+    ))
+    .spawn(distributor.clone());
+    let session = 5151;
+    q.ensure(&names.session(session), QueueKind::Fifo, None)
+        .await
+        .expect("session queue");
+    let big = vec![b'y'; 300 * 1024];
+    let ops = vec![
+        Op::OpenSession {
+            timeout_ms: 30_000,
+            notify: names.notify_url(session),
+            fallback: None,
+        },
+        // Over SQS's limit: the body is in S3, the event carries its key.
+        Op::Create {
+            path: "/esm".into(),
+            data: big.clone(),
+            mode: CreateMode::Persistent,
+            acl: None,
+        },
+        Op::SetData {
+            path: "/esm".into(),
+            data: b"small".to_vec(),
+            version: 0,
+        },
+    ];
+    for (i, op) in ops.into_iter().enumerate() {
+        send(q, session, i as i64, op).await;
+    }
+    // Another client's garbage, in its own message group.
+    q.send(
+        &names.writer(),
+        b"{\"requests\": 42",
+        Some("999"),
+        Some("bad"),
+    )
+    .await
+    .expect("send");
+    let before = aws.usage().queues;
+    let mut handed = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while handed < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "only {handed} messages handed over"
+        );
+        handed += writer_source.poll_once(&writer).await.expect("poll");
+    }
+    let got = results(q, session, 3).await;
+    let seqs: Vec<i64> = got.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, vec![0, 1, 2], "{got:?}");
+    match &got[2].1 {
+        OpResult::Stat { stat } => assert_eq!(stat.version, 1),
+        other => panic!("set_data: {other:?}"),
+    }
+    let node = aws.user().get("/esm").await.expect("read").expect("node");
+    let node: NodeView = serde_json::from_slice(&node).expect("node object");
+    assert_eq!(node.data, b"small");
+    // The handled messages are gone; the one the function named stays in flight until its
+    // visibility timeout (then the queue's redrive policy counts it).
+    assert_eq!(
+        q.queue_depth(&names.writer()).await.expect("depth"),
+        (0, 1),
+        "(visible, in flight) on the writer queue"
+    );
+    let w = writer.usage().queues;
+    // Results go out before the distributor's run ends, and the run is counted when it ends.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let d = loop {
+        let d = distributor.usage().queues;
+        if d.lambda_invocations >= 1 || Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        w.lambda_invocations >= 1 && d.lambda_invocations >= 1,
+        "{w:?} {d:?}"
+    );
+    assert!(
+        w.lambda_mb_ms >= 512 * w.lambda_invocations
+            && d.lambda_mb_ms >= 512 * d.lambda_invocations,
+        "each invocation billed at least 1 ms at 512 MB: {w:?} {d:?}"
+    );
+    assert!(
+        w.s3_get >= 1 && w.s3_delete >= 1,
+        "the writer read and removed the spilled body: {w:?}"
+    );
+    let mapping = aws.usage().queues.since(&before);
+    assert!(
+        // At least a receive and a delete on the writer queue and a receive on the
+        // distributor's.
+        mapping.sqs_requests > 2,
+        "the mappings' receives and deletes are counted: {mapping:?}"
+    );
+    assert_eq!(
+        mapping.s3_get, 0,
+        "the mapping hands spilled bodies on unread: {mapping:?}"
+    );
+}

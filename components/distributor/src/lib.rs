@@ -76,6 +76,10 @@ const LEASE_MS: i64 = 10_000;
 const MAX_BATCH: usize = 512;
 /// Most batches one invocation applies before handing over (the next wake-up continues).
 const MAX_ROUNDS: usize = 64;
+/// An invocation starts no batch after it has run this long, so that it ends well within a
+/// platform's limit on one invocation (the bundled host's is 30 s) however fast writes come
+/// in. Its answer then says `"more": true`: the platform may wake it again at once.
+const RUN_BUDGET_MS: i64 = 10_000;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Lease {
@@ -367,9 +371,15 @@ impl Stage for Distributor {
             let owner = owner.filter(|o| !o.is_empty());
             // A memo that does not read is only a saving lost.
             let memo = memo.and_then(|m| serde_json::from_str::<Memo>(m.get()).ok());
-            run(takeover, owner, memo).map(|(applied, memo)| match memo {
-                Some(memo) => serde_json::json!({ "applied": applied, "memo": memo }),
-                None => serde_json::json!({ "applied": applied }),
+            run(takeover, owner, memo).map(|ran| {
+                let mut answer = serde_json::json!({ "applied": ran.applied });
+                if let Some(memo) = ran.memo {
+                    answer["memo"] = serde_json::json!(memo);
+                }
+                if ran.more {
+                    answer["more"] = true.into();
+                }
+                answer
             })
         };
         match result {
@@ -449,25 +459,41 @@ fn init() -> Result<(), KvError> {
     Ok(())
 }
 
-/// Apply everything in the log; returns the last applied zxid, or `None` if another
-/// distributor holds the lease (it will see our txns: it re-reads the head after releasing).
-/// Also the memo for the next run (see [`known`]), where nodes live in the user bucket.
-fn run(
-    mut takeover: bool,
-    owner: Option<String>,
-    mut memo: Option<Memo>,
-) -> Result<(Option<Zxid>, Option<Memo>), KvError> {
+/// What a run did.
+struct Ran {
+    /// The last applied zxid, or `None` if another distributor holds the lease (it will see
+    /// our txns: it re-reads the head after releasing).
+    applied: Option<Zxid>,
+    /// The memo for the next run (see [`known`]), where nodes live in the user bucket.
+    memo: Option<Memo>,
+    /// The run stopped with txns left in the log ([`MAX_ROUNDS`], [`RUN_BUDGET_MS`]).
+    more: bool,
+}
+
+/// Apply everything in the log, or as much as one invocation may.
+fn run(mut takeover: bool, owner: Option<String>, mut memo: Option<Memo>) -> Result<Ran, KvError> {
+    let started = faaskeeper_guest::now_ms();
     let sticky = owner.is_some();
     let system = Bucket::open(keys::SYSTEM_BUCKET)?;
     let user = Bucket::open(keys::USER_BUCKET)?;
     let me = owner.unwrap_or_else(faaskeeper_guest::random_id);
     let mut applied = None;
     let mut cursor: Option<Cursor> = None;
-    for _ in 0..MAX_ROUNDS {
+    let mut more = false;
+    for round in 0..MAX_ROUNDS {
+        if round > 0 && faaskeeper_guest::now_ms() - started >= RUN_BUDGET_MS {
+            break;
+        }
         let lease_until = match acquire(&system, &me, std::mem::take(&mut takeover))? {
             // Lost to a distributor that took over: a batch still in flight is left to it
             // (its redo record is stored).
-            Acquired::No => return Ok((applied, None)),
+            Acquired::No => {
+                return Ok(Ran {
+                    applied,
+                    memo: None,
+                    more: false,
+                });
+            }
             Acquired::Yes { kept, until } => {
                 if !kept {
                     // Another distributor may have run since this run's last round (a run
@@ -496,12 +522,17 @@ fn run(
         let head: LogHead = system
             .get_json(keys::LOG_HEAD)?
             .ok_or_else(|| corrupt("log head missing; run init"))?;
-        if head.zxid <= now {
+        more = head.zxid > now;
+        if !more {
             break;
         }
     }
     settle(&system, &me, &mut cursor)?;
-    Ok((applied, cursor.and_then(Cursor::into_memo).or(memo)))
+    Ok(Ran {
+        applied,
+        memo: cursor.and_then(Cursor::into_memo).or(memo),
+        more,
+    })
 }
 
 /// Where a run stands between its batches.

@@ -17,10 +17,6 @@ fn main() -> anyhow::Result<()> {
     let role = Role::parse(&role_name).with_context(|| {
         format!("FAASKEEPER_FUNCTION is {role_name:?}: use writer, distributor or heartbeat")
     })?;
-    let memory_mb = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-        .ok()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(128);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -29,9 +25,13 @@ fn main() -> anyhow::Result<()> {
             // /tmp is the only writable place on Lambda; compiled stages survive warm starts.
             let cache = std::env::temp_dir().join("faaskeeper-compiled");
             let function = Arc::new(
-                Function::start(role, &opts, memory_mb, Some(cache))
-                    .await
-                    .context("starting the function")?,
+                Function::start(
+                    role,
+                    &opts,
+                    faaskeeper_lambda::function_options_from_env(cache),
+                )
+                .await
+                .context("starting the function")?,
             );
             lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
                 let function = function.clone();

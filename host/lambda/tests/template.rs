@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use faaskeeper_backend_aws::QueueNames;
+use faaskeeper_host::aws::event_source::{DISTRIBUTOR_MAPPING, WRITER_MAPPING};
 use faaskeeper_lambda::Role;
 use serde_json::Value;
 
@@ -133,11 +134,11 @@ fn template_has_what_the_code_expects() {
     );
 
     // Event sources: writer queue → writer, distributor queue → distributor, both reporting
-    // partial batch failures.
+    // partial batch failures, with the settings `cost --measure --lambda` runs them with.
     let mappings = resources_of(&t, "AWS::Lambda::EventSourceMapping");
-    for (queue, role) in [
-        ("WriterQueue", "writer"),
-        ("DistributorQueue", "distributor"),
+    for (queue, role, mapping) in [
+        ("WriterQueue", "writer", WRITER_MAPPING),
+        ("DistributorQueue", "distributor", DISTRIBUTOR_MAPPING),
     ] {
         let m = mappings
             .iter()
@@ -149,7 +150,16 @@ fn template_has_what_the_code_expects() {
             p["FunctionResponseTypes"],
             serde_json::json!(["ReportBatchItemFailures"])
         );
-        assert!(p["BatchSize"].as_u64().unwrap() <= 10);
+        assert_eq!(p["BatchSize"].as_u64(), Some(mapping.batch_size as u64));
+        assert_eq!(
+            p["MaximumBatchingWindowInSeconds"].as_u64().unwrap_or(0),
+            mapping.window.as_secs()
+        );
+        let concurrency = match role {
+            "distributor" => dist["ReservedConcurrentExecutions"].as_u64(),
+            _ => p["ScalingConfig"]["MaximumConcurrency"].as_u64(),
+        };
+        assert_eq!(concurrency, Some(mapping.concurrency as u64), "{queue}");
     }
     assert_eq!(
         name(&t["Resources"]["WriterQueue"]["Properties"]["QueueName"]),

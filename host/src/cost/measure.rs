@@ -9,8 +9,15 @@
 //! traffic over the same time, divided by the operations, is the per-operation count. One
 //! session is the worst case (nothing to batch with); with more, the writer and the
 //! distributor share their fixed costs among the requests that arrive together.
+//!
+//! With [`Deployment::Lambda`] the stages run as the Lambda functions of
+//! `deploy/aws/template.json` instead, in this process behind Lambda's event source mappings
+//! ([`crate::aws::event_source`]): the functions' invocations and billed durations, and the
+//! mappings' receives and deletes, are counted with the rest.
 
 use super::{CountTable, OpCounts, SizeCounts};
+use crate::aws::event_source::{DISTRIBUTOR_MAPPING, EventSource, Mapping, WRITER_MAPPING};
+use crate::aws::lambda::{Function, FunctionOptions, Role};
 use anyhow::Context;
 use faaskeeper_backend_aws::{AwsBackend, AwsOptions, AwsUsage, Usage};
 use faaskeeper_client::aws::Results;
@@ -29,7 +36,8 @@ fn counts(service: &AwsUsage, clients: &Usage) -> OpCounts {
         s3_get: add(|u| u.s3_get),
         s3_put: add(|u| u.s3_put + u.s3_list),
         sqs_requests: add(|u| u.sqs_billed),
-        ..OpCounts::default()
+        lambda_invocations: add(|u| u.lambda_invocations),
+        lambda_gb_seconds: add(|u| u.lambda_mb_ms) / 1024.0 / 1000.0,
     }
 }
 
@@ -65,9 +73,115 @@ fn incompressible(n: usize) -> Vec<u8> {
 /// How long the idle traffic is counted for: one long poll (20 s) and a little more.
 const IDLE_WINDOW: Duration = Duration::from_secs(21);
 
+/// Where the stages run while they are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployment {
+    /// This host polls the writer queue and runs the stages (`serve --backend aws`).
+    Poller,
+    /// The writer and distributor functions of `deploy/aws/template.json`, each invocation
+    /// billed at `memory_mb`.
+    Lambda {
+        /// The functions' memory (the template's: 512).
+        memory_mb: u64,
+    },
+}
+
+/// The stages, running as `Deployment` says, until dropped.
+struct Service {
+    functions: Vec<Arc<Function>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _host: Option<crate::RunningHost>,
+}
+
+impl Service {
+    async fn start(
+        deployment: Deployment,
+        opts: &AwsOptions,
+        backend: &AwsBackend,
+        direct_results: bool,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<Service> {
+        match deployment {
+            Deployment::Poller => {
+                let host = crate::start(crate::ServeOptions {
+                    data_dir: dir.to_path_buf(),
+                    listen: "127.0.0.1:0".parse()?,
+                    zk_listen: None,
+                    stores: Some(backend.store_manager(SYSTEM_BUCKET, USER_BUCKET)),
+                    ..Default::default()
+                })
+                .await?;
+                let tasks =
+                    crate::aws::start_pollers(host.runtime(), backend.queues(), 2, direct_results);
+                Ok(Service {
+                    functions: Vec::new(),
+                    tasks,
+                    _host: Some(host),
+                })
+            }
+            Deployment::Lambda { memory_mb } => {
+                let options = FunctionOptions {
+                    memory_mb,
+                    cache_dir: Some(dir.join("compiled")),
+                    direct_results,
+                    log_usage: false,
+                };
+                let start = |role| Function::start(role, opts, options.clone());
+                // The distributor first: its cold start initialises the store.
+                let distributor = Arc::new(start(Role::Distributor).await?);
+                let names = backend.queues().names();
+                let source = |queue: String, mapping: Mapping| {
+                    Arc::new(EventSource::new(
+                        backend.queues().clone(),
+                        queue,
+                        mapping,
+                        &opts.region,
+                    ))
+                };
+                // One function instance per concurrent invocation the mapping allows (the
+                // distributor's reserved concurrency is 1).
+                let mut tasks = vec![
+                    source(names.distributor(), DISTRIBUTOR_MAPPING).spawn(distributor.clone()),
+                ];
+                let mut functions = vec![distributor];
+                let writers = source(names.writer(), WRITER_MAPPING);
+                for _ in 0..WRITER_MAPPING.concurrency {
+                    let writer = Arc::new(start(Role::Writer).await?);
+                    tasks.push(writers.clone().spawn(writer.clone()));
+                    functions.push(writer);
+                }
+                Ok(Service {
+                    functions,
+                    tasks,
+                    _host: None,
+                })
+            }
+        }
+    }
+
+    /// How long the service's traffic must be still for a count to be over: longer than the
+    /// distributor's batching window on Lambda.
+    fn quiet(&self) -> Duration {
+        if self.functions.is_empty() {
+            Duration::from_millis(250)
+        } else {
+            DISTRIBUTOR_MAPPING.window + Duration::from_millis(500)
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 /// Everything counted so far: the service's meters and every client's.
 struct Meters<'a> {
     backend: &'a AwsBackend,
+    service: &'a Service,
     clients: &'a [Client],
 }
 
@@ -78,7 +192,20 @@ impl Meters<'_> {
             .iter()
             .filter_map(Client::aws_usage)
             .fold(Usage::default(), |a, u| a.plus(&u));
-        (self.backend.usage(), clients)
+        // A writer invocation that only carried session pings is what keeping the sessions
+        // open costs, not what the operations cost (their pings' requests are idle traffic,
+        // subtracted pro rata). Left out here exactly, because under load pings ride along
+        // in the operations' batches and take no invocation of their own.
+        let service = self
+            .service
+            .functions
+            .iter()
+            .fold(self.backend.usage(), |a, f| {
+                let mut u = f.usage();
+                u.queues = u.queues.since(&f.keepalive_usage());
+                a.plus(&u)
+            });
+        (service, clients)
     }
 
     fn since(&self, before: &(AwsUsage, Usage)) -> OpCounts {
@@ -86,17 +213,19 @@ impl Meters<'_> {
         counts(&s.since(&before.0), &c.since(&before.1))
     }
 
-    /// Wait until the service's store traffic stops (a write is answered before the
-    /// distributor's last steps, which belong to it), at most 5 s.
+    /// Wait until the service's store traffic and invocations stop (a write is answered
+    /// before the distributor's last steps, which belong to it), at most 5 s.
     async fn settle(&self) {
         let store = |u: &AwsUsage| {
             let p = u.system.plus(&u.user);
-            p.dynamo_requests + p.s3_put + p.s3_delete
+            p.dynamo_requests + p.s3_put + p.s3_delete + u.queues.lambda_invocations
         };
-        let mut last = store(&self.backend.usage());
-        for _ in 0..20 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let now = store(&self.backend.usage());
+        let quiet = self.service.quiet();
+        let mut last = store(&self.now().0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            tokio::time::sleep(quiet).await;
+            let now = store(&self.now().0);
             if now == last {
                 return;
             }
@@ -107,9 +236,10 @@ impl Meters<'_> {
 
 /// Count `ops` operations of each kind per session, with `sessions` sessions at once, at
 /// each of `sizes`, on the deployment `opts` names (its tables, bucket and queues are
-/// created if missing), with this host running the stages.
+/// created if missing), with the stages running as `deployment` says.
 pub async fn measure(
     opts: &AwsOptions,
+    deployment: Deployment,
     sizes: &[usize],
     ops: usize,
     sessions: usize,
@@ -124,15 +254,7 @@ pub async fn measure(
             .context("connecting to the AWS endpoint")?,
     );
     let dir = tempfile::tempdir()?;
-    let host = crate::start(crate::ServeOptions {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse()?,
-        zk_listen: None,
-        stores: Some(backend.store_manager(SYSTEM_BUCKET, USER_BUCKET)),
-        ..Default::default()
-    })
-    .await?;
-    let pollers = crate::aws::start_pollers(host.runtime(), backend.queues(), 2, direct_results);
+    let service = Service::start(deployment, opts, &backend, direct_results, dir.path()).await?;
     let results = if direct_results {
         Results::Direct {
             listen: "127.0.0.1:0".parse()?,
@@ -151,6 +273,7 @@ pub async fn measure(
     }
     let meters = Meters {
         backend: &backend,
+        service: &service,
         clients: &clients,
     };
     meters.settle().await;
@@ -214,9 +337,7 @@ pub async fn measure(
     for c in clients {
         c.close().await?;
     }
-    for p in pollers {
-        p.abort();
-    }
+    drop(service);
     Ok(CountTable {
         measured: what.to_string(),
         ops_per_kind: ops,

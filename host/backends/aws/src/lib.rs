@@ -251,6 +251,15 @@ impl AwsUsage {
             queues: self.queues.since(&earlier.queues),
         }
     }
+
+    /// Both counted together (e.g. several function instances' backends).
+    pub fn plus(&self, other: &AwsUsage) -> AwsUsage {
+        AwsUsage {
+            system: self.system.plus(&other.system),
+            user: self.user.plus(&other.user),
+            queues: self.queues.plus(&other.queues),
+        }
+    }
 }
 
 pub(crate) fn unavailable<E: std::error::Error>(e: E) -> StoreError {

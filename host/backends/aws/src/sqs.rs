@@ -385,6 +385,27 @@ impl Queues {
         max: i32,
         wait_s: i32,
     ) -> Result<Vec<Received>, QueueError> {
+        self.receive_messages(name, max, wait_s, true).await
+    }
+
+    /// [`Queues::receive`] leaving a spilled message's body as SQS holds it (its S3 key, also
+    /// in `spill_key`), as Lambda's event source hands it to a function.
+    pub async fn receive_as_sent(
+        &self,
+        name: &str,
+        max: i32,
+        wait_s: i32,
+    ) -> Result<Vec<Received>, QueueError> {
+        self.receive_messages(name, max, wait_s, false).await
+    }
+
+    async fn receive_messages(
+        &self,
+        name: &str,
+        max: i32,
+        wait_s: i32,
+        read_spilled: bool,
+    ) -> Result<Vec<Received>, QueueError> {
         let url = self.url(name).await?;
         let out = self
             .sqs
@@ -425,8 +446,8 @@ impl Queues {
                 .and_then(|v| v.string_value())
                 .map(str::to_string);
             let body = match &spill_key {
-                Some(key) => self.read_spilled(key).await?,
-                None => m.body().unwrap_or_default().as_bytes().to_vec(),
+                Some(key) if read_spilled => self.read_spilled(key).await?,
+                _ => m.body().unwrap_or_default().as_bytes().to_vec(),
             };
             received.push(Received {
                 message_id: m.message_id().unwrap_or_default().to_string(),

@@ -8,10 +8,15 @@
 //! - [`WriterQueue`] takes messages of the writer queue ([`WriterMessage`]: write batches and
 //!   pings), appends the batches through the writer stage, and tells which messages failed.
 //!   The long-running poller ([`WriterQueue::run_poller`], `faaskeeper serve --backend aws`)
-//!   and the Lambda handler (`host/lambda`) both use it. A message is deleted only after the
-//!   writer's append succeeded; a redelivered one is harmless, because the distributor
-//!   answers a `(session, seq)` it has seen with the stored result instead of applying it
-//!   again.
+//!   and the Lambda handler ([`lambda`], run by the `bootstrap` binary of `host/lambda`) both
+//!   use it. A message is deleted only after the writer's append succeeded; a redelivered
+//!   one is harmless, because the distributor answers a `(session, seq)` it has seen with the
+//!   stored result instead of applying it again.
+//! - [`event_source`] does what Lambda's SQS event source mapping does, to run the Lambda
+//!   handler in this process (`faaskeeper cost --measure --lambda`).
+
+pub mod event_source;
+pub mod lambda;
 
 use crate::outbound::Outbound;
 use crate::runtime::{Runtime, StageName};
@@ -262,6 +267,12 @@ impl WriterQueue {
     /// message of its group in this batch (a FIFO group must not skip ahead of a message
     /// that will come back). All appends of the batch are one writer invocation.
     pub async fn process(&self, records: &[QueueRecord]) -> Vec<String> {
+        self.process_counted(records).await.0
+    }
+
+    /// [`WriterQueue::process`], also telling how many messages held write batches (the
+    /// others are pings, or did not decode).
+    pub async fn process_counted(&self, records: &[QueueRecord]) -> (Vec<String>, usize) {
         let mut failed = Vec::new();
         let mut failed_groups: HashSet<Option<String>> = HashSet::new();
         let mut writes: Vec<(usize, Vec<Request>)> = Vec::new();
@@ -307,7 +318,7 @@ impl WriterQueue {
                 }
             }
         }
-        failed
+        (failed, writes.len())
     }
 
     /// A refused request never enters the log, so the distributor will not answer it: tell
@@ -405,15 +416,30 @@ pub fn start_pollers(
         .collect()
 }
 
-/// One distributor run without a stable owner (each run takes and releases the lease), as a
-/// Lambda function does; an error if the run failed.
-pub async fn run_distributor_once(rt: &Arc<Runtime>) -> anyhow::Result<()> {
-    match rt.run_distributor("/", false).await? {
-        (200, _) => Ok(()),
-        (status, body) => anyhow::bail!(
-            "distributor answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        ),
+/// How long one Lambda invocation of the distributor keeps starting runs while the log has
+/// more: a run may take the stage's limit (30 s) beyond it, and the template gives the
+/// function 60 s.
+const DISTRIBUTOR_INVOCATION_RUNS_FOR: Duration = Duration::from_secs(20);
+
+/// Distributor runs without a stable owner (each run takes and releases the lease), as a
+/// Lambda function does, while the log has more and for at most
+/// [`DISTRIBUTOR_INVOCATION_RUNS_FOR`]; whether txns are still left (then the caller must
+/// see that another invocation follows), or an error if a run failed.
+pub async fn run_distributor_once(rt: &Arc<Runtime>) -> anyhow::Result<bool> {
+    let started = std::time::Instant::now();
+    loop {
+        match rt.run_distributor("/", false).await? {
+            (200, body) => {
+                let more = crate::runtime::more_to_distribute(&body);
+                if !more || started.elapsed() >= DISTRIBUTOR_INVOCATION_RUNS_FOR {
+                    return Ok(more);
+                }
+            }
+            (status, body) => anyhow::bail!(
+                "distributor answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
     }
 }
 
