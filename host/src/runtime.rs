@@ -515,6 +515,9 @@ struct PendingWrite {
 /// Most requests the combiner folds into one writer invocation.
 const MAX_COMBINED: usize = 1024;
 
+/// Most distributor runs [`Runtime::recover`] makes before the host starts serving.
+const RECOVERY_RUNS: usize = 6;
+
 /// Whether a distributor's answer says that it stopped with txns left in the log (its
 /// `"more"`: a run starts no batch after a while, to end within the limit on one
 /// invocation), so that it should be woken again at once.
@@ -991,10 +994,12 @@ impl Runtime {
         Ok(subs)
     }
 
-    /// Apply everything in the log now (taking over any lease a killed process left).
+    /// Apply what is in the log now (taking over any lease a killed process left): up to
+    /// [`RECOVERY_RUNS`] runs, each of which stops after a while; whatever other writers keep
+    /// appending meanwhile is left to the distributor loop.
     pub async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
         let mut path = "/recover";
-        loop {
+        for _ in 0..RECOVERY_RUNS {
             match self.run_distributor(path, true).await? {
                 (200, body) if more_to_distribute(&body) => path = "/",
                 (200, _) => return Ok(()),
@@ -1004,6 +1009,7 @@ impl Runtime {
                 ),
             }
         }
+        Ok(())
     }
 
     /// One distributor run at `path` (`/`, or `/recover` to take over a lease a killed process

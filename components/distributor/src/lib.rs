@@ -511,7 +511,14 @@ fn run(mut takeover: bool, owner: Option<String>, mut memo: Option<Memo>) -> Res
                 until
             }
         };
-        let mut outcome = apply_all(&system, &user, &me, lease_until, &mut cursor, &mut memo);
+        let deadline = started + RUN_BUDGET_MS;
+        let mut outcome = apply_all(
+            &system,
+            &user,
+            (&me, lease_until, deadline),
+            &mut cursor,
+            &mut memo,
+        );
         if !sticky {
             // The lease is released between rounds: nothing may be in flight without it.
             outcome = outcome.and_then(|now| settle(&system, &me, &mut cursor).map(|()| now));
@@ -691,11 +698,12 @@ fn still_holding(system: &Bucket, me: &str) -> Result<i64, KvError> {
     }
 }
 
+/// Apply what the log holds beyond the cursor, as `me`, whose lease runs until
+/// `lease_until`; no batch after the first is started past `deadline` (ms).
 fn apply_all(
     system: &Bucket,
     user: &Bucket,
-    me: &str,
-    lease_until: i64,
+    (me, lease_until, deadline): (&str, i64, i64),
     cursor: &mut Option<Cursor>,
     memo: &mut Option<Memo>,
 ) -> Result<Zxid, KvError> {
@@ -738,7 +746,11 @@ fn apply_all(
         .flat_map(|(r, (_, e))| e.txns.iter().map(move |t| (r, t)))
         .filter(|(_, t)| t.zxid > applied)
         .collect();
-    for part in steps.chunks(MAX_BATCH) {
+    for (i, part) in steps.chunks(MAX_BATCH).enumerate() {
+        // A backlog of many batches is applied over several invocations (`RUN_BUDGET_MS`).
+        if i > 0 && faaskeeper_guest::now_ms() >= deadline {
+            break;
+        }
         let to_zxid = part.last().map_or(c.applied, |(_, t)| t.zxid);
         let mut records: Vec<&(String, LogEntry)> = part.iter().map(|(r, _)| &chain[*r]).collect();
         records.dedup_by(|a, b| a.0 == b.0);

@@ -128,6 +128,30 @@ fn template_has_what_the_code_expects() {
     let dq = find(&t, "AWS::SQS::Queue", "QueueName", &names.distributor());
     assert!(timeout("distributor") * 6 <= dq["VisibilityTimeout"].as_u64().unwrap());
     let dist = &t["Resources"][function_id("distributor")]["Properties"];
+    // Both the writer and the distributor (a run that stops with txns left) wake the
+    // distributor through its queue.
+    for role in ["writer", "distributor"] {
+        let role_id = t["Resources"][function_id(role)]["Properties"]["Role"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for action in ["sqs:SendMessage", "sqs:GetQueueUrl"] {
+            let granted = t["Resources"][&role_id]["Properties"]["Policies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().unwrap())
+                .any(|s| {
+                    s["Action"].as_array().unwrap().iter().any(|a| a == action)
+                        && s["Resource"].as_array().unwrap().iter().any(|r| {
+                            r["Fn::Sub"]
+                                .as_str()
+                                .is_some_and(|r| r.ends_with(":${Prefix}-distributor"))
+                        })
+                });
+            assert!(granted, "{role} may {action} on the distributor queue");
+        }
+    }
     assert_eq!(
         dist["ReservedConcurrentExecutions"], 1,
         "one distributor at a time"

@@ -98,6 +98,17 @@ impl EventSource {
                 return Ok(batch.len());
             }
         };
+        // Lambda takes a failure naming no message of the batch as the whole batch failing.
+        if failed
+            .iter()
+            .any(|id| !batch.iter().any(|r| &r.message_id == id))
+        {
+            tracing::warn!(
+                queue = self.queue,
+                "a failure names no message of the batch; the batch stays"
+            );
+            return Ok(batch.len());
+        }
         let done: Vec<Received> = batch
             .iter()
             .filter(|r| !failed.contains(&r.message_id))
