@@ -156,3 +156,88 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
         "spent records stay"
     );
 }
+
+/// A backlog of many batches is applied over several invocations: a run starts no batch
+/// after its budget (here 0 ms: one batch, `{"budget_ms": 0}`) and answers `"more": true`
+/// while the log holds more, so that the platform wakes it again; the last run answers
+/// without it, and everything is applied once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_applied_over_invocations_that_say_more() {
+    use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
+    use faaskeeper_host::runtime::{Runtime, StageName, more_to_distribute};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, system, user, start) = idle_fresh_store(dir.path()).await;
+    // A session's open and 1,100 creates: three batches of at most 512.
+    let z = start.zxid;
+    let mut txns = vec![txn(z + 1, support::open(SESSION))];
+    txns.extend((0..1100).map(|i| {
+        txn(
+            z + 2 + i,
+            Op::Create {
+                path: format!("/m{i}"),
+                data: vec![7; 10],
+                mode: CreateMode::Persistent,
+                acl: None,
+            },
+        )
+    }));
+    let last = z + 1101;
+    append(
+        &*system,
+        vec![(
+            "backlog".into(),
+            binary(LogEntry {
+                prev: start.id.clone(),
+                txns,
+            }),
+            false,
+        )],
+        last,
+    )
+    .await;
+    // The stages alone, as a platform runs them: no distributor loop wakes them here.
+    let stores = faaskeeper_storage::StoreManager::new()
+        .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET).expect("system"))
+        .with_bucket(USER_BUCKET, db.bucket(USER_BUCKET).expect("user"));
+    let rt = Runtime::new(
+        &faaskeeper_host::embedded_stages(),
+        stores,
+        Default::default(),
+        Default::default(),
+    )
+    .expect("runtime");
+    let mut answers = Vec::new();
+    loop {
+        let (status, body) = rt
+            .invoke(
+                StageName::Distributor,
+                // The stopped host's lease is taken over, as after a restart.
+                "/recover",
+                bytes::Bytes::from_static(b"{\"budget_ms\": 0}"),
+            )
+            .await
+            .expect("invocation");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let answer: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let more = more_to_distribute(&body);
+        answers.push(answer);
+        if !more {
+            break;
+        }
+        assert!(answers.len() < 10, "no end: {answers:?}");
+    }
+    let applied: Vec<i64> = answers
+        .iter()
+        .map(|a| a["applied"].as_i64().expect("applied"))
+        .collect();
+    assert_eq!(answers.len(), 3, "one batch an invocation: {answers:?}");
+    assert!(
+        applied.windows(2).all(|w| w[0] < w[1]) && applied[2] == last,
+        "each run went on where the last stopped: {applied:?}"
+    );
+    for i in [0, 511, 512, 1099] {
+        let n = node(&*user, &format!("/m{i}")).await.expect("created");
+        assert_eq!(n.stat.czxid, z + 2 + i, "/m{i}");
+    }
+    assert_eq!(txn_keys(&*system).await, Vec::<String>::new());
+}

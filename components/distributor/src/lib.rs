@@ -355,6 +355,9 @@ struct Wake {
     owner: Option<String>,
     /// What the last run answered as its `memo`, sent back ([`known`]).
     memo: Option<Box<RawValue>>,
+    /// A shorter budget than [`RUN_BUDGET_MS`], for a platform whose limit on one invocation
+    /// is shorter (ms; 0: one batch).
+    budget_ms: Option<i64>,
 }
 
 impl Stage for Distributor {
@@ -367,11 +370,15 @@ impl Stage for Distributor {
             // process is taken over at once instead of after it expires.
             let takeover = path.starts_with("/recover");
             let wake = serde_json::from_slice::<Wake>(&body).ok();
+            let budget = wake
+                .as_ref()
+                .and_then(|w| w.budget_ms)
+                .map_or(RUN_BUDGET_MS, |b| b.clamp(0, RUN_BUDGET_MS));
             let (owner, memo) = wake.map_or((None, None), |w| (w.owner, w.memo));
             let owner = owner.filter(|o| !o.is_empty());
             // A memo that does not read is only a saving lost.
             let memo = memo.and_then(|m| serde_json::from_str::<Memo>(m.get()).ok());
-            run(takeover, owner, memo).map(|ran| {
+            run(takeover, owner, memo, budget).map(|ran| {
                 let mut answer = serde_json::json!({ "applied": ran.applied });
                 if let Some(memo) = ran.memo {
                     answer["memo"] = serde_json::json!(memo);
@@ -470,8 +477,14 @@ struct Ran {
     more: bool,
 }
 
-/// Apply everything in the log, or as much as one invocation may.
-fn run(mut takeover: bool, owner: Option<String>, mut memo: Option<Memo>) -> Result<Ran, KvError> {
+/// Apply everything in the log, or as much as one invocation may: no batch after the first
+/// is started once the run has taken `budget` ms.
+fn run(
+    mut takeover: bool,
+    owner: Option<String>,
+    mut memo: Option<Memo>,
+    budget: i64,
+) -> Result<Ran, KvError> {
     let started = faaskeeper_guest::now_ms();
     let sticky = owner.is_some();
     let system = Bucket::open(keys::SYSTEM_BUCKET)?;
@@ -481,7 +494,7 @@ fn run(mut takeover: bool, owner: Option<String>, mut memo: Option<Memo>) -> Res
     let mut cursor: Option<Cursor> = None;
     let mut more = false;
     for round in 0..MAX_ROUNDS {
-        if round > 0 && faaskeeper_guest::now_ms() - started >= RUN_BUDGET_MS {
+        if round > 0 && faaskeeper_guest::now_ms() - started >= budget {
             break;
         }
         let lease_until = match acquire(&system, &me, std::mem::take(&mut takeover))? {
@@ -511,7 +524,7 @@ fn run(mut takeover: bool, owner: Option<String>, mut memo: Option<Memo>) -> Res
                 until
             }
         };
-        let deadline = started + RUN_BUDGET_MS;
+        let deadline = started + budget;
         let mut outcome = apply_all(
             &system,
             &user,
