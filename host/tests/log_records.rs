@@ -206,6 +206,7 @@ async fn a_backlog_is_applied_over_invocations_that_say_more() {
         Default::default(),
     )
     .expect("runtime");
+    let fence = lease(&*system).await["fence"].as_u64().expect("fence");
     let mut answers = Vec::new();
     loop {
         let (status, body) = rt
@@ -220,6 +221,15 @@ async fn a_backlog_is_applied_over_invocations_that_say_more() {
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         let answer: serde_json::Value = serde_json::from_slice(&body).expect("json");
         let more = more_to_distribute(&body);
+        // A run without an owner takes the lease once and leaves it free when it stops,
+        // with txns left (its budget) or not.
+        let after = lease(&*system).await;
+        assert_eq!(after["owner"], "", "released: {after}");
+        assert_eq!(
+            after["fence"].as_u64(),
+            Some(fence + answers.len() as u64 + 1),
+            "taken once: {after}"
+        );
         answers.push(answer);
         if !more {
             break;
@@ -240,4 +250,14 @@ async fn a_backlog_is_applied_over_invocations_that_say_more() {
         assert_eq!(n.stat.czxid, z + 2 + i, "/m{i}");
     }
     assert_eq!(txn_keys(&*system).await, Vec::<String>::new());
+}
+
+/// The distributor's lease record, as stored.
+async fn lease(system: &dyn Store) -> serde_json::Value {
+    let bytes = system
+        .get(keys::DIST_LEASE)
+        .await
+        .expect("get")
+        .expect("a lease record");
+    serde_json::from_slice(&bytes).expect("lease json")
 }

@@ -10,7 +10,10 @@
 //! A platform that never runs two distributors at once may name a stable owner in the
 //! wake-up body (`{"owner": "..."}`; the bundled host does): that owner keeps the lease
 //! between runs and renews it only when half of it has passed, which saves two
-//! compare-and-swaps per run. Without an owner every run takes and releases the lease.
+//! compare-and-swaps per run. Without an owner a run takes the lease when it starts, keeps it
+//! from round to round while the log has more, and releases it when the log has run dry or
+//! the run stops; then it reads the log's head again (txns whose run found the lease taken
+//! were left to it).
 //!
 //! *Crash safety* (Guarantee 1): each batch is decided in memory, then written as a redo record
 //! before any of its effects. Effects are plain overwrites and deletes, so a distributor that
@@ -477,6 +480,18 @@ struct Ran {
     more: bool,
 }
 
+/// The log's head, if it is beyond `applied`.
+fn log_head_beyond(system: &Bucket, applied: Zxid) -> Result<Option<LogHead>, KvError> {
+    let head = log_head(system)?;
+    Ok((head.zxid > applied).then_some(head))
+}
+
+fn log_head(system: &Bucket) -> Result<LogHead, KvError> {
+    system
+        .get_json(keys::LOG_HEAD)?
+        .ok_or_else(|| corrupt("log head missing; run init"))
+}
+
 /// Apply everything in the log, or as much as one invocation may: no batch after the first
 /// is started once the run has taken `budget` ms.
 fn run(
@@ -493,59 +508,94 @@ fn run(
     let mut applied = None;
     let mut cursor: Option<Cursor> = None;
     let mut more = false;
+    // Until when the lease is ours, as last seen, while this run holds it.
+    let mut held: Option<i64> = None;
+    // The log's head as read at the end of the round before (the next round applies up to
+    // it without reading it again).
+    let mut head: Option<LogHead> = None;
     for round in 0..MAX_ROUNDS {
         if round > 0 && faaskeeper_guest::now_ms() - started >= budget {
             break;
         }
-        let lease_until = match acquire(&system, &me, std::mem::take(&mut takeover))? {
-            // Lost to a distributor that took over: a batch still in flight is left to it
-            // (its redo record is stored).
-            Acquired::No => {
-                return Ok(Ran {
-                    applied,
-                    memo: None,
-                    more: false,
-                });
-            }
-            Acquired::Yes { kept, until } => {
-                if !kept {
-                    // Another distributor may have run since this run's last round (a run
-                    // without an owner releases the lease between rounds): what this run
-                    // knew of the progress record is stale, and a batch it has in flight
-                    // may have been redone. Start again from the progress record (which
-                    // shows whether what the run knew of the nodes still holds).
-                    // Unless it had a batch in flight: the other may have finished that one
-                    // and moved its sessions to their fallback (`fall_back`), which the
-                    // progress record does not show.
-                    if let Some(c) = cursor.take() {
-                        memo = c.in_flight.is_none().then(|| c.into_memo()).flatten();
-                    }
+        let lease_until = match held {
+            // Ours for more than half its length: no one can have taken it (as in
+            // `acquire`), so there is nothing to read or write.
+            Some(until) if until > faaskeeper_guest::now_ms() + LEASE_MS / 2 => until,
+            _ => match acquire(&system, &me, std::mem::take(&mut takeover))? {
+                // Lost to a distributor that took over: a batch still in flight is left to
+                // it (its redo record is stored).
+                Acquired::No => {
+                    return Ok(Ran {
+                        applied,
+                        memo: None,
+                        more: false,
+                    });
                 }
-                until
-            }
+                Acquired::Yes { kept, until } => {
+                    if !kept {
+                        // Another distributor may have run since this run last held the
+                        // lease (a run without an owner releases it when the log ran dry):
+                        // what this run knew of the progress record is stale, and a batch
+                        // it had in flight may have been redone. Start again from the
+                        // progress record (which shows whether what the run knew of the
+                        // nodes still holds). Unless it had a batch in flight: the other
+                        // may have finished that one and moved its sessions to their
+                        // fallback (`fall_back`), which the progress record does not show.
+                        if let Some(c) = cursor.take() {
+                            memo = c.in_flight.is_none().then(|| c.into_memo()).flatten();
+                        }
+                    }
+                    until
+                }
+            },
         };
+        held = Some(lease_until);
         let deadline = started + budget;
-        let mut outcome = apply_all(
+        let outcome = apply_all(
             &system,
             &user,
             (&me, lease_until, deadline),
-            &mut cursor,
+            (&mut cursor, head.take()),
             &mut memo,
         );
-        if !sticky {
-            // The lease is released between rounds: nothing may be in flight without it.
-            outcome = outcome.and_then(|now| settle(&system, &me, &mut cursor).map(|()| now));
-            release(&system, &me)?;
-        }
-        let now = outcome?;
+        held = cursor.as_ref().map(|c| c.lease_until).or(held);
+        let now = match outcome {
+            Ok(now) => now,
+            Err(e) => {
+                if !sticky {
+                    release(&system, &me)?;
+                }
+                return Err(e);
+            }
+        };
         applied = Some(now);
-        let head: LogHead = system
-            .get_json(keys::LOG_HEAD)?
-            .ok_or_else(|| corrupt("log head missing; run init"))?;
-        more = head.zxid > now;
-        if !more {
-            break;
+        head = log_head_beyond(&system, now)?;
+        more = head.is_some();
+        if more {
+            continue;
         }
+        if !sticky {
+            // A run without an owner keeps the lease only while the log has more. It
+            // releases it and then reads the head again: a run that found the lease taken
+            // gave its txns up to this one (see `Ran::applied`).
+            let settled = settle(&system, &me, &mut cursor);
+            release(&system, &me)?;
+            settled?;
+            held = None;
+            head = log_head_beyond(&system, now)?;
+            more = head.is_some();
+            if more {
+                continue;
+            }
+        }
+        break;
+    }
+    if !sticky && held.is_some() {
+        // Stopped by the budget or the rounds' limit with the lease held: nothing may be
+        // left in flight without it.
+        let settled = settle(&system, &me, &mut cursor);
+        release(&system, &me)?;
+        settled?;
     }
     settle(&system, &me, &mut cursor)?;
     Ok(Ran {
@@ -711,13 +761,14 @@ fn still_holding(system: &Bucket, me: &str) -> Result<i64, KvError> {
     }
 }
 
-/// Apply what the log holds beyond the cursor, as `me`, whose lease runs until
-/// `lease_until`; no batch after the first is started past `deadline` (ms).
+/// Apply what the log holds beyond the cursor, up to its head (`head`, if just read), as
+/// `me`, whose lease runs until `lease_until`; no batch after the first is started past
+/// `deadline` (ms).
 fn apply_all(
     system: &Bucket,
     user: &Bucket,
     (me, lease_until, deadline): (&str, i64, i64),
-    cursor: &mut Option<Cursor>,
+    (cursor, head): (&mut Option<Cursor>, Option<LogHead>),
     memo: &mut Option<Memo>,
 ) -> Result<Zxid, KvError> {
     let c = match cursor {
@@ -725,9 +776,10 @@ fn apply_all(
         None => cursor.insert(start_run(system, user, me, memo.take())?),
     };
     c.lease_until = lease_until;
-    let head: LogHead = system
-        .get_json(keys::LOG_HEAD)?
-        .ok_or_else(|| corrupt("log head missing; run init"))?;
+    let head = match head {
+        Some(head) => head,
+        None => log_head(system)?,
+    };
     if head.zxid <= c.applied {
         return Ok(c.applied);
     }

@@ -421,8 +421,8 @@ pub fn start_pollers(
 /// function 60 s.
 const DISTRIBUTOR_INVOCATION_RUNS_FOR: Duration = Duration::from_secs(20);
 
-/// Distributor runs without a stable owner (each run takes and releases the lease), as a
-/// Lambda function does, while the log has more and for at most
+/// Distributor runs without a stable owner (each run takes the lease and releases it when it
+/// stops), as a Lambda function does, while the log has more and for at most
 /// [`DISTRIBUTOR_INVOCATION_RUNS_FOR`]; whether txns are still left (then the caller must
 /// see that another invocation follows), or an error if a run failed.
 pub async fn run_distributor_once(rt: &Arc<Runtime>) -> anyhow::Result<bool> {
