@@ -261,3 +261,162 @@ async fn lease(system: &dyn Store) -> serde_json::Value {
         .expect("a lease record");
     serde_json::from_slice(&bytes).expect("lease json")
 }
+
+/// The system bucket, with one extra writer: right after the distributor's first progress
+/// write, it appends `record` to the log, so that the run finds the log grown when its first
+/// round ends, as it would under a steady stream of writes.
+struct GrowsDuringRun {
+    inner: std::sync::Arc<dyn Store>,
+    record: std::sync::Mutex<Option<Appended>>,
+}
+
+/// Log records as [`append`] takes them, and the zxid of the head after them.
+type Appended = (Vec<(String, Vec<u8>, bool)>, faaskeeper_core::Zxid);
+
+#[async_trait::async_trait]
+impl Store for GrowsDuringRun {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, faaskeeper_storage::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn get_many(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, faaskeeper_storage::StoreError> {
+        self.inner.get_many(keys).await
+    }
+    async fn set(&self, key: &str, value: Vec<u8>) -> Result<(), faaskeeper_storage::StoreError> {
+        self.inner.set(key, value).await?;
+        if key == keys::DIST_APPLIED {
+            let next = self.record.lock().expect("lock").take();
+            if let Some((records, zxid)) = next {
+                append(&*self.inner, records, zxid).await;
+            }
+        }
+        Ok(())
+    }
+    async fn set_many(
+        &self,
+        items: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), faaskeeper_storage::StoreError> {
+        self.inner.set_many(items).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), faaskeeper_storage::StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn delete_many(&self, keys: Vec<String>) -> Result<(), faaskeeper_storage::StoreError> {
+        self.inner.delete_many(keys).await
+    }
+    async fn list_keys(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), faaskeeper_storage::StoreError> {
+        self.inner.list_keys(cursor, limit).await
+    }
+    async fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+    ) -> Result<i64, faaskeeper_storage::StoreError> {
+        self.inner.increment(key, delta).await
+    }
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Vec<u8>,
+    ) -> Result<(), faaskeeper_storage::StoreError> {
+        self.inner.compare_and_swap(key, expected, new).await
+    }
+    fn summary(&self) -> String {
+        self.inner.summary()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ownerless_run_keeps_the_lease_while_the_log_grows() {
+    use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
+    use faaskeeper_host::runtime::{Runtime, StageName, more_to_distribute};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, system, user, start) = idle_fresh_store(dir.path()).await;
+    let z = start.zxid;
+    let create = |zxid, i: i64| {
+        txn(
+            zxid,
+            Op::Create {
+                path: format!("/g{i}"),
+                data: vec![1; 10],
+                mode: CreateMode::Persistent,
+                acl: None,
+            },
+        )
+    };
+    // The log before the run: the session's open and two creates. The record appended
+    // during the run: two more creates.
+    let first = LogEntry {
+        prev: start.id.clone(),
+        txns: vec![
+            txn(z + 1, support::open(SESSION)),
+            create(z + 2, 0),
+            create(z + 3, 1),
+        ],
+    };
+    append(
+        &*system,
+        vec![("first".into(), binary(first), false)],
+        z + 3,
+    )
+    .await;
+    let second = LogEntry {
+        prev: "first".into(),
+        txns: vec![create(z + 4, 2), create(z + 5, 3)],
+    };
+    let grows: std::sync::Arc<dyn Store> = std::sync::Arc::new(GrowsDuringRun {
+        inner: db.bucket(SYSTEM_BUCKET).expect("system"),
+        record: std::sync::Mutex::new(Some((
+            vec![("second".into(), binary(second), false)],
+            z + 5,
+        ))),
+    });
+    let stores = faaskeeper_storage::StoreManager::new()
+        .with_bucket(SYSTEM_BUCKET, grows)
+        .with_bucket(USER_BUCKET, db.bucket(USER_BUCKET).expect("user"));
+    let rt = Runtime::new(
+        &faaskeeper_host::embedded_stages(),
+        stores,
+        Default::default(),
+        Default::default(),
+    )
+    .expect("runtime");
+    let fence = lease(&*system).await["fence"].as_u64().expect("fence");
+    // No owner named, as a Lambda function runs it; the stopped host's lease is taken over.
+    let (status, body) = rt
+        .invoke(
+            StageName::Distributor,
+            "/recover",
+            bytes::Bytes::from_static(b"{}"),
+        )
+        .await
+        .expect("invocation");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        answer["applied"].as_i64(),
+        Some(z + 5),
+        "both rounds: {answer}"
+    );
+    assert!(!more_to_distribute(&body), "{answer}");
+    for i in 0..4 {
+        let n = node(&*user, &format!("/g{i}")).await.expect("created");
+        assert_eq!(n.stat.czxid, z + 2 + i, "/g{i}");
+    }
+    // Two rounds, one lease: taken when the run started, released when the log ran dry.
+    let after = lease(&*system).await;
+    assert_eq!(after["owner"], "", "released: {after}");
+    assert_eq!(
+        after["fence"].as_u64(),
+        Some(fence + 1),
+        "taken once: {after}"
+    );
+    assert_eq!(txn_keys(&*system).await, Vec::<String>::new());
+}

@@ -480,6 +480,17 @@ struct Ran {
     more: bool,
 }
 
+/// A run stops on `e`: one without an owner that holds the lease (`keep` false) releases
+/// it, so that runs that found it taken meanwhile are not shut out until it expires. A
+/// batch in flight is left to its redo record, as after a crash.
+fn give_up(system: &Bucket, me: &str, keep: bool, e: KvError) -> KvError {
+    if !keep {
+        // The run's own error is the one to report.
+        let _ = release(system, me);
+    }
+    e
+}
+
 /// The log's head, if it is beyond `applied`.
 fn log_head_beyond(system: &Bucket, applied: Zxid) -> Result<Option<LogHead>, KvError> {
     let head = log_head(system)?;
@@ -521,17 +532,18 @@ fn run(
             // Ours for more than half its length: no one can have taken it (as in
             // `acquire`), so there is nothing to read or write.
             Some(until) if until > faaskeeper_guest::now_ms() + LEASE_MS / 2 => until,
-            _ => match acquire(&system, &me, std::mem::take(&mut takeover))? {
+            _ => match acquire(&system, &me, std::mem::take(&mut takeover)) {
+                Err(e) => return Err(give_up(&system, &me, sticky || held.is_none(), e)),
                 // Lost to a distributor that took over: a batch still in flight is left to
                 // it (its redo record is stored).
-                Acquired::No => {
+                Ok(Acquired::No) => {
                     return Ok(Ran {
                         applied,
                         memo: None,
                         more: false,
                     });
                 }
-                Acquired::Yes { kept, until } => {
+                Ok(Acquired::Yes { kept, until }) => {
                     if !kept {
                         // Another distributor may have run since this run last held the
                         // lease (a run without an owner releases it when the log ran dry):
@@ -559,17 +571,9 @@ fn run(
             &mut memo,
         );
         held = cursor.as_ref().map(|c| c.lease_until).or(held);
-        let now = match outcome {
-            Ok(now) => now,
-            Err(e) => {
-                if !sticky {
-                    release(&system, &me)?;
-                }
-                return Err(e);
-            }
-        };
+        let now = outcome.map_err(|e| give_up(&system, &me, sticky, e))?;
         applied = Some(now);
-        head = log_head_beyond(&system, now)?;
+        head = log_head_beyond(&system, now).map_err(|e| give_up(&system, &me, sticky, e))?;
         more = head.is_some();
         if more {
             continue;
