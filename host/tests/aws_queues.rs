@@ -187,7 +187,7 @@ async fn poller_appends_from_the_writer_queue_and_answers_on_the_session_queue()
     let record: SessionRecord = serde_json::from_slice(&record).expect("session record");
     assert_eq!(
         record.last_seq, 0,
-        "only the open wrote the session's record"
+        "only the open wrote the session's record: {record:?}"
     );
     // Everything handled was deleted: nothing comes back after the visibility timeout
     // (checked without waiting for it: nothing is left visible or in flight).
