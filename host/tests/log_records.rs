@@ -164,7 +164,6 @@ async fn records_of_both_layouts_longer_than_a_batch_and_resumed_mid_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_is_applied_over_invocations_that_say_more() {
     use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
-    use faaskeeper_host::runtime::{Runtime, StageName, more_to_distribute};
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, system, user, start) = idle_fresh_store(dir.path()).await;
     // A session's open and 1,100 creates: three batches of at most 512.
@@ -195,32 +194,14 @@ async fn a_backlog_is_applied_over_invocations_that_say_more() {
         last,
     )
     .await;
-    // The stages alone, as a platform runs them: no distributor loop wakes them here.
-    let stores = faaskeeper_storage::StoreManager::new()
-        .with_bucket(SYSTEM_BUCKET, db.bucket(SYSTEM_BUCKET).expect("system"))
-        .with_bucket(USER_BUCKET, db.bucket(USER_BUCKET).expect("user"));
-    let rt = Runtime::new(
-        &faaskeeper_host::embedded_stages(),
-        stores,
-        Default::default(),
-        Default::default(),
-    )
-    .expect("runtime");
+    let rt = stages_alone(
+        db.bucket(SYSTEM_BUCKET).expect("system"),
+        db.bucket(USER_BUCKET).expect("user"),
+    );
     let fence = lease(&*system).await["fence"].as_u64().expect("fence");
     let mut answers = Vec::new();
     loop {
-        let (status, body) = rt
-            .invoke(
-                StageName::Distributor,
-                // The stopped host's lease is taken over, as after a restart.
-                "/recover",
-                bytes::Bytes::from_static(b"{\"budget_ms\": 0}"),
-            )
-            .await
-            .expect("invocation");
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        let answer: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        let more = more_to_distribute(&body);
+        let (answer, more) = recover(&rt, b"{\"budget_ms\": 0}").await;
         // A run without an owner takes the lease once and leaves it free when it stops,
         // with txns left (its budget) or not.
         let after = lease(&*system).await;
@@ -250,6 +231,43 @@ async fn a_backlog_is_applied_over_invocations_that_say_more() {
         assert_eq!(n.stat.czxid, z + 2 + i, "/m{i}");
     }
     assert_eq!(txn_keys(&*system).await, Vec::<String>::new());
+}
+
+/// The stages over the two buckets, as a platform runs them: no distributor loop wakes
+/// them here.
+fn stages_alone(
+    system: std::sync::Arc<dyn Store>,
+    user: std::sync::Arc<dyn Store>,
+) -> std::sync::Arc<faaskeeper_host::runtime::Runtime> {
+    let stores = faaskeeper_storage::StoreManager::new()
+        .with_bucket(keys::SYSTEM_BUCKET, system)
+        .with_bucket(keys::USER_BUCKET, user);
+    faaskeeper_host::runtime::Runtime::new(
+        &faaskeeper_host::embedded_stages(),
+        stores,
+        Default::default(),
+        Default::default(),
+    )
+    .expect("runtime")
+}
+
+/// One distributor invocation of `rt` with the wake-up `body`, taking over the stopped
+/// host's lease as after a restart: its answer, and whether it says the log holds more.
+async fn recover(
+    rt: &std::sync::Arc<faaskeeper_host::runtime::Runtime>,
+    body: &'static [u8],
+) -> (serde_json::Value, bool) {
+    let (status, body) = rt
+        .invoke(
+            faaskeeper_host::runtime::StageName::Distributor,
+            "/recover",
+            bytes::Bytes::from_static(body),
+        )
+        .await
+        .expect("invocation");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer = serde_json::from_slice(&body).expect("json");
+    (answer, faaskeeper_host::runtime::more_to_distribute(&body))
 }
 
 /// The distributor's lease record, as stored.
@@ -336,7 +354,6 @@ impl Store for GrowsDuringRun {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ownerless_run_keeps_the_lease_while_the_log_grows() {
     use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
-    use faaskeeper_host::runtime::{Runtime, StageName, more_to_distribute};
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, system, user, start) = idle_fresh_store(dir.path()).await;
     let z = start.zxid;
@@ -378,34 +395,16 @@ async fn an_ownerless_run_keeps_the_lease_while_the_log_grows() {
             z + 5,
         ))),
     });
-    let stores = faaskeeper_storage::StoreManager::new()
-        .with_bucket(SYSTEM_BUCKET, grows)
-        .with_bucket(USER_BUCKET, db.bucket(USER_BUCKET).expect("user"));
-    let rt = Runtime::new(
-        &faaskeeper_host::embedded_stages(),
-        stores,
-        Default::default(),
-        Default::default(),
-    )
-    .expect("runtime");
+    let rt = stages_alone(grows, db.bucket(USER_BUCKET).expect("user"));
     let fence = lease(&*system).await["fence"].as_u64().expect("fence");
-    // No owner named, as a Lambda function runs it; the stopped host's lease is taken over.
-    let (status, body) = rt
-        .invoke(
-            StageName::Distributor,
-            "/recover",
-            bytes::Bytes::from_static(b"{}"),
-        )
-        .await
-        .expect("invocation");
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let answer: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    // No owner named, as a Lambda function runs it.
+    let (answer, more) = recover(&rt, b"{}").await;
     assert_eq!(
         answer["applied"].as_i64(),
         Some(z + 5),
         "both rounds: {answer}"
     );
-    assert!(!more_to_distribute(&body), "{answer}");
+    assert!(!more, "{answer}");
     for i in 0..4 {
         let n = node(&*user, &format!("/g{i}")).await.expect("created");
         assert_eq!(n.stat.czxid, z + 2 + i, "/g{i}");

@@ -491,6 +491,18 @@ fn give_up(system: &Bucket, me: &str, keep: bool, e: KvError) -> KvError {
     e
 }
 
+/// End the batch in flight and release the lease, also when the batch cannot be ended (it
+/// is then left to its redo record).
+fn settle_and_release(
+    system: &Bucket,
+    me: &str,
+    cursor: &mut Option<Cursor>,
+) -> Result<(), KvError> {
+    let settled = settle(system, me, cursor);
+    release(system, me)?;
+    settled
+}
+
 /// The log's head, if it is beyond `applied`.
 fn log_head_beyond(system: &Bucket, applied: Zxid) -> Result<Option<LogHead>, KvError> {
     let head = log_head(system)?;
@@ -582,9 +594,7 @@ fn run(
             // A run without an owner keeps the lease only while the log has more. It
             // releases it and then reads the head again: a run that found the lease taken
             // gave its txns up to this one (see `Ran::applied`).
-            let settled = settle(&system, &me, &mut cursor);
-            release(&system, &me)?;
-            settled?;
+            settle_and_release(&system, &me, &mut cursor)?;
             held = None;
             head = log_head_beyond(&system, now)?;
             more = head.is_some();
@@ -597,9 +607,7 @@ fn run(
     if !sticky && held.is_some() {
         // Stopped by the budget or the rounds' limit with the lease held: nothing may be
         // left in flight without it.
-        let settled = settle(&system, &me, &mut cursor);
-        release(&system, &me)?;
-        settled?;
+        settle_and_release(&system, &me, &mut cursor)?;
     }
     settle(&system, &me, &mut cursor)?;
     Ok(Ran {
