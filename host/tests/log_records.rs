@@ -419,3 +419,49 @@ async fn an_ownerless_run_keeps_the_lease_while_the_log_grows() {
     );
     assert_eq!(txn_keys(&*system).await, Vec::<String>::new());
 }
+
+/// A store whose log head is gone while its progress record shows applied txns (a log lost
+/// or cut short) is refused at start: a fresh head would number new writes below the
+/// applied ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_its_log_head_after_applied_txns_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, system, _user, start) = idle_fresh_store(dir.path()).await;
+    let z = start.zxid;
+    let open = txn(
+        z + 1,
+        Op::OpenSession {
+            timeout_ms: 30_000,
+            notify: format!("http://sessions.faaskeeper.internal/v1/sessions/{SESSION}/deliver"),
+            fallback: None,
+        },
+    );
+    append_and_apply(
+        &db,
+        dir.path(),
+        vec![(
+            "only".into(),
+            binary(LogEntry {
+                prev: start.id.clone(),
+                txns: vec![open],
+            }),
+            false,
+        )],
+        z + 1,
+    )
+    .await;
+    system.delete(keys::LOG_HEAD).await.expect("delete head");
+
+    let refused = support::start_embedded_host(&db, dir.path()).await;
+    let Err(e) = refused else {
+        panic!("a host started on a store without its log head");
+    };
+    assert!(
+        format!("{e:#}").contains("log head missing"),
+        "unexpected error: {e:#}"
+    );
+    assert!(
+        system.get(keys::LOG_HEAD).await.expect("read").is_none(),
+        "the refused start made a head"
+    );
+}

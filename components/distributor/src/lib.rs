@@ -464,6 +464,16 @@ fn init() -> Result<(), KvError> {
         system.set_json(keys::DIST_LEASE, &Lease::default())?;
     }
     if system.get(keys::LOG_HEAD)?.is_none() {
+        // A store that has applied txns always has a head: without one the log was lost or
+        // cut, and a fresh head would number new writes below those already applied.
+        if let Some((p, _)) = &made
+            && p.applied > 0
+        {
+            return Err(corrupt(format!(
+                "log head missing while txns up to zxid {} are applied: the log was lost or cut",
+                p.applied
+            )));
+        }
         system.set_json(keys::LOG_HEAD, &LogHead::default())?;
     }
     Ok(())

@@ -399,6 +399,12 @@ fn commit_loop(
                 }
             }
             Err(e) => {
+                if durable && let Sync::Checkpoint(..) = sync {
+                    // Tried again a period later, not at once: a failing disk would otherwise
+                    // keep this thread spinning on it.
+                    tracing::error!(error = %e, "state checkpoint failed; retrying");
+                    last_durable = Instant::now();
+                }
                 // Nothing of the group was committed, its deferred deletes included.
                 for job in group {
                     if let Some(reply) = job.reply {

@@ -11,9 +11,18 @@
 //! ends the records: no record is empty). A payload is one committed group: a sequence of
 //! operations, `1` set (bucket, key, value) or `2` delete (bucket, key), with `u8`-prefixed
 //! bucket names and `u32`-prefixed keys and values. On open the records are replayed in
-//! order; the first incomplete or corrupt record is a write the crash interrupted (nothing
-//! after it was ever acknowledged, because records are appended in commit order and a
-//! durable commit is synced before it is answered), so the file is cut there.
+//! order; the first incomplete or corrupt record is taken for a write the crash interrupted
+//! (nothing after it was acknowledged, because records are appended in commit order and a
+//! durable commit is synced before it is answered), so the file is cut there. Whole records
+//! can follow it (pages of unsynced appends reach the disk in any order), but so can they
+//! after damage to the file, which this cannot tell apart: the bytes cut are always kept in
+//! `<log>.cut-<offset>`, and whole records among them are logged as an error.
+//!
+//! **Failures.** A failed sync stops the log for good (the kernel may have dropped the
+//! pages it could not write, so a later sync that succeeds proves nothing), as does a
+//! compaction that fails after renaming its file over the log; a restart replays what the
+//! disk holds. `<log>.lock` keeps a second open, in this process or another, off a log in
+//! use.
 //!
 //! **Compaction.** Applied txn entries are deleted, so the live keys stay few while the file
 //! grows. When the file is [`COMPACT_FROM`] and four times the live data, the committer
@@ -61,6 +70,10 @@ impl Wal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(unavailable)?;
         }
+        // Held for the committer's life: a second process (or a second open in this one) on
+        // the same data directory must not cut or append to a log another one is writing.
+        // A file of its own, because compaction replaces the log's file.
+        let lock = lock_log(path)?;
         let _ = std::fs::remove_file(compact_path(path));
         match legacy {
             Some(old) if old.exists() => {
@@ -97,6 +110,7 @@ impl Wal {
             live: live_bytes(&*tables.read().map_err(poisoned)?),
             tables: tables.clone(),
             broken: None,
+            _lock: lock,
         };
         let committer = Arc::new(Mutex::new(committer));
         let shared = committer.clone();
@@ -157,6 +171,26 @@ impl Wal {
             None => t.range::<str, _>(..),
         };
         Ok(range.take(limit).map(|(k, _)| k.clone()).collect())
+    }
+}
+
+/// Take the lock of the log at `path` (`<path>.lock`), held while the returned file is open.
+fn lock_log(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(PathBuf::from(name))
+        .map_err(unavailable)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
+            "{} is in use (another process, or another open in this one, has it)",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(unavailable(e)),
     }
 }
 
@@ -303,19 +337,88 @@ fn replay(path: &Path) -> Result<(Tables, u64), StoreError> {
         apply(&mut tables, changes);
         at += 8 + len;
     }
-    if bytes[at..].iter().any(|b| *b != 0) {
-        tracing::warn!(
-            path = %path.display(),
-            kept = at,
-            dropped = bytes.len() - at,
-            "log ends in an incomplete record (a write interrupted by a crash); cut there"
-        );
+    if let Some(last) = bytes[at..].iter().rposition(|b| *b != 0) {
+        let cut = &bytes[at..at + last + 1];
+        let kept_in = keep_cut(path, at, cut);
+        match whole_record_in(cut) {
+            // Records are appended in order, so this is a torn tail only if the whole records
+            // after the damaged one were never synced (a crash in the middle of a group).
+            // It may also be damage to the file, which this cannot tell apart: say so loudly.
+            Some(offset) => tracing::error!(
+                path = %path.display(),
+                kept = at,
+                dropped = cut.len(),
+                whole_record_at = at + offset,
+                kept_in = %kept_in,
+                "log has a bad record followed by a whole one; cut at the bad one (a crash \
+                 during an unsynced append, or a damaged file: then writes after it are lost)"
+            ),
+            None => tracing::warn!(
+                path = %path.display(),
+                kept = at,
+                dropped = cut.len(),
+                kept_in = %kept_in,
+                "log ends in an incomplete record (a write interrupted by a crash); cut there"
+            ),
+        }
     }
     Ok((tables, at as u64))
 }
 
+/// Copy the bytes a replay cuts off the log to `<path>.cut-<offset>`, so that nothing is
+/// thrown away unseen; where they went (or why they could not be kept).
+fn keep_cut(path: &Path, offset: usize, cut: &[u8]) -> String {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".cut-{offset}"));
+    let side = PathBuf::from(name);
+    let written = std::fs::File::create(&side).and_then(|mut f| {
+        f.write_all(cut)?;
+        f.sync_all()
+    });
+    match written {
+        Ok(()) => side.display().to_string(),
+        Err(e) => format!("nowhere ({}: {e})", side.display()),
+    }
+}
+
+/// The offset in `bytes` of the first whole record (non-empty, CRC matching, parsing), if
+/// any. Scans every offset, so it looks at no more than [`SCAN_LIMIT`] bytes.
+fn whole_record_in(bytes: &[u8]) -> Option<usize> {
+    let end = bytes.len().min(SCAN_LIMIT);
+    (1..end).find(|&at| {
+        let Some(header) = bytes.get(at..at + 8) else {
+            return false;
+        };
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        len > 0
+            && bytes
+                .get(at + 8..at + 8 + len)
+                .is_some_and(|p| crc32fast::hash(p) == crc && parse(p).is_some())
+    })
+}
+
+/// How much of a cut tail [`whole_record_in`] scans.
+const SCAN_LIMIT: usize = 4 << 20;
+
+/// How writing a log file failed: before its rename (the file at `path` is as it was) or
+/// after it (the new file is in place, but its rename may not be durable).
+enum Snapshot {
+    NotRenamed(StoreError),
+    Renamed(StoreError),
+}
+
+impl From<Snapshot> for StoreError {
+    fn from(s: Snapshot) -> StoreError {
+        match s {
+            Snapshot::NotRenamed(e) | Snapshot::Renamed(e) => e,
+        }
+    }
+}
+
 /// Write `tables` as a complete log file at `path`: to a side file, synced, then renamed.
-fn write_snapshot(path: &Path, tables: &Tables) -> Result<(), StoreError> {
+/// Returns the new file, open for appending, and its length.
+fn write_snapshot(path: &Path, tables: &Tables) -> Result<(std::fs::File, u64), Snapshot> {
     let tmp = compact_path(path);
     let mut payload = Vec::new();
     for (bucket, t) in tables {
@@ -327,11 +430,13 @@ fn write_snapshot(path: &Path, tables: &Tables) -> Result<(), StoreError> {
     if !payload.is_empty() {
         bytes.extend_from_slice(&record(&payload));
     }
-    let mut f = std::fs::File::create(&tmp).map_err(unavailable)?;
-    f.write_all(&bytes).map_err(unavailable)?;
-    f.sync_all().map_err(unavailable)?;
-    std::fs::rename(&tmp, path).map_err(unavailable)?;
-    sync_dir(path)
+    let before = |e: std::io::Error| Snapshot::NotRenamed(unavailable(e));
+    let mut f = std::fs::File::create(&tmp).map_err(before)?;
+    f.write_all(&bytes).map_err(before)?;
+    f.sync_all().map_err(before)?;
+    std::fs::rename(&tmp, path).map_err(before)?;
+    sync_dir(path).map_err(Snapshot::Renamed)?;
+    Ok((f, bytes.len() as u64))
 }
 
 fn sync_dir(path: &Path) -> Result<(), StoreError> {
@@ -373,9 +478,12 @@ struct Committer {
     /// Bytes of live keys and values.
     live: u64,
     tables: Arc<RwLock<Tables>>,
-    /// Set when the file could not be brought back to a whole record after a failed
-    /// append: nothing more may be appended.
+    /// Set when the file cannot be trusted to hold what was appended (a failed sync, a
+    /// failed append that could not be cleared, a compaction that failed after its rename):
+    /// nothing more may be appended; a restart replays what the disk holds.
     broken: Option<String>,
+    /// The log's lock ([`lock_log`]), held as long as this committer can append.
+    _lock: std::fs::File,
 }
 
 impl Committer {
@@ -493,11 +601,18 @@ impl Committer {
                 self.allocated = to;
             }
             self.file.write_all_at(&bytes, self.len)?;
-            if durable {
-                self.file.sync_data()?;
-            }
             Ok::<_, std::io::Error>(())
         })();
+        if appended.is_ok()
+            && durable
+            && let Err(e) = self.file.sync_data()
+        {
+            // After a failed sync the kernel may have dropped dirty pages of earlier appends
+            // (plain sets waiting for this sync) and marked them clean, so a later sync that
+            // succeeds proves nothing: the log stops here.
+            self.broken = Some(format!("log sync failed: {e}"));
+            return Err(unavailable(e));
+        }
         if let Err(e) = appended {
             // Nothing of the group is published or acknowledged; the next append overwrites
             // what part of the record was written, and zeros must follow it.
@@ -524,14 +639,23 @@ impl Committer {
 
     fn compact(&mut self) -> Result<(), StoreError> {
         let tables = self.tables.read().map_err(poisoned)?.clone();
-        write_snapshot(&self.path, &tables)?;
-        self.file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.path)
-            .map_err(unavailable)?;
-        self.len = self.file.metadata().map_err(unavailable)?.len();
-        self.allocated = self.len + PREALLOCATE;
-        self.file.set_len(self.allocated).map_err(unavailable)?;
+        let (file, len) = match write_snapshot(&self.path, &tables) {
+            Ok(written) => written,
+            Err(Snapshot::NotRenamed(e)) => return Err(e),
+            Err(Snapshot::Renamed(e)) => {
+                // The old file is gone from the directory: appending to it would acknowledge
+                // writes that no restart can find.
+                self.broken = Some(format!("log compaction failed after its rename: {e}"));
+                return Err(e);
+            }
+        };
+        self.file = file;
+        self.len = len;
+        self.allocated = len;
+        // Without the preallocation the next append extends the file itself.
+        if self.file.set_len(len + PREALLOCATE).is_ok() {
+            self.allocated = len + PREALLOCATE;
+        }
         tracing::debug!(path = %self.path.display(), len = self.len, "log compacted");
         Ok(())
     }

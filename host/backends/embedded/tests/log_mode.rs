@@ -88,6 +88,11 @@ async fn log_writes_survive_reopen_and_a_torn_tail_is_cut() {
             bytes[whole as usize..].iter().all(|b| *b == 0),
             "tail cut: zeros follow the last whole record"
         );
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("log.wal.cut-{whole}"))).expect("cut kept"),
+            [200, 0, 0, 0, 1, 2, 3, 4, b'x', b'y'],
+            "the bytes cut are kept beside the log"
+        );
         assert_eq!(s.get("log/head").await.expect("get"), Some(b"h2".to_vec()));
         assert_eq!(s.get("txn/007").await.expect("get"), Some(vec![7; 100]));
         assert_eq!(s.increment("log/head-count", 1).await.expect("incr"), 6);
@@ -129,16 +134,108 @@ async fn log_writes_survive_reopen_and_a_torn_tail_is_cut() {
 /// Where the records of the log file end (the zeros of its preallocation follow): after the
 /// 8-byte magic, each record is its length, its checksum and its payload.
 fn records_end(log: &Path) -> u64 {
+    *record_starts(log).last().expect("magic")
+}
+
+/// Where each record of the log file starts, and, last, where the records end.
+fn record_starts(log: &Path) -> Vec<u64> {
     let bytes = std::fs::read(log).expect("log");
     let mut at = 8;
+    let mut starts = vec![];
     while let Some(h) = bytes.get(at..at + 8) {
         let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
         if len == 0 {
             break;
         }
+        starts.push(at as u64);
         at += 8 + len;
     }
-    at as u64
+    starts.push(at as u64);
+    starts
+}
+
+/// A log in use by one open is refused to another (with a state file of its own, so that
+/// redb's lock does not decide it), and the refused open leaves the file as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_in_use_is_refused_to_a_second_open_which_leaves_it_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log.wal");
+    let db = open(dir.path());
+    let s = db.bucket("system").expect("bucket");
+    s.set("txn/001", vec![1; 100]).await.expect("set");
+    s.compare_and_swap("log/head", None, b"h1".to_vec())
+        .await
+        .expect("cas");
+    let before = std::fs::read(&log).expect("log");
+
+    let err = EmbeddedDb::open_with_log(&dir.path().join("other.redb"), &log, BUCKETS, log_keys())
+        .err()
+        .expect("a log in use is refused");
+    assert!(err.to_string().contains("in use"), "{err}");
+    assert_eq!(
+        std::fs::read(&log).expect("log"),
+        before,
+        "the refused open changed the log"
+    );
+
+    s.compare_and_swap("log/head", Some(b"h1"), b"h2".to_vec())
+        .await
+        .expect("the first open still appends");
+    drop(s);
+    drop(db);
+    let db = open(dir.path());
+    let s = db.bucket("system").expect("bucket");
+    assert_eq!(s.get("log/head").await.expect("get"), Some(b"h2".to_vec()));
+    assert_eq!(s.get("txn/001").await.expect("get"), Some(vec![1; 100]));
+}
+
+/// A damaged record with whole records after it (a crash in the middle of unsynced appends
+/// looks the same) is cut where the damage is, and everything cut is kept beside the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_record_before_whole_ones_is_cut_and_what_follows_kept_aside() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log.wal");
+    {
+        let db = open(dir.path());
+        let s = db.bucket("system").expect("bucket");
+        let mut head: Option<Vec<u8>> = None;
+        for i in 0..4u8 {
+            let next = vec![b'h', i];
+            s.compare_and_swap("log/head", head.as_deref(), next.clone())
+                .await
+                .expect("cas");
+            head = Some(next);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let starts = record_starts(&log);
+    let end = *starts.last().expect("end");
+    // The second record (one CAS each; the first is the snapshot of a new log, if any).
+    let damaged = starts[starts.len() - 4];
+    let flip = damaged + 12;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&log)
+        .expect("log");
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, flip).expect("read");
+    file.write_all_at(&[byte[0] ^ 0x40], flip).expect("flip");
+    let whole = std::fs::read(&log).expect("log");
+    drop(file);
+
+    let db = open(dir.path());
+    let s = db.bucket("system").expect("bucket");
+    assert_eq!(
+        s.get("log/head").await.expect("get"),
+        Some(vec![b'h', 0]),
+        "the log is cut at the damaged record"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join(format!("log.wal.cut-{damaged}"))).expect("cut kept"),
+        whole[damaged as usize..end as usize],
+        "the damaged record and the whole ones after it are kept beside the log"
+    );
 }
 
 /// CRC-32 (IEEE), as the log's records carry it.
