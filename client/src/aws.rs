@@ -296,8 +296,11 @@ impl AwsTransport {
     }
 }
 
-/// One long poll of the session queue: the events of every message received, in order; the
-/// messages are deleted once decoded.
+/// One long poll of the session queue: the events of the messages received, in order, up to
+/// one whose spilled body could not be read. That one and those after it are left on the
+/// queue, to come again in order; the others are deleted once decoded. Their events are
+/// returned even if the delete fails: the messages then come again, and the client drops
+/// what it has seen.
 async fn poll_queue(queues: &Queues, session: SessionId) -> Result<Vec<SessionEvent>, Error> {
     let queue = queues.names().session(session);
     let got = queues
@@ -305,13 +308,24 @@ async fn poll_queue(queues: &Queues, session: SessionId) -> Result<Vec<SessionEv
         .await
         .map_err(queue_error)?;
     let mut events = Vec::new();
+    let mut taken = 0;
     for m in &got {
-        match serde_json::from_slice::<Delivery>(&m.body) {
+        let body = match &m.body {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(session, error = %e, "delivery unreadable; it comes again");
+                break;
+            }
+        };
+        match serde_json::from_slice::<Delivery>(body) {
             Ok(d) if d.session == session => events.extend(d.events),
             Ok(_) | Err(_) => tracing::warn!(session, "undecodable delivery dropped"),
         }
+        taken += 1;
     }
-    queues.delete(&queue, &got).await.map_err(queue_error)?;
+    if let Err(e) = queues.delete(&queue, &got[..taken]).await {
+        tracing::warn!(session, error = %e, "deliveries not deleted; they come again");
+    }
     Ok(events)
 }
 
@@ -500,5 +514,158 @@ impl crate::Client {
             #[allow(unreachable_patterns)]
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use faaskeeper_backend_aws::moto::MotoServer;
+    use faaskeeper_backend_aws::{AwsBackend, INLINE_BODY_MAX};
+    use faaskeeper_core::wire::OpResult;
+    use http_body_util::{BodyExt, Full};
+
+    type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+    /// The result of `seq` for `session`, as the watch stage delivers it.
+    fn delivery(session: SessionId, seq: i64) -> (Vec<u8>, SessionEvent) {
+        let event = SessionEvent::Result {
+            seq,
+            zxid: seq,
+            result: OpResult::Deleted,
+        };
+        let body = serde_json::to_vec(&Delivery {
+            session,
+            notify: String::new(),
+            fallback: None,
+            events: vec![event.clone()],
+        })
+        .expect("encode");
+        (body, event)
+    }
+
+    /// An endpoint in front of `to` that passes every request on but SQS's
+    /// `DeleteMessageBatch`, which it refuses.
+    async fn refusing_deletes(to: String) -> String {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .build_http::<Full<Bytes>>();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (client, to) = (client.clone(), to.clone());
+                let pass =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (client, to) = (client.clone(), to.clone());
+                        async move {
+                            let refused = req
+                                .headers()
+                                .get("x-amz-target")
+                                .is_some_and(|t| t.as_bytes().ends_with(b".DeleteMessageBatch"));
+                            if refused {
+                                let body =
+                                    r#"{"__type":"AccessDenied","message":"deletes refused"}"#;
+                                return Ok::<_, Failure>(
+                                    http::Response::builder()
+                                        .status(403)
+                                        .header("content-type", "application/x-amz-json-1.0")
+                                        .body(Full::new(Bytes::from_static(body.as_bytes())))?,
+                                );
+                            }
+                            let (head, body) = req.into_parts();
+                            let body = body.collect().await?.to_bytes();
+                            let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+                            let mut out = http::Request::builder()
+                                .method(head.method)
+                                .uri(format!("{to}{path}"));
+                            for (name, value) in &head.headers {
+                                out = out.header(name, value);
+                            }
+                            let answer = client.request(out.body(Full::new(body))?).await?;
+                            let (head, body) = answer.into_parts();
+                            let body = body.collect().await?.to_bytes();
+                            Ok(http::Response::from_parts(head, Full::new(body)))
+                        }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), pass),
+                );
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_poll_whose_delete_fails_still_returns_its_events() {
+        let moto = MotoServer::start().expect("moto");
+        let opts = moto.options("poll-undeleted");
+        let aws = AwsBackend::connect(&opts).await.expect("connect");
+        let q = aws.queues();
+        let session = 31;
+        let queue = q.names().session(session);
+        q.ensure(&queue, QueueKind::Fifo, None)
+            .await
+            .expect("session queue");
+        let mut sent = Vec::new();
+        for seq in [1, 2] {
+            let (body, event) = delivery(session, seq);
+            q.send(&queue, &body, Some("31"), None).await.expect("send");
+            sent.push(event);
+        }
+        let refusing = Queues::connect(&AwsOptions {
+            endpoint: Some(refusing_deletes(moto.endpoint().to_string()).await),
+            ..opts
+        })
+        .await
+        .expect("queues");
+        let got = poll_queue(&refusing, session).await.expect("the events");
+        assert_eq!(got, sent);
+        assert_eq!(
+            q.queue_depth(&queue).await.expect("depth"),
+            (0, 2),
+            "(visible, in flight): not deleted, they come again"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreadable_delivery_waits_with_those_after_it() {
+        let moto = MotoServer::start().expect("moto");
+        let aws = AwsBackend::connect(&moto.options("poll-unreadable"))
+            .await
+            .expect("connect");
+        // Another deployment spills into its own bucket: this one finds no body at the key.
+        let other = AwsBackend::connect(&moto.options("poll-elsewhere"))
+            .await
+            .expect("connect");
+        let q = aws.queues();
+        let session = 32;
+        let queue = q.names().session(session);
+        q.ensure(&queue, QueueKind::Fifo, None)
+            .await
+            .expect("session queue");
+        let (first, event) = delivery(session, 1);
+        q.send(&queue, &first, Some("32"), None)
+            .await
+            .expect("send");
+        other
+            .queues()
+            .send(&queue, &vec![b' '; INLINE_BODY_MAX + 1], Some("32"), None)
+            .await
+            .expect("send spilled");
+        q.send(&queue, &delivery(session, 2).0, Some("32"), None)
+            .await
+            .expect("send");
+        let got = poll_queue(q, session).await.expect("the readable events");
+        assert_eq!(got, vec![event], "up to the unreadable delivery");
+        assert_eq!(
+            q.queue_depth(&queue).await.expect("depth"),
+            (0, 2),
+            "(visible, in flight): the first deleted, the others come again in order"
+        );
     }
 }

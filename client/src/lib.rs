@@ -181,6 +181,14 @@ impl Drop for Client {
     }
 }
 
+impl Inner {
+    /// Stop waiting for the result of `seq`: drop its pending entry and any watch it left.
+    fn forget(&self, seq: i64) {
+        lock(&self.pending).remove(&seq);
+        lock(&self.watchers).forget(seq);
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means another task panicked mid-update of plain maps; the data is
     // still usable.
@@ -343,7 +351,7 @@ impl Client {
         if self.inner.expired.load(Ordering::SeqCst) {
             return Err(Error::zk(ZkError::SessionExpired, "session expired"));
         }
-        let (rx, watch) = {
+        let (rx, watch, seq) = {
             let mut next = self.inner.next_seq.lock().await;
             let seq = *next;
             *next += 1;
@@ -359,24 +367,20 @@ impl Client {
             };
             let answer: Result<Vec<Submission>, Error> =
                 self.inner.transport.submit(self.inner.session, batch).await;
-            let forget = |inner: &Inner| {
-                lock(&inner.pending).remove(&seq);
-                lock(&inner.watchers).forget(seq);
-            };
             match answer {
                 Ok(subs) => match subs.into_iter().next() {
                     Some(Submission::Appended { .. }) => {}
                     Some(Submission::Rejected { error, message, .. }) => {
-                        forget(&self.inner);
+                        self.inner.forget(seq);
                         return Err(Error::zk(error, message));
                     }
                     None => {
-                        forget(&self.inner);
+                        self.inner.forget(seq);
                         return Err(Error::Transport("writer answered nothing".into()));
                     }
                 },
                 Err(e) => {
-                    forget(&self.inner);
+                    self.inner.forget(seq);
                     if let Error::Zk {
                         code: ZkError::SessionExpired,
                         ..
@@ -387,7 +391,7 @@ impl Client {
                     return Err(e);
                 }
             }
-            (rx, watch)
+            (rx, watch, seq)
         };
         match tokio::time::timeout(self.inner.options.request_timeout, rx).await {
             Ok(Ok(Ok((zxid, OpResult::Error { error, message })))) => {
@@ -397,7 +401,10 @@ impl Client {
             Ok(Ok(Ok((zxid, result)))) => Ok((zxid, result, watch)),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(Error::zk(ZkError::SessionExpired, "session channel closed")),
-            Err(_) => Err(Error::Timeout),
+            Err(_) => {
+                self.inner.forget(seq);
+                Err(Error::Timeout)
+            }
         }
     }
 
@@ -851,5 +858,84 @@ impl Watch {
                 "session ended before the watch fired",
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service that opens the session and appends every request, but never answers one.
+    struct Unanswering;
+
+    #[async_trait::async_trait]
+    impl LocalService for Unanswering {
+        async fn open_session(&self, _: i32) -> Result<SessionId, Error> {
+            Ok(7)
+        }
+
+        async fn submit(&self, _: SessionId, batch: WriteBatch) -> Result<Vec<Submission>, Error> {
+            Ok(batch
+                .requests
+                .iter()
+                .map(|r| Submission::Appended {
+                    seq: r.seq,
+                    zxid: 1,
+                })
+                .collect())
+        }
+
+        async fn heartbeat(&self, _: SessionId) -> Result<(), Error> {
+            Ok(())
+        }
+
+        async fn close(&self, _: SessionId) -> Result<(), Error> {
+            Ok(())
+        }
+
+        async fn read_node(&self, _: SessionId, _: &str) -> Result<NodeRead, Error> {
+            Ok(NodeRead::Missing)
+        }
+
+        async fn poll(
+            &self,
+            _: SessionId,
+            after: u64,
+            wait: Duration,
+        ) -> Result<Vec<(u64, SessionEvent)>, Error> {
+            if after == 0 {
+                let result = OpResult::SessionOpened { timeout_ms: 10_000 };
+                let opened = SessionEvent::Result {
+                    seq: 0,
+                    zxid: 1,
+                    result,
+                };
+                return Ok(vec![(0, opened)]);
+            }
+            tokio::time::sleep(wait).await;
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_request_leaves_no_pending_entry_or_watch() {
+        let options = Options {
+            request_timeout: Duration::from_millis(200),
+            auto_heartbeat: false,
+            ..Options::default()
+        };
+        let client = Client::connect_local(Arc::new(Unanswering), options)
+            .await
+            .expect("open");
+        let got = client.get_data_w("/a").await;
+        assert!(matches!(got, Err(Error::Timeout)), "{got:?}");
+        assert!(
+            lock(&client.inner.pending).is_empty(),
+            "the timed-out request is still pending"
+        );
+        assert!(
+            !lock(&client.inner.watchers).has_any(),
+            "the timed-out read's watch is still registered"
+        );
     }
 }

@@ -2,9 +2,10 @@
 //! the writer FIFO queue are appended, applied and answered on the session's own FIFO queue
 //! in order (Guarantees 2 and 4); a refused request is answered there too, and one that comes
 //! again is applied once; a request over
-//! SQS's size limit travels through S3; handled messages are deleted.
+//! SQS's size limit travels through S3; handled messages are deleted, and so is one that can
+//! never decode, while one whose spilled body could not be read comes again.
 use faaskeeper_backend_aws::moto::MotoServer;
-use faaskeeper_backend_aws::{AwsBackend, QueueKind, Queues};
+use faaskeeper_backend_aws::{AwsBackend, INLINE_BODY_MAX, QueueKind, Queues};
 use faaskeeper_core::apply::SessionRecord;
 use faaskeeper_core::keys::{self, SYSTEM_BUCKET, USER_BUCKET};
 use faaskeeper_core::queue::WriterMessage;
@@ -41,7 +42,8 @@ async fn results(q: &Queues, session: i64, n: usize) -> Vec<(i64, OpResult)> {
         assert!(Instant::now() < deadline, "only {out:?} arrived");
         let got = q.receive(&queue, 10, 2).await.expect("receive");
         for m in &got {
-            let d: Delivery = serde_json::from_slice(&m.body).expect("a delivery");
+            let body = m.body.as_deref().expect("a readable body");
+            let d: Delivery = serde_json::from_slice(body).expect("a delivery");
             assert_eq!(d.session, session);
             for e in d.events {
                 if let SessionEvent::Result { seq, result, .. } = e {
@@ -207,10 +209,101 @@ async fn poller_appends_from_the_writer_queue_and_answers_on_the_session_queue()
     );
 }
 
+/// Sends a body spilled into another deployment's bucket to `q`'s writer queue in `group`:
+/// a message whose body cannot be read (S3 has nothing at its key in `q`'s bucket).
+async fn send_unreadable(moto: &MotoServer, q: &Queues, group: &str) {
+    let other = AwsBackend::connect(&moto.options(&format!("elsewhere-{group}")))
+        .await
+        .expect("connect the other deployment");
+    other
+        .queues()
+        .send(
+            &q.names().writer(),
+            &vec![b' '; INLINE_BODY_MAX + 1],
+            Some(group),
+            Some("unreadable"),
+        )
+        .await
+        .expect("send");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poller_drops_an_undecodable_message_and_leaves_an_unreadable_one() {
+    let moto = MotoServer::start().expect("moto");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let aws = AwsBackend::connect(&moto.options("undecodable"))
+        .await
+        .expect("connect");
+    let host = faaskeeper_host::start(faaskeeper_host::ServeOptions {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        zk_listen: None,
+        stores: Some(aws.store_manager(SYSTEM_BUCKET, USER_BUCKET)),
+        ..Default::default()
+    })
+    .await
+    .expect("host");
+    let _pollers = faaskeeper_host::aws::start_pollers(host.runtime(), aws.queues(), 1, false);
+    let q = aws.queues();
+    let session = 4343;
+    q.ensure(&q.names().session(session), QueueKind::Fifo, None)
+        .await
+        .expect("session queue");
+    send(
+        q,
+        session,
+        0,
+        Op::OpenSession {
+            timeout_ms: 30_000,
+            notify: q.names().notify_url(session),
+            fallback: None,
+        },
+    )
+    .await;
+    results(q, session, 1).await;
+    // Garbage in the session's own group, ahead of its next request: the request is not held
+    // up behind it (failed, it would hold the group for a visibility timeout per receive).
+    q.send(
+        &q.names().writer(),
+        b"{\"requests\": 42",
+        Some(&session.to_string()),
+        Some("garbage"),
+    )
+    .await
+    .expect("send");
+    send_unreadable(&moto, q, "777").await;
+    send(
+        q,
+        session,
+        1,
+        Op::Create {
+            path: "/after".into(),
+            data: Vec::new(),
+            mode: CreateMode::Persistent,
+            acl: None,
+        },
+    )
+    .await;
+    let got = results(q, session, 1).await;
+    assert!(
+        matches!(got.as_slice(), [(1, OpResult::Created { .. })]),
+        "the request behind the garbage is answered (a jammed group starves the session of \
+         its pings too, and it expires): {got:?}"
+    );
+    assert_eq!(
+        q.queue_depth(&q.names().writer())
+            .await
+            .expect("queue attributes"),
+        (0, 1),
+        "(visible, in flight): the garbage deleted, the unreadable message to come again"
+    );
+}
+
 /// The Lambda functions of `deploy/aws` behind the event source mappings done in this
 /// process (what `faaskeeper cost --measure --lambda` runs): the writer function takes the
 /// writer queue's batches as Lambda's SQS events, including a body spilled to S3, and the
-/// mapping deletes what it handled and leaves the message it named as failed; the
+/// mapping deletes what it handled (garbage included) and leaves the message it named as
+/// failed (one whose spilled body could not be read); the
 /// distributor function, fed the writer's wake-ups through the distributor queue's mapping,
 /// applies the writes, whose results arrive in order. Every invocation is counted with its
 /// billed duration, and the mappings' own receives and deletes are counted too.
@@ -274,7 +367,7 @@ async fn lambda_functions_behind_event_sources() {
     for (i, op) in ops.into_iter().enumerate() {
         send(q, session, i as i64, op).await;
     }
-    // Another client's garbage, in its own message group.
+    // Another client's garbage, in its own message group: dropped.
     q.send(
         &names.writer(),
         b"{\"requests\": 42",
@@ -283,10 +376,12 @@ async fn lambda_functions_behind_event_sources() {
     )
     .await
     .expect("send");
+    // A body that cannot be read, in a group of its own: named as failed.
+    send_unreadable(&moto, q, "998").await;
     let before = aws.usage().queues;
     let mut handed = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while handed < 4 {
+    while handed < 5 {
         assert!(
             Instant::now() < deadline,
             "only {handed} messages handed over"

@@ -1,15 +1,15 @@
 //! The `bootstrap` binary against a local Lambda Runtime API (written here: the endpoints
 //! and headers the real one has) and moto: SQS events in the exact shape Lambda sends carry
-//! client write requests to the writer function, which appends them and reports the
-//! malformed record in `batchItemFailures`; the distributor function, fed the wake-up the
-//! writer put on the distributor queue, applies them, so the nodes are in S3 and the results
-//! on the session's queue, in order. A payload that is not an SQS event is an invocation
-//! error (`/error`).
+//! client write requests to the writer function, which appends them, drops a malformed
+//! record and reports in `batchItemFailures` the one whose spilled body S3 does not have;
+//! the distributor function, fed the wake-up the writer put on the distributor queue,
+//! applies them, so the nodes are in S3 and the results on the session's queue, in order. A
+//! payload that is not an SQS event is an invocation error (`/error`).
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
 use faaskeeper_backend_aws::moto::MotoServer;
-use faaskeeper_backend_aws::{AwsBackend, QueueKind, Received};
+use faaskeeper_backend_aws::{AwsBackend, QueueKind, Received, SPILL_ATTRIBUTE, SPILL_PREFIX};
 use faaskeeper_core::CreateMode;
 use faaskeeper_core::keys::{SYSTEM_BUCKET, USER_BUCKET};
 use faaskeeper_core::queue::WriterMessage;
@@ -266,6 +266,12 @@ async fn writer_and_distributor_functions_on_sqs_events() {
     let writer = Bootstrap::start("writer", &writer_addr, &moto, prefix);
     let wq = q.names().writer();
     let group = session.to_string();
+    // A record whose spilled body is not in S3, in its own group.
+    let missing = format!("{SPILL_PREFIX}{wq}/missing");
+    let mut unreadable = record(&wq, "m-unreadable", &missing, Some("998"));
+    unreadable["messageAttributes"] = serde_json::json!({
+        SPILL_ATTRIBUTE: { "stringValue": missing, "dataType": "String" }
+    });
     let event = serde_json::json!({ "Records": [
         record(&wq, "m-open", &write(session, 0, Op::OpenSession {
             timeout_ms: 60_000,
@@ -280,6 +286,7 @@ async fn writer_and_distributor_functions_on_sqs_events() {
         }), Some(&group)),
         // Another client's garbage, in its own group.
         record(&wq, "m-bad", "{\"requests\": 42", Some("999")),
+        unreadable,
         record(&wq, "m-set", &write(session, 2, Op::SetData {
             path: "/from-lambda".into(),
             data: b"again".to_vec(),
@@ -290,7 +297,7 @@ async fn writer_and_distributor_functions_on_sqs_events() {
     match writer_api.outcome("req-1").await {
         Outcome::Response(v) => assert_eq!(
             v,
-            serde_json::json!({ "batchItemFailures": [{ "itemIdentifier": "m-bad" }] })
+            serde_json::json!({ "batchItemFailures": [{ "itemIdentifier": "m-unreadable" }] })
         ),
         other => panic!("writer: {other:?}"),
     }
@@ -321,7 +328,7 @@ async fn writer_and_distributor_functions_on_sqs_events() {
             record(
                 &dq,
                 &m.message_id,
-                std::str::from_utf8(&m.body).unwrap(),
+                std::str::from_utf8(m.body.as_deref().unwrap()).unwrap(),
                 None,
             )
         })
@@ -353,7 +360,7 @@ async fn writer_and_distributor_functions_on_sqs_events() {
     while results.len() < 3 && Instant::now() < deadline {
         let got = q.receive(&sq, 10, 1).await.unwrap();
         for m in &got {
-            let d: Delivery = serde_json::from_slice(&m.body).unwrap();
+            let d: Delivery = serde_json::from_slice(m.body.as_deref().unwrap()).unwrap();
             for e in d.events {
                 if let SessionEvent::Result { seq, result, .. } = e {
                     results.push((seq, result));

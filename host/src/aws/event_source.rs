@@ -179,8 +179,14 @@ impl EventSource {
                 SqsRecord {
                     message_id: r.message_id.clone(),
                     receipt_handle: r.receipt_handle.clone(),
-                    // SQS bodies are text; a body that is not was spilled, and this is its key.
-                    body: String::from_utf8_lossy(&r.body).into_owned(),
+                    // SQS bodies are text; a body that is not was spilled, and this is its key
+                    // (`receive_as_sent` reads no spilled body, so there is always one).
+                    body: r
+                        .body
+                        .as_deref()
+                        .map(String::from_utf8_lossy)
+                        .unwrap_or_default()
+                        .into_owned(),
                     attributes,
                     message_attributes,
                     md5_of_body: None,

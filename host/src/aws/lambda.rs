@@ -9,8 +9,9 @@
 //! | `heartbeat` | a schedule | one heartbeat sweep |
 //!
 //! A writer batch answers `{"batchItemFailures": [...]}` naming the messages to deliver
-//! again: a record that does not decode, every later record of its message group (FIFO), and
-//! every record whose append failed. The `bootstrap` binary takes its configuration from
+//! again: a record whose spilled body could not be read, every later record of its message
+//! group (FIFO), and every record whose append failed. A record that does not decode never
+//! will: it is dropped with a warning. The `bootstrap` binary takes its configuration from
 //! the environment; `faaskeeper cost --measure --lambda` starts these functions in its own
 //! process, behind [`event_source`](super::event_source), to count what a deployment on
 //! Lambda bills.
@@ -335,7 +336,6 @@ impl Function {
     async fn writer_batch(&self, event: &SqsEvent) -> (BatchResponse, usize) {
         let queues = self.backend.queues();
         let mut records = Vec::with_capacity(event.records.len());
-        let mut unreadable = Vec::new();
         let mut spilled = HashMap::new();
         for r in &event.records {
             let group = r.attributes.get("MessageGroupId").cloned();
@@ -344,19 +344,14 @@ impl Function {
                 .get(faaskeeper_backend_aws::SPILL_ATTRIBUTE)
                 .and_then(|a| a.string_value.clone());
             let body = match &spill {
-                Some(key) => match queues.read_spilled(key).await {
-                    Ok(body) => {
+                Some(key) => {
+                    let body = queues.read_spilled(key).await;
+                    if body.is_ok() {
                         spilled.insert(r.message_id.clone(), key.clone());
-                        body
                     }
-                    Err(e) => {
-                        tracing::warn!(id = r.message_id, error = %e, "spilled body unreadable");
-                        unreadable.push(r.message_id.clone());
-                        // Decoding an empty body fails, which fails its group's later records.
-                        Vec::new()
-                    }
-                },
-                None => r.body.clone().into_bytes(),
+                    body
+                }
+                None => Ok(r.body.clone().into_bytes()),
             };
             records.push(QueueRecord {
                 id: r.message_id.clone(),

@@ -9,9 +9,10 @@
 //!   pings), appends the batches through the writer stage, and tells which messages failed.
 //!   The long-running poller ([`WriterQueue::run_poller`], `faaskeeper serve --backend aws`)
 //!   and the Lambda handler ([`lambda`], run by the `bootstrap` binary of `host/lambda`) both
-//!   use it. A message is deleted only after the writer's append succeeded; a redelivered
-//!   one is harmless, because the distributor answers a `(session, seq)` it has seen with the
-//!   stored result instead of applying it again.
+//!   use it. A message is deleted only after the writer's append succeeded, or if it can
+//!   never succeed (its body does not decode); a redelivered one is harmless, because the
+//!   distributor answers a `(session, seq)` it has seen with the stored result instead of
+//!   applying it again.
 //! - [`event_source`] does what Lambda's SQS event source mapping does, to run the Lambda
 //!   handler in this process (`faaskeeper cost --measure --lambda`).
 
@@ -234,8 +235,8 @@ impl Outbound for SqsOutbound {
 pub struct QueueRecord {
     /// SQS's message id (Lambda's `messageId`, the id a partial batch failure names).
     pub id: String,
-    /// The body.
-    pub body: Vec<u8>,
+    /// The body, or why it could not be read (a spilled body S3 did not give back).
+    pub body: Result<Vec<u8>, QueueError>,
     /// The message group (the session) on a FIFO queue.
     pub group: Option<String>,
 }
@@ -263,9 +264,11 @@ impl WriterQueue {
     }
 
     /// Handle one batch of messages, in order; returns the ids of those that failed and must
-    /// be delivered again. A message that does not decode fails, and so does every later
-    /// message of its group in this batch (a FIFO group must not skip ahead of a message
-    /// that will come back). All appends of the batch are one writer invocation.
+    /// be delivered again. A message whose body could not be read fails, and so does every
+    /// later message of its group in this batch (a FIFO group must not skip ahead of a
+    /// message that will come back). A message that does not decode never will: it is
+    /// dropped with a warning, not failed, so that it does not hold up its group. All appends
+    /// of the batch are one writer invocation.
     pub async fn process(&self, records: &[QueueRecord]) -> Vec<String> {
         self.process_counted(records).await.0
     }
@@ -283,15 +286,22 @@ impl WriterQueue {
                 failed.push(r.id.clone());
                 continue;
             }
-            match serde_json::from_slice::<WriterMessage>(&r.body) {
-                Ok(WriterMessage::Write(batch)) => writes.push((i, batch.requests)),
-                Ok(WriterMessage::Ping { ping }) => pings.push((i, ping)),
+            let body = match &r.body {
+                Ok(body) => body,
                 Err(e) => {
-                    tracing::warn!(id = r.id, error = %e, "undecodable writer message");
+                    tracing::warn!(id = r.id, error = %e, "writer message body unreadable");
                     failed.push(r.id.clone());
                     if grouped {
                         failed_groups.insert(r.group.clone());
                     }
+                    continue;
+                }
+            };
+            match serde_json::from_slice::<WriterMessage>(body) {
+                Ok(WriterMessage::Write(batch)) => writes.push((i, batch.requests)),
+                Ok(WriterMessage::Ping { ping }) => pings.push((i, ping)),
+                Err(e) => {
+                    tracing::warn!(id = r.id, error = %e, "undecodable writer message dropped");
                 }
             }
         }

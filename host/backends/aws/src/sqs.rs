@@ -20,7 +20,7 @@
 //! A body over [`INLINE_BODY_MAX`] (SQS stops at 256 KiB) is put in the user bucket as
 //! `queue/<queue>/<random id>` first, and the message carries only that key in the attribute
 //! [`SPILL_ATTRIBUTE`]; [`Queues::receive`] reads it back and [`Queues::delete`] deletes it
-//! with the message.
+//! with the message (not if SQS did not delete the message, which then comes again).
 
 use crate::meter::Meter;
 use crate::unavailable;
@@ -29,7 +29,7 @@ use aws_sdk_sqs::types::{
     QueueAttributeName,
 };
 use faaskeeper_storage::StoreError;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// Largest body sent inline; anything larger goes through S3 (SQS's limit is 256 KiB for
@@ -112,8 +112,9 @@ pub struct Received {
     pub message_id: String,
     /// The handle that deletes this receipt of the message.
     pub receipt_handle: String,
-    /// The body.
-    pub body: Vec<u8>,
+    /// The body, or why a spilled body could not be read back (the message is received all
+    /// the same: its consumer fails or skips it alone).
+    pub body: Result<Vec<u8>, QueueError>,
     /// The message group (FIFO queues).
     pub group: Option<String>,
     /// The S3 key of a spilled body, deleted with the message.
@@ -121,7 +122,7 @@ pub struct Received {
 }
 
 /// Why a queue operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueError {
     /// The queue does not exist (a session queue deleted by its client, for instance).
@@ -378,7 +379,8 @@ impl Queues {
     }
 
     /// Receive up to `max` (1–10) messages, waiting up to `wait_s` (0–20) seconds for the
-    /// first (long polling). Spilled bodies are read back from S3.
+    /// first (long polling). Spilled bodies are read back from S3; one that cannot be is the
+    /// `body` error of its message, not the receive's.
     pub async fn receive(
         &self,
         name: &str,
@@ -446,8 +448,8 @@ impl Queues {
                 .and_then(|v| v.string_value())
                 .map(str::to_string);
             let body = match &spill_key {
-                Some(key) if read_spilled => self.read_spilled(key).await?,
-                _ => m.body().unwrap_or_default().as_bytes().to_vec(),
+                Some(key) if read_spilled => self.read_spilled(key).await,
+                _ => Ok(m.body().unwrap_or_default().as_bytes().to_vec()),
             };
             received.push(Received {
                 message_id: m.message_id().unwrap_or_default().to_string(),
@@ -487,7 +489,8 @@ impl Queues {
         Ok(body.into_bytes().to_vec())
     }
 
-    /// Delete received messages (done with them), 10 per request, and their spilled bodies.
+    /// Delete received messages (done with them), 10 per request, and the spilled bodies of
+    /// those SQS deleted: one it did not delete comes again and needs its body then.
     pub async fn delete(&self, name: &str, done: &[Received]) -> Result<(), QueueError> {
         if done.is_empty() {
             return Ok(());
@@ -514,14 +517,25 @@ impl Queues {
                 .send()
                 .await
                 .map_err(queue_unavailable)?;
+            // Entry ids are indices in the chunk.
+            let failed: HashSet<&str> = out.failed().iter().map(|f| f.id()).collect();
             if let Some(f) = out.failed().first() {
                 // An expired receipt handle: the message is visible again and will be
                 // redelivered, which every consumer tolerates.
-                tracing::warn!(queue = name, code = f.code(), "message not deleted");
+                tracing::warn!(
+                    queue = name,
+                    code = f.code(),
+                    count = failed.len(),
+                    "messages not deleted"
+                );
             }
-        }
-        for key in done.iter().filter_map(|r| r.spill_key.as_deref()) {
-            self.delete_spilled(key).await;
+            for (i, r) in chunk.iter().enumerate() {
+                if let Some(key) = &r.spill_key
+                    && !failed.contains(i.to_string().as_str())
+                {
+                    self.delete_spilled(key).await;
+                }
+            }
         }
         Ok(())
     }
