@@ -142,6 +142,8 @@ impl Default for Options {
 }
 
 type Pending = HashMap<i64, oneshot::Sender<Result<(Zxid, OpResult), Error>>>;
+/// A request's result as its [`Pending`] sender hands it over.
+type Arrived = Result<Result<(Zxid, OpResult), Error>, oneshot::error::RecvError>;
 
 /// A callback that sees every watch event of the session, in order (see
 /// [`Client::on_watch_event`]).
@@ -351,11 +353,11 @@ impl Client {
         if self.inner.expired.load(Ordering::SeqCst) {
             return Err(Error::zk(ZkError::SessionExpired, "session expired"));
         }
-        let (rx, watch, seq) = {
+        let (outcome, watch, seq) = {
             let mut next = self.inner.next_seq.lock().await;
             let seq = *next;
             *next += 1;
-            let (tx, rx) = oneshot::channel();
+            let (tx, mut rx) = oneshot::channel();
             lock(&self.inner.pending).insert(seq, tx);
             let watch = watch.map(|(kind, path)| lock(&self.inner.watchers).add(kind, &path, seq));
             let batch = WriteBatch {
@@ -365,8 +367,14 @@ impl Client {
                     op,
                 }],
             };
-            let answer: Result<Vec<Submission>, Error> =
-                self.inner.transport.submit(self.inner.session, batch).await;
+            // The result may come before the writer's answer (the distributor can apply the
+            // request while the writer's invocation is still ending): it shows that the request
+            // was appended, so the answer is not waited for then.
+            let answer = tokio::select! {
+                biased;
+                answer = self.inner.transport.submit(self.inner.session, batch) => answer,
+                result = &mut rx => return self.finish(Ok(result), watch, seq),
+            };
             match answer {
                 Ok(subs) => match subs.into_iter().next() {
                     Some(Submission::Appended { .. }) => {}
@@ -391,13 +399,22 @@ impl Client {
                     return Err(e);
                 }
             }
-            (rx, watch, seq)
+            let outcome = tokio::time::timeout(self.inner.options.request_timeout, rx);
+            (outcome, watch, seq)
         };
-        match tokio::time::timeout(self.inner.options.request_timeout, rx).await {
-            Ok(Ok(Ok((zxid, OpResult::Error { error, message })))) => {
-                let _ = zxid;
-                Err(Error::zk(error, message))
-            }
+        self.finish(outcome.await, watch, seq)
+    }
+
+    /// What [`Client::submit`] answers for request `seq`, given how waiting for its result
+    /// ended (`Err`: the request timeout passed).
+    fn finish(
+        &self,
+        outcome: Result<Arrived, tokio::time::error::Elapsed>,
+        watch: Option<Watch>,
+        seq: i64,
+    ) -> Result<(Zxid, OpResult, Option<Watch>), Error> {
+        match outcome {
+            Ok(Ok(Ok((_, OpResult::Error { error, message })))) => Err(Error::zk(error, message)),
             Ok(Ok(Ok((zxid, result)))) => Ok((zxid, result, watch)),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(Error::zk(ZkError::SessionExpired, "session channel closed")),
@@ -937,5 +954,90 @@ mod tests {
             !lock(&client.inner.watchers).has_any(),
             "the timed-out read's watch is still registered"
         );
+    }
+
+    /// A service whose writer never answers, while each request's result arrives on the
+    /// session's channel: the distributor applied it while the writer's invocation was still
+    /// ending.
+    struct ResultBeforeAnswer {
+        results: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<SessionEvent>>,
+        tx: tokio::sync::mpsc::UnboundedSender<SessionEvent>,
+    }
+
+    #[async_trait::async_trait]
+    impl LocalService for ResultBeforeAnswer {
+        async fn open_session(&self, _: i32) -> Result<SessionId, Error> {
+            Ok(7)
+        }
+
+        async fn submit(&self, _: SessionId, batch: WriteBatch) -> Result<Vec<Submission>, Error> {
+            for r in &batch.requests {
+                let _ = self.tx.send(SessionEvent::Result {
+                    seq: r.seq,
+                    zxid: 5,
+                    result: OpResult::Deleted,
+                });
+            }
+            std::future::pending().await
+        }
+
+        async fn heartbeat(&self, _: SessionId) -> Result<(), Error> {
+            Ok(())
+        }
+
+        async fn close(&self, _: SessionId) -> Result<(), Error> {
+            Ok(())
+        }
+
+        async fn read_node(&self, _: SessionId, _: &str) -> Result<NodeRead, Error> {
+            Ok(NodeRead::Missing)
+        }
+
+        async fn poll(
+            &self,
+            _: SessionId,
+            after: u64,
+            wait: Duration,
+        ) -> Result<Vec<(u64, SessionEvent)>, Error> {
+            if after == 0 {
+                let result = OpResult::SessionOpened { timeout_ms: 10_000 };
+                let opened = SessionEvent::Result {
+                    seq: 0,
+                    zxid: 1,
+                    result,
+                };
+                return Ok(vec![(0, opened)]);
+            }
+            let mut results = self.results.lock().await;
+            match tokio::time::timeout(wait, results.recv()).await {
+                Ok(Some(event)) => Ok(vec![(after, event)]),
+                _ => Ok(Vec::new()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_result_that_comes_before_the_writers_answer_is_returned() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let service = ResultBeforeAnswer {
+            results: tokio::sync::Mutex::new(rx),
+            tx,
+        };
+        let options = Options {
+            request_timeout: Duration::from_secs(5),
+            auto_heartbeat: false,
+            ..Options::default()
+        };
+        let client = Client::connect_local(Arc::new(service), options)
+            .await
+            .expect("open");
+        for _ in 0..3 {
+            tokio::time::timeout(Duration::from_secs(10), client.delete("/a", -1))
+                .await
+                .expect("answered without the writer's answer")
+                .expect("the result is the answer");
+        }
+        assert_eq!(client.last_zxid(), 5);
+        assert!(lock(&client.inner.pending).is_empty());
     }
 }
