@@ -805,6 +805,11 @@ async fn poll_loop(inner: Arc<Inner>) {
                     after = after.max(index + 1);
                     dispatch(&inner, event);
                 }
+                // Nothing comes for an expired session: polling on would only cost requests
+                // (a long poll every 20 s on a session queue) for as long as the client lives.
+                if inner.expired.load(Ordering::SeqCst) {
+                    break;
+                }
             }
             Err(Error::Zk {
                 code: ZkError::SessionExpired,
@@ -1039,5 +1044,87 @@ mod tests {
         }
         assert_eq!(client.last_zxid(), 5);
         assert!(lock(&client.inner.pending).is_empty());
+    }
+
+    /// A service that expires the session at its first poll after the open, counting polls.
+    struct Expiring {
+        polls: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl LocalService for Expiring {
+        async fn open_session(&self, _: i32) -> Result<SessionId, Error> {
+            Ok(7)
+        }
+
+        async fn submit(&self, _: SessionId, _: WriteBatch) -> Result<Vec<Submission>, Error> {
+            Err(Error::Transport("not in this test".into()))
+        }
+
+        async fn heartbeat(&self, _: SessionId) -> Result<(), Error> {
+            Ok(())
+        }
+
+        async fn close(&self, _: SessionId) -> Result<(), Error> {
+            Ok(())
+        }
+
+        async fn read_node(&self, _: SessionId, _: &str) -> Result<NodeRead, Error> {
+            Ok(NodeRead::Missing)
+        }
+
+        async fn poll(
+            &self,
+            _: SessionId,
+            after: u64,
+            _: Duration,
+        ) -> Result<Vec<(u64, SessionEvent)>, Error> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            let (seq, result) = if after == 0 {
+                (0, OpResult::SessionOpened { timeout_ms: 10_000 })
+            } else {
+                (
+                    faaskeeper_core::session::EXPIRE_SEQ,
+                    OpResult::SessionClosed,
+                )
+            };
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(vec![(
+                after,
+                SessionEvent::Result {
+                    seq,
+                    zxid: 1,
+                    result,
+                },
+            )])
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_session_stops_polling() {
+        let service = Arc::new(Expiring {
+            polls: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let options = Options {
+            auto_heartbeat: false,
+            ..Options::default()
+        };
+        let client = Client::connect_local(service.clone(), options)
+            .await
+            .expect("open");
+        let mut state = client.session_state();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            state.wait_for(|s| *s == SessionState::Expired),
+        )
+        .await
+        .expect("expired in time")
+        .expect("state");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let polls = service.polls.load(Ordering::SeqCst);
+        assert!(
+            polls <= 3,
+            "{polls} polls: the session kept polling after it expired"
+        );
     }
 }

@@ -440,3 +440,114 @@ async fn lambda_functions_behind_event_sources() {
         "the mapping hands spilled bodies on unread: {mapping:?}"
     );
 }
+
+/// An endpoint in front of `to` that passes every request on but SQS's `SendMessage`, which
+/// it refuses.
+async fn refusing_sends(to: String) -> String {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    type Failure = Box<dyn std::error::Error + Send + Sync>;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (client, to) = (client.clone(), to.clone());
+            let pass =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (client, to) = (client.clone(), to.clone());
+                    async move {
+                        let refused = req
+                            .headers()
+                            .get("x-amz-target")
+                            .is_some_and(|t| t.as_bytes().ends_with(b".SendMessage"));
+                        if refused {
+                            let body = r#"{"__type":"AccessDenied","message":"sends refused"}"#;
+                            return Ok::<_, Failure>(
+                                http::Response::builder()
+                                    .status(403)
+                                    .header("content-type", "application/x-amz-json-1.0")
+                                    .body(Full::new(Bytes::from_static(body.as_bytes())))?,
+                            );
+                        }
+                        let (head, body) = req.into_parts();
+                        let body = body.collect().await?.to_bytes();
+                        let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+                        let mut out = http::Request::builder()
+                            .method(head.method)
+                            .uri(format!("{to}{path}"));
+                        for (name, value) in &head.headers {
+                            out = out.header(name, value);
+                        }
+                        let answer = client.request(out.body(Full::new(body))?).await?;
+                        let (head, body) = answer.into_parts();
+                        let body = body.collect().await?.to_bytes();
+                        Ok(http::Response::from_parts(head, Full::new(body)))
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), pass),
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A refused request whose rejection cannot be sent to its session's queue fails its writer
+/// message, which comes again (else the client waits for an answer that never comes); one
+/// whose session queue is gone is dropped, as nobody waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_that_cannot_be_sent_fails_its_message() {
+    use faaskeeper_host::aws::{QueueRecord, WriterQueue};
+    let moto = MotoServer::start().expect("moto");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = moto.options("unsent");
+    let aws = AwsBackend::connect(&opts).await.expect("connect");
+    let host = faaskeeper_host::start(faaskeeper_host::ServeOptions {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        zk_listen: None,
+        stores: Some(aws.store_manager(SYSTEM_BUCKET, USER_BUCKET)),
+        ..Default::default()
+    })
+    .await
+    .expect("host");
+    let q = aws.queues();
+    let (session, gone) = (5151, 5252);
+    q.ensure(&q.names().session(session), QueueKind::Fifo, None)
+        .await
+        .expect("session queue");
+    let refusing = Queues::connect(&faaskeeper_backend_aws::AwsOptions {
+        endpoint: Some(refusing_sends(moto.endpoint().to_string()).await),
+        ..opts
+    })
+    .await
+    .expect("queues");
+    let writer = WriterQueue::new(host.runtime().clone(), refusing);
+    let refused = |session: i64, id: &str| QueueRecord {
+        id: id.to_string(),
+        body: Ok(serde_json::to_vec(&WriterMessage::Write(WriteBatch {
+            requests: vec![Request {
+                session,
+                seq: 1,
+                op: Op::Create {
+                    path: "no-slash".into(),
+                    data: Vec::new(),
+                    mode: CreateMode::Persistent,
+                    acl: None,
+                },
+            }],
+        }))
+        .expect("encode")),
+        group: Some(session.to_string()),
+    };
+    let failed = writer
+        .process(&[refused(session, "m1"), refused(gone, "m2")])
+        .await;
+    assert_eq!(failed, vec!["m1".to_string()]);
+}

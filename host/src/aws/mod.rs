@@ -308,7 +308,21 @@ impl WriterQueue {
         if !writes.is_empty() {
             let requests: Vec<Request> = writes.iter().flat_map(|(_, r)| r.clone()).collect();
             match self.rt.write_batch(requests.clone()).await {
-                Ok(subs) => self.answer_rejections(&requests, &subs).await,
+                Ok(subs) => {
+                    // A message whose rejection did not reach its session comes back: the
+                    // writer refuses it again and the rejection is sent again (the appended
+                    // requests of the message are not appended twice: the writer drops a
+                    // (session, seq) it has seen).
+                    let unsent = self.answer_rejections(&requests, &subs).await;
+                    let mut first = 0;
+                    for (i, reqs) in &writes {
+                        let last = first + reqs.len();
+                        if unsent.iter().any(|u| (first..last).contains(u)) {
+                            failed.push(records[*i].id.clone());
+                        }
+                        first = last;
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "writer invocation failed");
                     failed.extend(writes.iter().map(|(i, _)| records[*i].id.clone()));
@@ -333,8 +347,12 @@ impl WriterQueue {
 
     /// A refused request never enters the log, so the distributor will not answer it: tell
     /// its session here.
-    async fn answer_rejections(&self, requests: &[Request], subs: &[Submission]) {
-        for (req, sub) in requests.iter().zip(subs) {
+    ///
+    /// Returns the positions in `requests` of the rejections that could not be sent to a
+    /// session queue that exists.
+    async fn answer_rejections(&self, requests: &[Request], subs: &[Submission]) -> Vec<usize> {
+        let mut unsent = Vec::new();
+        for (at, (req, sub)) in requests.iter().zip(subs).enumerate() {
             let Submission::Rejected {
                 seq,
                 error,
@@ -358,10 +376,11 @@ impl WriterQueue {
                 }],
             };
             let Ok(body) = serde_json::to_vec(&delivery) else {
+                unsent.push(at);
                 continue;
             };
             let group = req.session.to_string();
-            if let Err(e) = self
+            match self
                 .queues
                 .send(
                     &names.session(req.session),
@@ -371,9 +390,16 @@ impl WriterQueue {
                 )
                 .await
             {
-                tracing::warn!(session = req.session, error = %e, "rejection not delivered");
+                Ok(_) => {}
+                // The session closed: nobody waits for the answer.
+                Err(QueueError::NoSuchQueue(_)) => {}
+                Err(e) => {
+                    tracing::warn!(session = req.session, error = %e, "rejection not delivered");
+                    unsent.push(at);
+                }
             }
         }
+        unsent
     }
 
     /// Consume the writer queue forever: long polls of up to 10 messages; the messages that
