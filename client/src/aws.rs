@@ -520,13 +520,9 @@ impl crate::Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use faaskeeper_backend_aws::moto::MotoServer;
     use faaskeeper_backend_aws::{AwsBackend, INLINE_BODY_MAX};
     use faaskeeper_core::wire::OpResult;
-    use http_body_util::{BodyExt, Full};
-
-    type Failure = Box<dyn std::error::Error + Send + Sync>;
 
     /// The result of `seq` for `session`, as the watch stage delivers it.
     fn delivery(session: SessionId, seq: i64) -> (Vec<u8>, SessionEvent) {
@@ -543,61 +539,6 @@ mod tests {
         })
         .expect("encode");
         (body, event)
-    }
-
-    /// An endpoint in front of `to` that passes every request on but SQS's
-    /// `DeleteMessageBatch`, which it refuses.
-    async fn refusing_deletes(to: String) -> String {
-        use hyper_util::rt::{TokioExecutor, TokioIo};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .build_http::<Full<Bytes>>();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (client, to) = (client.clone(), to.clone());
-                let pass =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (client, to) = (client.clone(), to.clone());
-                        async move {
-                            let refused = req
-                                .headers()
-                                .get("x-amz-target")
-                                .is_some_and(|t| t.as_bytes().ends_with(b".DeleteMessageBatch"));
-                            if refused {
-                                let body =
-                                    r#"{"__type":"AccessDenied","message":"deletes refused"}"#;
-                                return Ok::<_, Failure>(
-                                    http::Response::builder()
-                                        .status(403)
-                                        .header("content-type", "application/x-amz-json-1.0")
-                                        .body(Full::new(Bytes::from_static(body.as_bytes())))?,
-                                );
-                            }
-                            let (head, body) = req.into_parts();
-                            let body = body.collect().await?.to_bytes();
-                            let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
-                            let mut out = http::Request::builder()
-                                .method(head.method)
-                                .uri(format!("{to}{path}"));
-                            for (name, value) in &head.headers {
-                                out = out.header(name, value);
-                            }
-                            let answer = client.request(out.body(Full::new(body))?).await?;
-                            let (head, body) = answer.into_parts();
-                            let body = body.collect().await?.to_bytes();
-                            Ok(http::Response::from_parts(head, Full::new(body)))
-                        }
-                    });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), pass),
-                );
-            }
-        });
-        format!("http://{addr}")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -618,7 +559,11 @@ mod tests {
             sent.push(event);
         }
         let refusing = Queues::connect(&AwsOptions {
-            endpoint: Some(refusing_deletes(moto.endpoint().to_string()).await),
+            endpoint: Some(
+                faaskeeper_backend_aws::moto::refusing(moto.endpoint(), "DeleteMessageBatch")
+                    .await
+                    .expect("proxy"),
+            ),
             ..opts
         })
         .await

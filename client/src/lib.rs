@@ -887,24 +887,64 @@ impl Watch {
 mod tests {
     use super::*;
 
-    /// A service that opens the session and appends every request, but never answers one.
-    struct Unanswering;
+    /// How a [`Scripted`] service answers; every one opens session 7.
+    enum Script {
+        /// Appends every request, but never delivers a result.
+        Unanswering,
+        /// Never answers a submission, while each request's result arrives on the session's
+        /// channel (the distributor applied it while the writer's invocation was still
+        /// ending).
+        ResultBeforeAnswer {
+            tx: tokio::sync::mpsc::UnboundedSender<SessionEvent>,
+            results: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<SessionEvent>>,
+        },
+        /// Expires the session at its first poll after the open.
+        Expiring,
+    }
+
+    /// A service in process that follows its script, counting polls.
+    struct Scripted {
+        script: Script,
+        polls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Scripted {
+        fn new(script: Script) -> Arc<Scripted> {
+            Arc::new(Scripted {
+                script,
+                polls: std::sync::atomic::AtomicUsize::new(0),
+            })
+        }
+    }
 
     #[async_trait::async_trait]
-    impl LocalService for Unanswering {
+    impl LocalService for Scripted {
         async fn open_session(&self, _: i32) -> Result<SessionId, Error> {
             Ok(7)
         }
 
         async fn submit(&self, _: SessionId, batch: WriteBatch) -> Result<Vec<Submission>, Error> {
-            Ok(batch
-                .requests
-                .iter()
-                .map(|r| Submission::Appended {
-                    seq: r.seq,
-                    zxid: 1,
-                })
-                .collect())
+            match &self.script {
+                Script::Unanswering => Ok(batch
+                    .requests
+                    .iter()
+                    .map(|r| Submission::Appended {
+                        seq: r.seq,
+                        zxid: 1,
+                    })
+                    .collect()),
+                Script::ResultBeforeAnswer { tx, .. } => {
+                    for r in &batch.requests {
+                        let _ = tx.send(SessionEvent::Result {
+                            seq: r.seq,
+                            zxid: 5,
+                            result: OpResult::Deleted,
+                        });
+                    }
+                    std::future::pending().await
+                }
+                Script::Expiring => Err(Error::Transport("not in this script".into())),
+            }
         }
 
         async fn heartbeat(&self, _: SessionId) -> Result<(), Error> {
@@ -925,6 +965,7 @@ mod tests {
             after: u64,
             wait: Duration,
         ) -> Result<Vec<(u64, SessionEvent)>, Error> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
             if after == 0 {
                 let result = OpResult::SessionOpened { timeout_ms: 10_000 };
                 let opened = SessionEvent::Result {
@@ -934,19 +975,43 @@ mod tests {
                 };
                 return Ok(vec![(0, opened)]);
             }
-            tokio::time::sleep(wait).await;
-            Ok(Vec::new())
+            match &self.script {
+                Script::Unanswering => {
+                    tokio::time::sleep(wait).await;
+                    Ok(Vec::new())
+                }
+                Script::ResultBeforeAnswer { results, .. } => {
+                    let mut results = results.lock().await;
+                    match tokio::time::timeout(wait, results.recv()).await {
+                        Ok(Some(event)) => Ok(vec![(after, event)]),
+                        _ => Ok(Vec::new()),
+                    }
+                }
+                Script::Expiring => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let expired = SessionEvent::Result {
+                        seq: faaskeeper_core::session::EXPIRE_SEQ,
+                        zxid: 1,
+                        result: OpResult::SessionClosed,
+                    };
+                    Ok(vec![(after, expired)])
+                }
+            }
+        }
+    }
+
+    fn options(request_timeout: Duration) -> Options {
+        Options {
+            request_timeout,
+            auto_heartbeat: false,
+            ..Options::default()
         }
     }
 
     #[tokio::test]
     async fn a_timed_out_request_leaves_no_pending_entry_or_watch() {
-        let options = Options {
-            request_timeout: Duration::from_millis(200),
-            auto_heartbeat: false,
-            ..Options::default()
-        };
-        let client = Client::connect_local(Arc::new(Unanswering), options)
+        let service = Scripted::new(Script::Unanswering);
+        let client = Client::connect_local(service, options(Duration::from_millis(200)))
             .await
             .expect("open");
         let got = client.get_data_w("/a").await;
@@ -961,79 +1026,14 @@ mod tests {
         );
     }
 
-    /// A service whose writer never answers, while each request's result arrives on the
-    /// session's channel: the distributor applied it while the writer's invocation was still
-    /// ending.
-    struct ResultBeforeAnswer {
-        results: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<SessionEvent>>,
-        tx: tokio::sync::mpsc::UnboundedSender<SessionEvent>,
-    }
-
-    #[async_trait::async_trait]
-    impl LocalService for ResultBeforeAnswer {
-        async fn open_session(&self, _: i32) -> Result<SessionId, Error> {
-            Ok(7)
-        }
-
-        async fn submit(&self, _: SessionId, batch: WriteBatch) -> Result<Vec<Submission>, Error> {
-            for r in &batch.requests {
-                let _ = self.tx.send(SessionEvent::Result {
-                    seq: r.seq,
-                    zxid: 5,
-                    result: OpResult::Deleted,
-                });
-            }
-            std::future::pending().await
-        }
-
-        async fn heartbeat(&self, _: SessionId) -> Result<(), Error> {
-            Ok(())
-        }
-
-        async fn close(&self, _: SessionId) -> Result<(), Error> {
-            Ok(())
-        }
-
-        async fn read_node(&self, _: SessionId, _: &str) -> Result<NodeRead, Error> {
-            Ok(NodeRead::Missing)
-        }
-
-        async fn poll(
-            &self,
-            _: SessionId,
-            after: u64,
-            wait: Duration,
-        ) -> Result<Vec<(u64, SessionEvent)>, Error> {
-            if after == 0 {
-                let result = OpResult::SessionOpened { timeout_ms: 10_000 };
-                let opened = SessionEvent::Result {
-                    seq: 0,
-                    zxid: 1,
-                    result,
-                };
-                return Ok(vec![(0, opened)]);
-            }
-            let mut results = self.results.lock().await;
-            match tokio::time::timeout(wait, results.recv()).await {
-                Ok(Some(event)) => Ok(vec![(after, event)]),
-                _ => Ok(Vec::new()),
-            }
-        }
-    }
-
     #[tokio::test]
     async fn a_result_that_comes_before_the_writers_answer_is_returned() {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let service = ResultBeforeAnswer {
-            results: tokio::sync::Mutex::new(rx),
+        let service = Scripted::new(Script::ResultBeforeAnswer {
             tx,
-        };
-        let options = Options {
-            request_timeout: Duration::from_secs(5),
-            auto_heartbeat: false,
-            ..Options::default()
-        };
-        let client = Client::connect_local(Arc::new(service), options)
+            results: tokio::sync::Mutex::new(rx),
+        });
+        let client = Client::connect_local(service, options(Duration::from_secs(5)))
             .await
             .expect("open");
         for _ in 0..3 {
@@ -1046,70 +1046,10 @@ mod tests {
         assert!(lock(&client.inner.pending).is_empty());
     }
 
-    /// A service that expires the session at its first poll after the open, counting polls.
-    struct Expiring {
-        polls: std::sync::atomic::AtomicUsize,
-    }
-
-    #[async_trait::async_trait]
-    impl LocalService for Expiring {
-        async fn open_session(&self, _: i32) -> Result<SessionId, Error> {
-            Ok(7)
-        }
-
-        async fn submit(&self, _: SessionId, _: WriteBatch) -> Result<Vec<Submission>, Error> {
-            Err(Error::Transport("not in this test".into()))
-        }
-
-        async fn heartbeat(&self, _: SessionId) -> Result<(), Error> {
-            Ok(())
-        }
-
-        async fn close(&self, _: SessionId) -> Result<(), Error> {
-            Ok(())
-        }
-
-        async fn read_node(&self, _: SessionId, _: &str) -> Result<NodeRead, Error> {
-            Ok(NodeRead::Missing)
-        }
-
-        async fn poll(
-            &self,
-            _: SessionId,
-            after: u64,
-            _: Duration,
-        ) -> Result<Vec<(u64, SessionEvent)>, Error> {
-            self.polls.fetch_add(1, Ordering::SeqCst);
-            let (seq, result) = if after == 0 {
-                (0, OpResult::SessionOpened { timeout_ms: 10_000 })
-            } else {
-                (
-                    faaskeeper_core::session::EXPIRE_SEQ,
-                    OpResult::SessionClosed,
-                )
-            };
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            Ok(vec![(
-                after,
-                SessionEvent::Result {
-                    seq,
-                    zxid: 1,
-                    result,
-                },
-            )])
-        }
-    }
-
     #[tokio::test]
     async fn an_expired_session_stops_polling() {
-        let service = Arc::new(Expiring {
-            polls: std::sync::atomic::AtomicUsize::new(0),
-        });
-        let options = Options {
-            auto_heartbeat: false,
-            ..Options::default()
-        };
-        let client = Client::connect_local(service.clone(), options)
+        let service = Scripted::new(Script::Expiring);
+        let client = Client::connect_local(service.clone(), options(Duration::from_secs(5)))
             .await
             .expect("open");
         let mut state = client.session_state();

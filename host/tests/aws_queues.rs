@@ -13,6 +13,19 @@ use faaskeeper_core::wire::{Delivery, NodeView, Op, OpResult, Request, SessionEv
 use faaskeeper_core::{CreateMode, ZkError};
 use std::time::{Duration, Instant};
 
+/// A host in this process over `aws`'s stores, with its data dir `dir`.
+async fn host_over(aws: &AwsBackend, dir: &std::path::Path) -> faaskeeper_host::RunningHost {
+    faaskeeper_host::start(faaskeeper_host::ServeOptions {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        zk_listen: None,
+        stores: Some(aws.store_manager(SYSTEM_BUCKET, USER_BUCKET)),
+        ..Default::default()
+    })
+    .await
+    .expect("host")
+}
+
 async fn send(q: &Queues, session: i64, seq: i64, op: Op) {
     send_as(q, session, seq, op, &format!("{session}-{seq}")).await
 }
@@ -68,15 +81,7 @@ async fn poller_appends_from_the_writer_queue_and_answers_on_the_session_queue()
     let aws = AwsBackend::connect(&moto.options("poller"))
         .await
         .expect("connect");
-    let host = faaskeeper_host::start(faaskeeper_host::ServeOptions {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        zk_listen: None,
-        stores: Some(aws.store_manager(SYSTEM_BUCKET, USER_BUCKET)),
-        ..Default::default()
-    })
-    .await
-    .expect("host");
+    let host = host_over(&aws, dir.path()).await;
     let _pollers = faaskeeper_host::aws::start_pollers(host.runtime(), aws.queues(), 2, false);
     let q = aws.queues();
     let session = 4242;
@@ -234,15 +239,7 @@ async fn poller_drops_an_undecodable_message_and_leaves_an_unreadable_one() {
     let aws = AwsBackend::connect(&moto.options("undecodable"))
         .await
         .expect("connect");
-    let host = faaskeeper_host::start(faaskeeper_host::ServeOptions {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        zk_listen: None,
-        stores: Some(aws.store_manager(SYSTEM_BUCKET, USER_BUCKET)),
-        ..Default::default()
-    })
-    .await
-    .expect("host");
+    let host = host_over(&aws, dir.path()).await;
     let _pollers = faaskeeper_host::aws::start_pollers(host.runtime(), aws.queues(), 1, false);
     let q = aws.queues();
     let session = 4343;
@@ -441,63 +438,6 @@ async fn lambda_functions_behind_event_sources() {
     );
 }
 
-/// An endpoint in front of `to` that passes every request on but SQS's `SendMessage`, which
-/// it refuses.
-async fn refusing_sends(to: String) -> String {
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    type Failure = Box<dyn std::error::Error + Send + Sync>;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (client, to) = (client.clone(), to.clone());
-            let pass =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (client, to) = (client.clone(), to.clone());
-                    async move {
-                        let refused = req
-                            .headers()
-                            .get("x-amz-target")
-                            .is_some_and(|t| t.as_bytes().ends_with(b".SendMessage"));
-                        if refused {
-                            let body = r#"{"__type":"AccessDenied","message":"sends refused"}"#;
-                            return Ok::<_, Failure>(
-                                http::Response::builder()
-                                    .status(403)
-                                    .header("content-type", "application/x-amz-json-1.0")
-                                    .body(Full::new(Bytes::from_static(body.as_bytes())))?,
-                            );
-                        }
-                        let (head, body) = req.into_parts();
-                        let body = body.collect().await?.to_bytes();
-                        let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
-                        let mut out = http::Request::builder()
-                            .method(head.method)
-                            .uri(format!("{to}{path}"));
-                        for (name, value) in &head.headers {
-                            out = out.header(name, value);
-                        }
-                        let answer = client.request(out.body(Full::new(body))?).await?;
-                        let (head, body) = answer.into_parts();
-                        let body = body.collect().await?.to_bytes();
-                        Ok(http::Response::from_parts(head, Full::new(body)))
-                    }
-                });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), pass),
-            );
-        }
-    });
-    format!("http://{addr}")
-}
-
 /// A refused request whose rejection cannot be sent to its session's queue fails its writer
 /// message, which comes again (else the client waits for an answer that never comes); one
 /// whose session queue is gone is dropped, as nobody waits for it.
@@ -508,22 +448,18 @@ async fn a_rejection_that_cannot_be_sent_fails_its_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = moto.options("unsent");
     let aws = AwsBackend::connect(&opts).await.expect("connect");
-    let host = faaskeeper_host::start(faaskeeper_host::ServeOptions {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        zk_listen: None,
-        stores: Some(aws.store_manager(SYSTEM_BUCKET, USER_BUCKET)),
-        ..Default::default()
-    })
-    .await
-    .expect("host");
+    let host = host_over(&aws, dir.path()).await;
     let q = aws.queues();
     let (session, gone) = (5151, 5252);
     q.ensure(&q.names().session(session), QueueKind::Fifo, None)
         .await
         .expect("session queue");
     let refusing = Queues::connect(&faaskeeper_backend_aws::AwsOptions {
-        endpoint: Some(refusing_sends(moto.endpoint().to_string()).await),
+        endpoint: Some(
+            faaskeeper_backend_aws::moto::refusing(moto.endpoint(), "SendMessage")
+                .await
+                .expect("proxy"),
+        ),
         ..opts
     })
     .await

@@ -112,3 +112,60 @@ impl Drop for MotoServer {
         let _ = self.child.wait();
     }
 }
+
+/// An endpoint in front of `to` (a moto endpoint) that passes every request on but SQS's
+/// `action` (`"SendMessage"`, `"DeleteMessageBatch"`, …), which it refuses with 403: for
+/// tests of what a failed request leaves behind. Its address, served until the runtime ends.
+pub async fn refusing(to: &str, action: &str) -> std::io::Result<String> {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    type Failure = Box<dyn std::error::Error + Send + Sync>;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let (to, target) = (to.to_string(), format!(".{action}"));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (client, to, target) = (client.clone(), to.clone(), target.clone());
+            let pass =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (client, to, target) = (client.clone(), to.clone(), target.clone());
+                    async move {
+                        let refused = req
+                            .headers()
+                            .get("x-amz-target")
+                            .is_some_and(|t| t.as_bytes().ends_with(target.as_bytes()));
+                        if refused {
+                            let body = r#"{"__type":"AccessDenied","message":"refused"}"#;
+                            return Ok::<_, Failure>(
+                                http::Response::builder()
+                                    .status(403)
+                                    .header("content-type", "application/x-amz-json-1.0")
+                                    .body(Full::new(Bytes::from_static(body.as_bytes())))?,
+                            );
+                        }
+                        let (head, body) = req.into_parts();
+                        let body = body.collect().await?.to_bytes();
+                        let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+                        let mut out = http::Request::builder()
+                            .method(head.method)
+                            .uri(format!("{to}{path}"));
+                        for (name, value) in &head.headers {
+                            out = out.header(name, value);
+                        }
+                        let answer = client.request(out.body(Full::new(body))?).await?;
+                        let (head, body) = answer.into_parts();
+                        let body = body.collect().await?.to_bytes();
+                        Ok(http::Response::from_parts(head, Full::new(body)))
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), pass),
+            );
+        }
+    });
+    Ok(format!("http://{addr}"))
+}
